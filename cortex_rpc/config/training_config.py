@@ -1,0 +1,137 @@
+"""The training configuration: one dataclass shared by the smart config, the server and the worker.
+
+Field names are snake_case in Python and camelCase on the wire; ``to_wire`` and
+``from_wire`` convert, and ``apply_overrides`` validates a partial config from a client.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from ..errors import InvalidParams
+
+FINE_TUNE_TYPES = ("lora", "dora", "full")
+QUANTIZATION_BITS = (None, 2, 3, 4, 5, 6, 8)
+
+
+def snake_to_camel(name: str) -> str:
+    """Return the camelCase wire name of a snake_case field."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def camel_to_snake(name: str) -> str:
+    """Return the snake_case Python name of a camelCase wire field."""
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
+
+
+@dataclass
+class TrainingConfig:
+    """Everything the worker needs to know about how to train, with the help text of each field."""
+
+    fine_tune_type: str = field(default="lora", metadata={"help": "lora, dora or full."})
+    epochs: float = field(default=3, metadata={"help": "Passes over the training set."})
+    iterations: int = field(
+        default=0, metadata={"help": "Optimizer steps; derived from epochs when 0."}
+    )
+    learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate."})
+    lora_rank: int = field(default=8, metadata={"help": "Rank r of the LoRA matrices."})
+    lora_alpha: float = field(
+        default=16, metadata={"help": "LoRA alpha; mlx_lm's scale is alpha / rank."}
+    )
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
+    num_layers: int = field(
+        default=16, metadata={"help": "Transformer blocks (from the top) that get adapters."}
+    )
+    batch_size: int = field(default=4, metadata={"help": "Examples per step."})
+    grad_accumulation_steps: int = field(
+        default=1, metadata={"help": "Steps whose gradients are summed before an update."}
+    )
+    max_seq_length: int = field(default=2048, metadata={"help": "Longer examples are cut."})
+    quantization_bits: int | None = field(
+        default=None, metadata={"help": "Quantize the base in memory (QLoRA): 4 or 8."}
+    )
+    grad_checkpoint: bool = field(
+        default=False, metadata={"help": "Recompute activations to save memory."}
+    )
+    seed: int = field(default=0, metadata={"help": "Random seed for data order and init."})
+
+    @property
+    def lora_scale(self) -> float:
+        """mlx_lm's ``scale`` for the PEFT convention alpha / rank (mlx_lm's own default is 20)."""
+        return self.lora_alpha / self.lora_rank
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the config with camelCase keys, as sent to clients."""
+        return {snake_to_camel(k): v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> TrainingConfig:
+        """Build a config from camelCase keys, validating every field given."""
+        return apply_overrides(cls(), data)
+
+
+def iterations_for(epochs: float, examples: int, batch_size: int) -> int:
+    """Return the optimizer steps for ``epochs`` passes: ceil(epochs * examples / batch)."""
+    return max(1, math.ceil(epochs * max(examples, 1) / max(batch_size, 1)))
+
+
+def _check(condition: bool, field_name: str, message: str) -> None:
+    if not condition:
+        raise InvalidParams(f"{field_name}: {message}", field=field_name)
+
+
+def apply_overrides(
+    config: TrainingConfig, overrides: dict[str, Any] | None, prefix: str = "config"
+) -> TrainingConfig:
+    """Return ``config`` with the camelCase ``overrides`` applied, each one validated."""
+    if not overrides:
+        return config
+    known = {snake_to_camel(f.name): f.name for f in fields(TrainingConfig)}
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        path = f"{prefix}.{key}"
+        if key not in known:
+            raise InvalidParams(
+                f"{path}: unknown setting; expected one of {', '.join(sorted(known))}",
+                field=path,
+            )
+        name = known[key]
+        changes[name] = _validated(name, value, path)
+    return replace(config, **changes)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validated(name: str, value: Any, path: str) -> Any:
+    if name == "fine_tune_type":
+        _check(value in FINE_TUNE_TYPES, path, f"must be one of {', '.join(FINE_TUNE_TYPES)}")
+    elif name in ("epochs",):
+        _check(_is_number(value) and 0 < value <= 1000, path, "must be a number in (0, 1000]")
+    elif name == "learning_rate":
+        _check(_is_number(value) and 0 < value < 1, path, "must be a number in (0, 1), e.g. 1e-4")
+    elif name == "lora_alpha":
+        _check(_is_number(value) and value > 0, path, "must be a positive number")
+    elif name == "lora_dropout":
+        _check(_is_number(value) and 0 <= value < 1, path, "must be a number in [0, 1)")
+    elif name == "iterations":
+        _check(_is_int(value) and 0 <= value <= 10_000_000, path, "must be an integer >= 0")
+    elif name in ("lora_rank", "num_layers", "batch_size", "grad_accumulation_steps"):
+        _check(_is_int(value) and 1 <= value <= 100_000, path, "must be a positive integer")
+    elif name == "max_seq_length":
+        _check(_is_int(value) and 16 <= value <= 1_048_576, path, "must be an integer >= 16")
+    elif name == "quantization_bits":
+        _check(value in QUANTIZATION_BITS, path, "must be null, 2, 3, 4, 5, 6 or 8")
+    elif name == "grad_checkpoint":
+        _check(isinstance(value, bool), path, "must be true or false")
+    elif name == "seed":
+        _check(_is_int(value) and 0 <= value < 2**32, path, "must be an integer in [0, 2^32)")
+    return value

@@ -1,0 +1,370 @@
+"""Inspect a local model directory: parameters, category, size, quantization advice.
+
+Parameters are counted from the most exact source available, in this order: safetensors
+headers (no tensor data is read), the MLX model structure built lazily from config.json,
+config.json arithmetic for known architectures, and finally the weight files' size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CortexError, InvalidParams
+from .categories import category_for, recommended_quantization_bits
+from .safetensors_header import DTYPE_BYTES, SafetensorsHeader, read_safetensors_header
+
+FINE_TUNED_MARKER = "fine-tuned.marker"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+ADAPTER_FILES = ("adapters.safetensors",)
+
+
+@dataclass
+class ModelInspection:
+    """What ``cortex/inspectModel`` reports about one model directory."""
+
+    path: str
+    name: str
+    architecture: str | None
+    parameters: int
+    parameter_source: str
+    category: str
+    size_bytes: int
+    dtype: str | None
+    quantization_bits: int | None
+    num_layers: int | None
+    hidden_size: int | None
+    vocab_size: int | None
+    context_length: int | None
+    fine_tuned: bool
+    recommended_quantization_bits: int | None
+    base_model: str | None = None
+    adapter_bytes: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = {
+            "path": self.path,
+            "name": self.name,
+            "architecture": self.architecture,
+            "parameters": self.parameters,
+            "parameterSource": self.parameter_source,
+            "category": self.category,
+            "sizeBytes": self.size_bytes,
+            "dtype": self.dtype,
+            "quantizationBits": self.quantization_bits,
+            "numLayers": self.num_layers,
+            "hiddenSize": self.hidden_size,
+            "vocabSize": self.vocab_size,
+            "contextLength": self.context_length,
+            "fineTuned": self.fine_tuned,
+            "recommendedQuantizationBits": self.recommended_quantization_bits,
+        }
+        if self.fine_tuned:
+            wire["baseModel"] = self.base_model
+            wire["adapterBytes"] = self.adapter_bytes
+        return wire
+
+
+def _first(config: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = config.get(key)
+        if value is not None:
+            return value
+    text_config = config.get("text_config")
+    if isinstance(text_config, dict):
+        return _first(text_config, *keys)
+    return None
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    """Return config.json of a model directory ({} when absent)."""
+    path = directory / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CortexError(
+            "invalid-config", f"{path} is not valid JSON: {error}", path=str(path)
+        ) from error
+    if not isinstance(config, dict):
+        raise CortexError("invalid-config", f"{path} must hold a JSON object", path=str(path))
+    return config
+
+
+def read_marker(directory: Path) -> dict[str, Any] | None:
+    """Return the fine-tuned.marker of a model directory, or None if it is not a fine-tune."""
+    path = directory / FINE_TUNED_MARKER
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """Return the safetensors weight files of a model (sharded through the index if any)."""
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+            raise CortexError(
+                "invalid-config", f"{index} is not a valid index: {error}", path=str(index)
+            ) from error
+        names = sorted(set(weight_map.values()))
+        files = [directory / name for name in names]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise CortexError(
+                "model-incomplete",
+                f"{directory.name} is missing shards listed in its index: {', '.join(missing[:5])}",
+                path=str(directory),
+            )
+        return files
+    return sorted(
+        p for p in directory.glob("*.safetensors") if p.name not in ADAPTER_FILES
+    )
+
+
+def _quantization(config: dict[str, Any]) -> tuple[int | None, int]:
+    quant = config.get("quantization") or config.get("quantization_config") or {}
+    if not isinstance(quant, dict):
+        return None, 64
+    bits = quant.get("bits")
+    group = quant.get("group_size", 64)
+    return (int(bits) if isinstance(bits, int) else None), (int(group) if group else 64)
+
+
+def count_safetensors_parameters(
+    headers: list[SafetensorsHeader], config: dict[str, Any]
+) -> tuple[int, str | None, int | None]:
+    """Return (parameters, main dtype, quantization bits) from headers alone.
+
+    MLX-quantized weights are uint32 words holding 32/bits values each, with ``scales`` and
+    ``biases`` beside them; those count as the unquantized parameter number.
+    """
+    bits, _group = _quantization(config)
+    quant_config = config.get("quantization") if isinstance(config.get("quantization"), dict) else {}
+    tensors = {name: info for header in headers for name, info in header.tensors.items()}
+    quantized_prefixes = {
+        name[: -len(".weight")]
+        for name, info in tensors.items()
+        if name.endswith(".weight") and info.dtype == "U32"
+        and f"{name[: -len('.weight')]}.scales" in tensors
+    }
+    total = 0
+    dtype_counts: Counter[str] = Counter()
+    for name, info in tensors.items():
+        prefix, _, leaf = name.rpartition(".")
+        if prefix in quantized_prefixes:
+            if leaf in ("scales", "biases"):
+                continue
+            if leaf == "weight":
+                layer_bits = bits
+                override = quant_config.get(prefix) if quant_config else None
+                if isinstance(override, dict) and isinstance(override.get("bits"), int):
+                    layer_bits = override["bits"]
+                if not layer_bits:
+                    # Infer from the scales: in_features = groups * group_size.
+                    layer_bits = 4
+                values_per_word = 32 // layer_bits
+                count = math.prod(info.shape[:-1]) * info.shape[-1] * values_per_word
+                total += count
+                dtype_counts[f"Q{layer_bits}"] += count
+                continue
+        total += info.numel
+        dtype_counts[info.dtype] += info.numel
+    dtype = dtype_counts.most_common(1)[0][0] if dtype_counts else None
+    if quantized_prefixes and not bits:
+        bits = 4
+    return total, _dtype_name(dtype), bits if quantized_prefixes else None
+
+
+def _dtype_name(dtype: str | None) -> str | None:
+    names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64",
+             "I8": "int8", "U8": "uint8", "I32": "int32", "U32": "uint32"}
+    if dtype is None:
+        return None
+    if dtype.startswith("Q"):
+        return f"int{dtype[1:]} (quantized)"
+    return names.get(dtype, dtype.lower())
+
+
+def count_mlx_structure_parameters(config: dict[str, Any]) -> int | None:
+    """Return the parameter count of the MLX model that config.json describes, or None.
+
+    The model is built with lazy arrays, so no weight memory is allocated.
+    """
+    if not config.get("model_type"):
+        return None
+    try:
+        from mlx.utils import tree_flatten
+        from mlx_lm.utils import _get_classes
+
+        model_class, args_class = _get_classes(config=config)
+        model = model_class(args_class.from_dict(config))
+        return int(sum(v.size for _, v in tree_flatten(model.parameters())))
+    except Exception:  # noqa: BLE001 - unknown architectures fall through to arithmetic
+        return None
+
+
+def count_config_parameters(config: dict[str, Any]) -> int | None:
+    """Return the parameter count implied by a decoder-only transformer config, or None."""
+    hidden = _first(config, "hidden_size", "n_embd", "d_model")
+    layers = _first(config, "num_hidden_layers", "n_layer", "num_layers")
+    vocab = _first(config, "vocab_size")
+    if not all(isinstance(v, int) and v > 0 for v in (hidden, layers, vocab)):
+        return None
+    heads = _first(config, "num_attention_heads", "n_head") or max(1, hidden // 128)
+    kv_heads = _first(config, "num_key_value_heads", "num_kv_heads") or heads
+    head_dim = _first(config, "head_dim") or hidden // heads
+    intermediate = _first(config, "intermediate_size", "n_inner", "ffn_dim") or 4 * hidden
+    model_type = str(config.get("model_type", "")).lower()
+    q = hidden * heads * head_dim
+    kv = 2 * hidden * kv_heads * head_dim
+    o = heads * head_dim * hidden
+    attention_bias = config.get("attention_bias") or model_type.startswith("qwen2")
+    bias = (heads * head_dim + 2 * kv_heads * head_dim) if attention_bias else 0
+    gated = model_type not in ("gpt2", "phi", "gpt_neox", "opt", "starcoder2")
+    mlp = (3 if gated else 2) * hidden * intermediate
+    norms = 2 * hidden
+    experts = _first(config, "num_local_experts", "num_experts")
+    if isinstance(experts, int) and experts > 1:
+        mlp = mlp * experts + hidden * experts
+    per_layer = q + kv + o + bias + mlp + norms
+    embeddings = vocab * hidden
+    tied = config.get("tie_word_embeddings", model_type in ("gemma", "gemma2", "gpt2"))
+    head = 0 if tied else vocab * hidden
+    return int(layers * per_layer + embeddings + head + hidden)
+
+
+def _weights_size(directory: Path) -> int:
+    return sum(
+        p.stat().st_size
+        for p in directory.iterdir()
+        if p.is_file() and (p.suffix in (".safetensors", ".npz", ".gguf") or p.suffix in PICKLE_SUFFIXES)
+    )
+
+
+def inspect_model(path: str | Path) -> ModelInspection:
+    """Return what is known about the model in ``path`` without loading its weights."""
+    directory = Path(path).expanduser()
+    if not directory.exists():
+        raise CortexError(
+            "model-not-found",
+            f"No model at {directory}. Give the path of a model directory "
+            "(with config.json and *.safetensors) or a name from cortex/listModels.",
+            path=str(directory),
+        )
+    if not directory.is_dir():
+        raise InvalidParams(f"path {directory} is a file; give the model's directory", field="path")
+    marker = read_marker(directory)
+    if marker is not None and not weight_files(directory) and marker.get("baseModel"):
+        return _inspect_fine_tuned(directory, marker)
+
+    config = read_config(directory)
+    files = weight_files(directory)
+    if not files:
+        pickles = [p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        if pickles:
+            raise CortexError(
+                "not-safetensors",
+                f"{directory.name} has only pickle weights ({', '.join(sorted(pickles)[:3])}); "
+                "cortex-rpc never loads pickle files because they can run code. Convert the "
+                "model to safetensors (e.g. `mlx_lm.convert`) or use an MLX/safetensors copy.",
+                path=str(directory),
+            )
+    if not config and not files:
+        raise CortexError(
+            "model-not-found",
+            f"{directory} does not look like a model: no config.json and no *.safetensors",
+            path=str(directory),
+        )
+
+    headers = [read_safetensors_header(f) for f in files]
+    size_bytes = sum(f.stat().st_size for f in files) or _weights_size(directory)
+    quant_bits, _ = _quantization(config)
+    dtype = None
+    if headers:
+        parameters, dtype, quant_bits = count_safetensors_parameters(headers, config)
+        source = "safetensors"
+    else:
+        counted = count_mlx_structure_parameters(config)
+        if counted is not None:
+            parameters, source = counted, "mlx"
+        else:
+            counted = count_config_parameters(config)
+            if counted is not None:
+                parameters, source = counted, "config"
+            else:
+                bytes_per_param = (quant_bits or 16) / 8
+                parameters, source = int(size_bytes / bytes_per_param), "size"
+    if parameters <= 0:
+        raise CortexError(
+            "model-empty", f"{directory.name} has no parameters to count", path=str(directory)
+        )
+    return ModelInspection(
+        path=str(directory),
+        name=directory.name,
+        architecture=config.get("model_type") or (config.get("architectures") or [None])[0],
+        parameters=parameters,
+        parameter_source=source,
+        category=category_for(parameters),
+        size_bytes=size_bytes,
+        dtype=dtype or config.get("torch_dtype"),
+        quantization_bits=quant_bits,
+        num_layers=_first(config, "num_hidden_layers", "n_layer", "num_layers"),
+        hidden_size=_first(config, "hidden_size", "n_embd", "d_model"),
+        vocab_size=_first(config, "vocab_size"),
+        context_length=_first(
+            config, "max_position_embeddings", "n_positions", "max_seq_len", "seq_length"
+        ),
+        fine_tuned=marker is not None,
+        recommended_quantization_bits=recommended_quantization_bits(size_bytes, quant_bits),
+        base_model=(marker or {}).get("baseModel"),
+        adapter_bytes=_adapter_bytes(directory) if marker is not None else None,
+    )
+
+
+def _adapter_bytes(directory: Path) -> int:
+    return sum(
+        (directory / name).stat().st_size for name in ADAPTER_FILES if (directory / name).is_file()
+    )
+
+
+def _inspect_fine_tuned(directory: Path, marker: dict[str, Any]) -> ModelInspection:
+    """Describe an adapter-only fine-tune by its base model plus the adapter."""
+    base_path = Path(str(marker["baseModel"]))
+    if not base_path.is_dir():
+        raise CortexError(
+            "base-model-missing",
+            f"{directory.name} is a fine-tune of {base_path}, which no longer exists. "
+            "Restore the base model or fuse the adapter into a standalone model.",
+            path=str(directory),
+        )
+    base = inspect_model(base_path)
+    base.path = str(directory)
+    base.name = directory.name
+    base.fine_tuned = True
+    base.base_model = str(base_path)
+    base.adapter_bytes = _adapter_bytes(directory)
+    if isinstance(marker.get("quantizationBits"), int):
+        base.quantization_bits = marker["quantizationBits"]
+    return base
+
+
+def dtype_bytes(dtype: str | None) -> float:
+    """Return bytes per parameter for a dtype name reported by inspection (default 2)."""
+    if not dtype:
+        return 2.0
+    if "quantized" in dtype:
+        return int(dtype[3:].split()[0]) / 8
+    table = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+    return float(table.get(dtype, DTYPE_BYTES.get(dtype.upper(), 2)))

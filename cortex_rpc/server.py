@@ -1,0 +1,240 @@
+"""The stdio JSON-RPC server: wires protocol messages to the domain functions, nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import JsonRPCRequestMessage, LanguageServerProtocol, lsp_method
+
+from . import __version__, protocol
+from .errors import (
+    APPLICATION_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    CortexError,
+)
+from .framing import FramingError, LockedWriter, frame, read_messages
+from .options import InitializationOptions, parse_initialization_options
+from .schemas import validate_params
+
+logger = logging.getLogger(__name__)
+
+
+class _ExpectedErrorFilter(logging.Filter):
+    """Drop pygls' tracebacks for errors we raise on purpose (bad params, missing models)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], JsonRpcException):
+            return record.exc_info[1].code not in _EXPECTED_CODES
+        return True
+
+
+_EXPECTED_CODES = {INVALID_PARAMS, APPLICATION_ERROR, METHOD_NOT_FOUND}
+logging.getLogger("pygls.protocol.json_rpc").addFilter(_ExpectedErrorFilter())
+
+Handler = Callable[["CortexServer", dict[str, Any]], Any]
+
+
+class CortexProtocol(LanguageServerProtocol):
+    """pygls' protocol, fixed where JSON-RPC clients trip it up.
+
+    Custom ``cortex/*`` params stay plain dicts (validated against their schema later),
+    requests after ``shutdown`` get -32600 instead of silence, and ``$/cancelRequest``
+    also reaches handlers that are already running.
+    """
+
+    def __init__(self, server: LanguageServer, converter: Any) -> None:
+        super().__init__(server, converter)
+        self.cancel_events: dict[Any, threading.Event] = {}
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        method = data.get("method")
+        if "id" in data and isinstance(method, str) and method.startswith("cortex/"):
+            return JsonRPCRequestMessage(
+                id=data["id"], method=method, jsonrpc=data["jsonrpc"], params=data.get("params")
+            )
+        return super().structure_message(data)
+
+    def handle_message(self, message: Any) -> None:
+        is_request = getattr(message, "method", None) is not None and hasattr(message, "id")
+        if self._shutdown and is_request and message.method != types.EXIT:
+            self._send_response(
+                message.id,
+                error=JsonRpcException(
+                    code=INVALID_REQUEST, message="Server is shutting down; send 'exit'"
+                ).to_response_error(),
+            )
+            return
+        super().handle_message(message)
+
+    def _handle_cancel_notification(self, msg_id: Any) -> None:
+        event = self.cancel_events.get(msg_id)
+        if event is not None:
+            event.set()
+        super()._handle_cancel_notification(msg_id)
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams) -> Any:
+        result = yield from super().lsp_initialize(params)
+        result.capabilities.experimental = {
+            "cortex": {"methods": sorted(self._server.cortex_methods), "version": __version__}
+        }
+        return result
+
+
+class CortexServer(LanguageServer):
+    """The cortex-rpc language server and the state it keeps between requests."""
+
+    def __init__(self) -> None:
+        super().__init__(protocol.SERVER_NAME, __version__, protocol_cls=CortexProtocol)
+        self.options = InitializationOptions()
+        self.cortex_methods: set[str] = set()
+        self.on_exit: list[Callable[[], None]] = []
+
+    def cortex_method(self, name: str) -> Callable[[Handler], Handler]:
+        """Register ``handler(server, params_dict)`` for ``name``, run in the thread pool.
+
+        Params are validated against ``schemas/rpc/<name>.params.schema.json`` first, and a
+        CortexError becomes a JSON-RPC error with ``data.code``.
+        """
+
+        def decorator(handler: Handler) -> Handler:
+            def run(ls: CortexServer, params: Any) -> Any:
+                msg_id = ls.protocol.msg_id
+                cancel = threading.Event()
+                ls.protocol.cancel_events[msg_id] = cancel
+                try:
+                    return handler(ls, validate_params(name, params))
+                except CortexError as error:
+                    raise JsonRpcException(
+                        code=error.rpc_code, message=error.message, data=error.data
+                    ) from error
+                finally:
+                    ls.protocol.cancel_events.pop(msg_id, None)
+
+            self.feature(name)(self.thread()(run))
+            self.cortex_methods.add(name)
+            return handler
+
+        return decorator
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        # pygls' default sends window/showMessage, which recurses when the client is gone.
+        expected = isinstance(error, JsonRpcException) and error.code in _EXPECTED_CODES
+        logger.log(logging.DEBUG if expected else logging.ERROR, "%s", error)
+
+    def notify(self, method: str, payload: dict[str, Any]) -> None:
+        """Send a custom notification to the client."""
+        self.protocol.notify(method, payload)
+
+    def log(self, message: str, level: types.MessageType = types.MessageType.Info) -> None:
+        """Show ``message`` in the client's log (window/logMessage) and on stderr."""
+        logger.info(message)
+        try:
+            self.window_log_message(types.LogMessageParams(type=level, message=message))
+        except Exception:  # noqa: BLE001 - the client may already be gone
+            logger.debug("could not send logMessage", exc_info=True)
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """Serve LSP over the given byte streams until ``exit`` or end of input."""
+        self._stop_event = threading.Event()
+        writer = LockedWriter(stdout or sys.stdout.buffer)
+        self.protocol.set_writer(writer)
+        try:
+            asyncio.run(self._serve(stdin or sys.stdin.buffer, writer))
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            for hook in self.on_exit:
+                try:
+                    hook()
+                except Exception:  # noqa: BLE001 - shutting down regardless
+                    logger.exception("exit hook failed")
+            self.shutdown()
+
+    async def _serve(self, stdin: BinaryIO, writer: LockedWriter) -> None:
+        loop = asyncio.get_running_loop()
+        finished = loop.create_future()
+
+        def on_message(data: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(self._dispatch, data)
+
+        def on_error(error: FramingError) -> None:
+            writer.write(frame(error.to_response()))
+
+        def read() -> None:
+            try:
+                read_messages(stdin, on_message, on_error, self._stop_event)
+            finally:
+                loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+
+        threading.Thread(target=read, name="cortex-stdin", daemon=True).start()
+        await finished
+
+    def _dispatch(self, data: dict[str, Any]) -> None:
+        try:
+            message = self.protocol.structure_message(data)
+        except JsonRpcException as error:
+            if data.get("id") is not None and "method" in data:
+                self.protocol._send_response(data["id"], error=error.to_response_error())
+            return
+        self.protocol.handle_message(message)
+
+
+server = CortexServer()
+
+
+@server.feature(types.INITIALIZE)
+def initialize(ls: CortexServer, params: types.InitializeParams) -> None:
+    ls.options, warnings = parse_initialization_options(params.initialization_options)
+    if ls.options.cortex_home:
+        import os
+
+        os.environ["CORTEX_HOME"] = ls.options.cortex_home
+    for warning in warnings:
+        ls.log(warning, types.MessageType.Warning)
+
+
+@server.cortex_method(protocol.SYSTEM_INFO)
+def system_info(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .accel import system_info
+
+    return system_info()
+
+
+@server.cortex_method(protocol.INSPECT_MODEL)
+def inspect_model(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .models.inspect import inspect_model
+    from .models.registry import resolve_model
+
+    return inspect_model(resolve_model(params["path"], ls.options.model_dirs)).to_wire()
+
+
+@server.cortex_method(protocol.LIST_MODELS)
+def list_models(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .models.registry import list_models
+
+    return {"models": [entry.to_wire() for entry in list_models(ls.options.model_dirs)]}
+
+
+@server.cortex_method(protocol.PROPOSE_CONFIG)
+def propose_config(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .config.proposal import propose_for_model
+
+    return propose_for_model(
+        params["model"],
+        dataset=params.get("dataset"),
+        dataset_stats=params.get("datasetStats"),
+        preset=params.get("preset", "balanced"),
+        overrides=params.get("overrides"),
+        model_dirs=ls.options.model_dirs,
+    ).to_wire()

@@ -1,0 +1,119 @@
+"""The generation worker: ``python -m cortex_rpc.training.generate_worker``.
+
+Keeps one model (base + optional adapter) loaded between requests, so "load now and chat"
+pays for loading once. Requests arrive as JSON lines on stdin::
+
+    {"id": 1, "model": BASE_DIR, "adapter": ADAPTER_DIR|null, "quantizationBits": null,
+     "prompt": "...", "maxTokens": 64, "temperature": 0.0}
+
+Replies go to the event fd (see ``events.py``), one JSON line each: ``{"id", "chunk"}`` per
+piece of text, then ``{"id", "result": {text, tokens, tokensPerSecond, ...}}`` or
+``{"id", "error": {code, message}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+from ..accel import preload_fast_blas
+from .events import EventWriter, open_event_writer
+
+
+class LoadedModel:
+    """The model currently in memory and the key it was loaded for."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    def get(self, base: str, adapter: str | None, bits: int | None) -> tuple[Any, Any]:
+        """Return (model, tokenizer), loading only when the model or adapter changed."""
+        from pathlib import Path
+
+        from .output import load_with_adapter
+
+        key = (base, adapter, bits)
+        if key != self.key:
+            self.model = self.tokenizer = None
+            self.model, self.tokenizer = load_with_adapter(
+                Path(base), Path(adapter) if adapter else None, bits
+            )
+            self.key = key
+        return self.model, self.tokenizer
+
+
+def chat_prompt(tokenizer: Any, prompt: str) -> Any:
+    """Return the prompt with the tokenizer's chat template applied (plain text if none)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True
+        )
+    return prompt
+
+
+def handle(request: dict, loaded: LoadedModel, out: EventWriter) -> None:
+    """Answer one request: stream chunks, then the result."""
+    from mlx_lm.generate import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    rid = request.get("id")
+    model, tokenizer = loaded.get(
+        request["model"], request.get("adapter"), request.get("quantizationBits")
+    )
+    sampler = make_sampler(temp=float(request.get("temperature") or 0.0))
+    text = []
+    last = None
+    for response in stream_generate(
+        model,
+        tokenizer,
+        chat_prompt(tokenizer, request["prompt"]),
+        max_tokens=int(request.get("maxTokens") or 128),
+        sampler=sampler,
+    ):
+        last = response
+        if response.text:
+            text.append(response.text)
+            out.emit("chunk", id=rid, text=response.text)
+    out.emit(
+        "result",
+        id=rid,
+        text="".join(text),
+        tokens=last.generation_tokens if last else 0,
+        tokensPerSecond=last.generation_tps if last else 0.0,
+        promptTokens=last.prompt_tokens if last else 0,
+        finishReason=last.finish_reason if last else None,
+    )
+
+
+def main() -> int:
+    """Serve requests until stdin closes."""
+    out = open_event_writer()
+    preload_fast_blas()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    loaded = LoadedModel()
+    out.emit("ready", pid=os.getpid())
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request: dict = {}
+        try:
+            request = json.loads(line)
+            handle(request, loaded, out)
+        except Exception as exc:  # noqa: BLE001 - report and keep serving
+            traceback.print_exc()
+            out.emit(
+                "error",
+                id=request.get("id"),
+                code=getattr(exc, "code", "generation-failed"),
+                message=f"{type(exc).__name__}: {exc}",
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The fine-tuned model directory: assembled aside, renamed into place only when complete.
+
+Layout of ``$CORTEX_HOME/mlx_models/NAME/``::
+
+    adapters.safetensors      the trained adapter (or full-layer) weights
+    adapter_config.json       mlx_lm's adapter config (fine_tune_type, num_layers, lora_parameters)
+    fine-tuned.marker         JSON: base model, config, dataset, losses, versions
+    config.json, tokenizer*   copies (hardlinks where possible) of the base's, so the folder
+                              describes itself and its tokenizer can be loaded alone
+
+There is no ``model.safetensors``: the folder is an adapter, not a full model. It loads with
+``mlx_lm.load(BASE, adapter_path=NAME_DIR)`` (BASE from the marker), or ``load_fine_tuned``.
+No mlx import at module level: the server imports this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config.training_config import TrainingConfig
+from ..errors import CortexError
+from ..paths import fine_tuned_models_dir, validate_model_name
+
+MARKER = "fine-tuned.marker"
+ADAPTERS = "adapters.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+# Base files copied so the folder is self-describing (config, tokenizer, chat template).
+BASE_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+def file_sha256(path: Path) -> str:
+    """Return the hex sha256 of a file (the dataset's identity in the marker)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    # A hardlink costs no space; across filesystems (or where links are refused) copy.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def output_path(name: str, models_dir: Path | None = None) -> Path:
+    """Return where model ``name`` will be saved, refusing a name that is taken."""
+    validate_model_name(name)
+    path = (models_dir or fine_tuned_models_dir()) / name
+    if path.exists():
+        raise CortexError(
+            "model-exists",
+            f"A model named {name!r} already exists at {path}; choose another name.",
+            path=str(path),
+        )
+    return path
+
+
+def assemble_model(
+    name: str,
+    adapter_dir: Path,
+    base_model: Path,
+    config: TrainingConfig,
+    dataset_info: dict[str, Any],
+    quantization_bits: int | None,
+    final_losses: dict[str, Any],
+    models_dir: Path | None = None,
+) -> Path:
+    """Build the model folder in a temp dir next to its target and rename it into place.
+
+    Raises CortexError("model-exists") rather than overwrite; the temp dir is removed on failure.
+    """
+    target = output_path(name, models_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    try:
+        shutil.copy2(adapter_dir / ADAPTERS, tmp / ADAPTERS)
+        shutil.copy2(adapter_dir / ADAPTER_CONFIG, tmp / ADAPTER_CONFIG)
+        for file_name in BASE_FILES:
+            src = base_model / file_name
+            if src.is_file():
+                _link_or_copy(src, tmp / file_name)
+        marker = {
+            "baseModel": {"path": str(base_model.resolve()), "name": base_model.name},
+            "name": name,
+            "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "fineTuneType": config.fine_tune_type,
+            "config": config.to_wire(),
+            "dataset": dataset_info,
+            "quantizationBits": quantization_bits,
+            "finalLosses": final_losses,
+            "adapterBytes": (tmp / ADAPTERS).stat().st_size,
+            "cortexRpc": __version__,
+        }
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2))
+        os.chmod(tmp, 0o755)
+        try:
+            # rename fails on an existing non-empty directory: a racing job cannot be clobbered.
+            os.rename(tmp, target)
+        except OSError as exc:
+            raise CortexError(
+                "model-exists", f"A model named {name!r} appeared at {target} meanwhile."
+            ) from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def read_marker(model_dir: Path) -> dict[str, Any] | None:
+    """Return the parsed fine-tuned.marker of a folder, or None if it is not a fine-tune."""
+    try:
+        return json.loads((Path(model_dir) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def resolve_fine_tuned(name_or_path: str | Path) -> tuple[Path, Path, dict[str, Any]]:
+    """Return (base model dir, adapter dir, marker) for a fine-tuned model name or folder."""
+    candidate = Path(name_or_path)
+    if not (candidate / MARKER).exists():
+        candidate = fine_tuned_models_dir() / str(name_or_path)
+    marker = read_marker(candidate)
+    if marker is None:
+        raise CortexError("model-not-found", f"{name_or_path} is not a fine-tuned model folder")
+    base = Path(marker["baseModel"]["path"])
+    if not (base / "config.json").exists():
+        raise CortexError(
+            "base-model-missing",
+            f"The base model of {candidate.name} is no longer at {base}.",
+            path=str(base),
+        )
+    return base, candidate, marker
+
+
+def load_fine_tuned(name_or_path: str | Path) -> tuple[Any, Any]:
+    """Return (model, tokenizer) for a fine-tuned model, as it was trained (QLoRA included).
+
+    A QLoRA adapter was trained against a quantized base, so the base is quantized the same way
+    in memory before the adapter is applied.
+    """
+    base, adapter_dir, marker = resolve_fine_tuned(name_or_path)
+    return load_with_adapter(base, adapter_dir, marker.get("quantizationBits"))
+
+
+def load_with_adapter(
+    base: Path, adapter_dir: Path | None, quantization_bits: int | None = None
+) -> tuple[Any, Any]:
+    """Load ``base`` with mlx_lm, quantize in memory if asked, then apply ``adapter_dir``."""
+    import mlx.nn as nn
+    from mlx_lm.tuner.utils import load_adapters
+    from mlx_lm.utils import load
+
+    model, tokenizer, model_config = load(str(base), return_config=True)
+    if quantization_bits and "quantization" not in model_config:
+        nn.quantize(
+            model,
+            64,
+            quantization_bits,
+            class_predicate=lambda _p, m: (
+                hasattr(m, "to_quantized") and m.weight.shape[-1] % 64 == 0
+            ),
+        )
+    if adapter_dir is not None:
+        load_adapters(model, str(adapter_dir))
+    model.eval()
+    return model, tokenizer

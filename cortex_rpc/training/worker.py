@@ -1,0 +1,682 @@
+"""The training worker: ``python -m cortex_rpc.training.worker JOB_DIR``.
+
+Reads ``JOB_DIR/spec.json``, trains with mlx_lm's tuner pieces and reports JSON-line events
+(see ``events.py``). The server never imports this module: it imports mlx, and only after
+``preload_fast_blas()`` has bound MLX to a fast BLAS.
+
+Why a loop of our own instead of ``mlx_lm.tuner.trainer.train``: ``train`` always starts at
+iteration 1, builds its own data iterator and cannot restore optimizer state, so a resumed run
+would restart Adam's moments and the data order. ``train_loop`` below is ``train`` with the
+same compiled step, loss, gradient accumulation, gradient averaging and callback calls, plus
+a deterministic batch schedule and checkpoints holding everything needed to continue exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..accel import preload_fast_blas
+from ..config.training_config import TrainingConfig
+from ..errors import CortexError
+from .events import EventWriter, open_event_writer
+
+QUANT_GROUP_SIZE = 64
+CHECKPOINTS = "checkpoints"
+LATEST = "latest.json"
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass
+class RunOptions:
+    """Loop settings that are not part of TrainingConfig (reporting and checkpoint cadence)."""
+
+    total_iterations: int
+    steps_per_report: int = 1
+    steps_per_eval: int = 50
+    steps_per_checkpoint: int = 50
+    val_batches: int = -1
+    max_seq_length: int = 2048
+    batch_size: int = 4
+    grad_accumulation_steps: int = 1
+    grad_checkpoint: bool = False
+    seed: int = 0
+    clear_cache_threshold: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Cancelled(Exception):
+    """Raised inside the loop after SIGTERM, once a checkpoint has been saved."""
+
+
+class StopFlag:
+    """Set by SIGTERM; the loop checks it between steps."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def install(self) -> None:
+        """Route SIGTERM and SIGINT to this flag."""
+
+        def handler(signum: int, frame: Any) -> None:
+            self.stop = True
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and data
+
+
+def prepare_model(
+    model_path: str, config: TrainingConfig, lora_keys: list[str] | None = None
+) -> tuple[Any, Any, dict]:
+    """Load the base, quantize it in memory if asked, and add adapters (or unfreeze layers).
+
+    Returns (model, tokenizer, info) where info records clamps and quantization done.
+    """
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+    from mlx_lm.utils import load
+
+    info: dict[str, Any] = {"warnings": []}
+    model, tokenizer, model_config = load(
+        model_path,
+        tokenizer_config={"trust_remote_code": False},
+        return_config=True,
+        trust_remote_code=False,
+    )
+    already_quantized = "quantization" in model_config
+    info["baseQuantized"] = already_quantized
+    info["quantizationBits"] = None
+    if config.quantization_bits and not already_quantized:
+        # QLoRA: only the in-memory copy is quantized; the base files stay untouched.
+        def quantizable(path: str, module: Any) -> bool:
+            return hasattr(module, "to_quantized") and (
+                module.weight.shape[-1] % QUANT_GROUP_SIZE == 0
+            )
+
+        nn.quantize(model, QUANT_GROUP_SIZE, config.quantization_bits, class_predicate=quantizable)
+        info["quantizationBits"] = config.quantization_bits
+    elif config.quantization_bits and already_quantized:
+        info["warnings"].append("The base model is already quantized; it was used as it is.")
+
+    mx.random.seed(config.seed)
+    model.freeze()
+    layers = len(model.layers)
+    num_layers = config.num_layers
+    if num_layers > layers or num_layers < 0:
+        info["warnings"].append(
+            f"numLayers {num_layers} exceeds the model's {layers} layers; using {layers}."
+        )
+        num_layers = layers
+    info["numLayers"] = num_layers
+    if config.fine_tune_type == "full":
+        for layer in model.layers[-num_layers:]:
+            layer.unfreeze()
+        info["loraParameters"] = None
+    else:
+        lora_parameters: dict[str, Any] = {
+            "rank": config.lora_rank,
+            "scale": config.lora_scale,
+            "dropout": config.lora_dropout,
+        }
+        if lora_keys:
+            lora_parameters["keys"] = list(lora_keys)
+        linear_to_lora_layers(
+            model, num_layers, lora_parameters, use_dora=config.fine_tune_type == "dora"
+        )
+        info["loraParameters"] = lora_parameters
+    return model, tokenizer, info
+
+
+def load_datasets(data_dir: str | Path, tokenizer: Any, mask_prompt: bool = True) -> tuple:
+    """Return (train, valid) CacheDatasets from DATA/train.jsonl and DATA/valid.jsonl."""
+    import types
+
+    from mlx_lm.tuner.datasets import CacheDataset, load_local_dataset
+
+    data_dir = Path(data_dir)
+    options = types.SimpleNamespace(mask_prompt=mask_prompt)
+    train, valid, _ = load_local_dataset(data_dir, tokenizer, options)
+    if len(train) == 0:
+        raise CortexError("dataset-empty", f"No training examples in {data_dir / 'train.jsonl'}")
+    return CacheDataset(train), (CacheDataset(valid) if len(valid) else None)
+
+
+class BatchSchedule:
+    """The batches of every step, fixed by the seed, so step k is the same batch on resume.
+
+    Batches are built as mlx_lm's ``iterate_batches`` builds them (sorted by length, chunked,
+    strided across ranks); epoch e visits them in ``RandomState(seed + e).permutation`` order.
+    Epoch 0's order equals mlx_lm's after ``np.random.seed(seed)``, which makes loss parity
+    with ``mlx_lm.tuner.trainer.train`` checkable.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        max_seq_length: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if len(dataset) < batch_size:
+            raise CortexError(
+                "dataset-too-small",
+                f"The training set has {len(dataset)} examples, fewer than the batch size "
+                f"{batch_size}.",
+            )
+        if batch_size % world_size != 0:
+            raise CortexError(
+                "invalid-config", "The batch size must be divisible by the number of ranks."
+            )
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self.seed = seed
+        self.world_size = world_size
+        idx = sorted(range(len(dataset)), key=dataset.itemlen)
+        self.batch_idx = [
+            idx[i + rank : i + rank + batch_size : world_size]
+            for i in range(0, len(idx) - batch_size + 1, batch_size)
+        ]
+        self._perms: dict[int, Any] = {}
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Return how many batches one pass over the data makes."""
+        return len(self.batch_idx)
+
+    def _perm(self, epoch: int) -> Any:
+        import numpy as np
+
+        if epoch not in self._perms:
+            self._perms = {
+                epoch: np.random.RandomState(self.seed + epoch).permutation(len(self.batch_idx))
+            }
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> tuple[Any, Any]:
+        """Return (tokens, lengths) of 0-based global ``step``, padded as mlx_lm pads."""
+        import mlx.core as mx
+        import numpy as np
+
+        epoch, position = divmod(step, len(self.batch_idx))
+        items = [self.dataset[j] for j in self.batch_idx[self._perm(epoch)[position]]]
+        seqs = [item[0] for item in items]
+        offsets = [item[1] for item in items]
+        lengths = [len(x) for x in seqs]
+        pad_to = 32
+        width = min(1 + pad_to * ((max(lengths) + pad_to - 1) // pad_to), self.max_seq_length)
+        rows = self.batch_size // self.world_size
+        arr = np.zeros((rows, width), np.int32)
+        for j in range(rows):
+            n = min(lengths[j], self.max_seq_length)
+            arr[j, :n] = seqs[j][:n]
+            lengths[j] = n
+        return mx.array(arr), mx.array(list(zip(offsets, lengths, strict=True)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def adapter_config(config: TrainingConfig, info: dict, model_path: str) -> dict:
+    """Return the adapter_config.json that mlx_lm's load_adapters and fuse read."""
+    result: dict[str, Any] = {
+        "fine_tune_type": config.fine_tune_type,
+        "num_layers": info["numLayers"],
+        "model": str(model_path),
+        "batch_size": config.batch_size,
+        "iters": config.iterations,
+        "learning_rate": config.learning_rate,
+        "max_seq_length": config.max_seq_length,
+        "grad_checkpoint": config.grad_checkpoint,
+        "grad_accumulation_steps": config.grad_accumulation_steps,
+        "seed": config.seed,
+        "mask_prompt": True,
+    }
+    if info.get("loraParameters") is not None:
+        result["lora_parameters"] = info["loraParameters"]
+    if info.get("quantizationBits"):
+        result["quantization"] = {"group_size": QUANT_GROUP_SIZE, "bits": info["quantizationBits"]}
+    return result
+
+
+def save_adapters(model: Any, directory: Path, adapter_cfg: dict) -> Path:
+    """Write adapters.safetensors + adapter_config.json (loadable with mlx_lm.load)."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = dict(tree_flatten(model.trainable_parameters()))
+    path = directory / "adapters.safetensors"
+    mx.save_safetensors(str(path), weights)
+    (directory / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
+    return path
+
+
+def save_checkpoint(
+    job_dir: Path, model: Any, optimizer: Any, adapter_cfg: dict, state: dict
+) -> Path:
+    """Write a full checkpoint (adapters, optimizer, loop state) and point latest.json at it.
+
+    Written to a temp dir and renamed, so a kill mid-save leaves the previous one intact.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    root = job_dir / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{state['iteration']:07d}"
+    tmp = root / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_adapters(model, tmp, adapter_cfg)
+    opt_state = dict(tree_flatten(optimizer.state))
+    mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt_state)
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    final = root / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    latest_tmp = root / f".{LATEST}.tmp"
+    latest_tmp.write_text(json.dumps({"path": name, "iteration": state["iteration"]}))
+    os.replace(latest_tmp, root / LATEST)
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(job_dir: Path) -> Path | None:
+    """Return the newest complete checkpoint directory of a job, or None."""
+    pointer = job_dir / CHECKPOINTS / LATEST
+    try:
+        name = json.loads(pointer.read_text())["path"]
+    except (OSError, ValueError, KeyError):
+        return None
+    path = job_dir / CHECKPOINTS / name
+    return path if (path / "state.json").exists() else None
+
+
+def load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict:
+    """Restore adapters and optimizer state from ``path``; return its loop state."""
+    import mlx.core as mx
+    from mlx.utils import tree_unflatten
+
+    model.load_weights(str(path / "adapters.safetensors"), strict=False)
+    opt = mx.load(str(path / "optimizer.safetensors"))
+    optimizer.state = tree_unflatten(list(opt.items()))
+    mx.eval(model.parameters(), optimizer.state)
+    return json.loads((path / "state.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def train_loop(
+    model: Any,
+    optimizer: Any,
+    schedule: BatchSchedule,
+    val_dataset: Any,
+    options: RunOptions,
+    callback: Any = None,
+    start_state: dict | None = None,
+    on_checkpoint: Any = None,
+    stop: StopFlag | None = None,
+) -> dict:
+    """Train from ``start_state`` (or step 0) to ``options.total_iterations``; return the state.
+
+    Mirrors ``mlx_lm.tuner.trainer.train`` (compiled step, evaluation at the first step, every
+    ``steps_per_eval`` and at the end, callback dicts of the same shape). ``on_checkpoint(state)``
+    is called every ``steps_per_checkpoint`` steps and, after SIGTERM, before ``Cancelled``.
+    """
+    from functools import partial
+
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.nn.utils import average_gradients
+    from mlx.utils import tree_map
+    from mlx_lm.tuner.trainer import default_loss, evaluate, grad_checkpoint
+
+    world = mx.distributed.init()
+    world_size = world.size()
+    if options.grad_checkpoint:
+        grad_checkpoint(model.layers[0])
+    loss_value_and_grad = nn.value_and_grad(model, default_loss)
+    accum_steps = max(1, options.grad_accumulation_steps)
+    state = [model.state, optimizer.state, mx.random.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(batch: Any, prev_grad: Any, do_update: bool) -> Any:
+        (lvalue, toks), grad = loss_value_and_grad(model, *batch)
+        if prev_grad is not None:
+            grad = tree_map(lambda x, y: x + y, grad, prev_grad)
+        if do_update:
+            grad = average_gradients(grad)
+            if accum_steps > 1:
+                grad = tree_map(lambda x: x / accum_steps, grad)
+            optimizer.update(model, grad)
+            grad = None
+        return lvalue, toks, grad
+
+    loop = dict(start_state or {})
+    start = int(loop.get("iteration", 0))
+    # The report window in progress when a checkpoint was taken, so reports stay identical.
+    losses = mx.array(loop.get("windowLoss", 0.0))
+    n_tokens = mx.array(loop.get("windowTokens", 0))
+    steps = int(loop.get("windowSteps", 0))
+    trained_tokens = int(loop.get("trainedTokens", 0))
+    last_train_loss = loop.get("trainLoss")
+    last_val_loss = loop.get("valLoss")
+    train_time = 0.0
+    grad_accum = None
+    total = options.total_iterations
+
+    def snapshot(it: int) -> dict:
+        return {
+            "iteration": it,
+            "totalIterations": total,
+            "seed": options.seed,
+            "windowLoss": float(losses.item()) if isinstance(losses, mx.array) else float(losses),
+            "windowTokens": int(n_tokens.item()) if isinstance(n_tokens, mx.array) else n_tokens,
+            "windowSteps": steps,
+            "trainedTokens": trained_tokens,
+            "trainLoss": last_train_loss,
+            "valLoss": last_val_loss,
+            "batchesPerEpoch": schedule.batches_per_epoch,
+        }
+
+    def run_eval(it: int) -> float:
+        eval_batch = min(options.batch_size, len(val_dataset))
+        eval_batch -= eval_batch % world_size
+        loss = evaluate(
+            model=model,
+            dataset=val_dataset,
+            batch_size=eval_batch,
+            num_batches=options.val_batches,
+            max_seq_length=options.max_seq_length,
+        )
+        model.train()
+        return loss
+
+    model.train()
+    for it in range(start + 1, total + 1):
+        if stop is not None and stop.stop:
+            if on_checkpoint is not None and it - 1 > start:
+                on_checkpoint(snapshot(it - 1))
+            raise Cancelled()
+        tic = time.perf_counter()
+        batch = schedule.batch(it - 1)
+        if (
+            val_dataset is not None
+            and len(val_dataset) >= world_size
+            and (it == 1 or it % options.steps_per_eval == 0 or it == total)
+        ):
+            vtic = time.perf_counter()
+            last_val_loss = run_eval(it)
+            if callback is not None:
+                callback.on_val_loss_report(
+                    {
+                        "iteration": it - 1,
+                        "val_loss": last_val_loss,
+                        "val_time": time.perf_counter() - vtic,
+                    }
+                )
+            tic = time.perf_counter()
+        # Dropout draws from mx.random; seeding per step makes a resumed step draw the same.
+        mx.random.seed((options.seed * 1_000_003 + it) % 2**32)
+        lvalue, toks, grad_accum = step(batch, grad_accum, it % accum_steps == 0)
+        losses = losses + lvalue
+        n_tokens = n_tokens + toks
+        steps += 1
+        mx.eval(state, losses, n_tokens, grad_accum)
+        if options.clear_cache_threshold and mx.get_cache_memory() > options.clear_cache_threshold:
+            mx.clear_cache()
+        train_time += time.perf_counter() - tic
+
+        if it % options.steps_per_report == 0 or it == total:
+            train_loss = mx.distributed.all_sum(losses, stream=mx.cpu).item()
+            train_loss /= steps * world_size
+            window_tokens = mx.distributed.all_sum(n_tokens, stream=mx.cpu).item()
+            trained_tokens += int(window_tokens)
+            last_train_loss = train_loss
+            if callback is not None:
+                callback.on_train_loss_report(
+                    {
+                        "iteration": it,
+                        "train_loss": train_loss,
+                        "learning_rate": optimizer.learning_rate.item(),
+                        "iterations_per_second": steps / max(train_time, 1e-9),
+                        "tokens_per_second": float(window_tokens) / max(train_time, 1e-9),
+                        "trained_tokens": trained_tokens,
+                        "peak_memory": mx.get_peak_memory() / 1e9,
+                    }
+                )
+            losses = mx.array(0.0)
+            n_tokens = mx.array(0)
+            steps = 0
+            train_time = 0.0
+
+        if on_checkpoint is not None and it % options.steps_per_checkpoint == 0 and it < total:
+            on_checkpoint(snapshot(it))
+    return snapshot(total)
+
+
+# ---------------------------------------------------------------------------------------------
+# The process
+
+
+class EventCallback:
+    """mlx_lm's TrainingCallback interface, turned into ``progress`` events."""
+
+    def __init__(
+        self, events: EventWriter, total: int, batch_size: int, examples: int, epochs: float
+    ) -> None:
+        self.events = events
+        self.total = total
+        self.batch_size = batch_size
+        self.examples = max(1, examples)
+        self.epochs = epochs
+        self.val_loss: float | None = None
+        self.train_loss: float | None = None
+        self.started = time.monotonic()
+        self.first_iteration: int | None = None
+
+    def on_val_loss_report(self, info: dict) -> None:
+        """Remember the validation loss; it rides on the next progress event."""
+        self.val_loss = float(info["val_loss"])
+
+    def on_train_loss_report(self, info: dict) -> None:
+        """Emit one progress event (epochs = iteration * batch / examples)."""
+        it = int(info["iteration"])
+        if self.first_iteration is None:
+            self.first_iteration = it - 1
+            self.started = time.monotonic() - 1.0 / max(info["iterations_per_second"], 1e-9)
+        done = it - self.first_iteration
+        per_it = (time.monotonic() - self.started) / max(done, 1)
+        self.train_loss = float(info["train_loss"])
+        self.events.emit(
+            "progress",
+            iteration=it,
+            totalIterations=self.total,
+            epoch=round(it * self.batch_size / self.examples, 4),
+            totalEpochs=round(self.total * self.batch_size / self.examples, 4),
+            trainLoss=self.train_loss,
+            valLoss=self.val_loss,
+            learningRate=float(info["learning_rate"]),
+            tokensPerSecond=float(info["tokens_per_second"]),
+            trainedTokens=int(info["trained_tokens"]),
+            etaSeconds=round(per_it * (self.total - it), 2),
+            peakMemoryBytes=int(info["peak_memory"] * 1e9),
+        )
+
+
+def options_from_spec(spec: dict, config: TrainingConfig, batch_size: int) -> RunOptions:
+    """Return loop options: spec overrides, else a report every ~2% and a checkpoint every ~10%."""
+    total = config.iterations
+    return RunOptions(
+        total_iterations=total,
+        steps_per_report=int(spec.get("stepsPerReport") or max(1, total // 50)),
+        steps_per_eval=int(spec.get("stepsPerEval") or max(1, total // 10)),
+        steps_per_checkpoint=int(spec.get("stepsPerCheckpoint") or max(1, total // 10)),
+        val_batches=int(spec.get("valBatches", -1)),
+        max_seq_length=config.max_seq_length,
+        batch_size=batch_size,
+        grad_accumulation_steps=config.grad_accumulation_steps,
+        grad_checkpoint=config.grad_checkpoint,
+        seed=config.seed,
+    )
+
+
+def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> dict:
+    """Train the job in ``job_dir`` to completion; return the ``done`` event's fields."""
+    import mlx.core as mx
+    import mlx.optimizers as optim
+
+    from . import output
+
+    spec = json.loads((job_dir / "spec.json").read_text())
+    config = TrainingConfig.from_wire(spec["config"])
+    if config.iterations <= 0:
+        raise CortexError("invalid-config", "config.iterations must be computed before training")
+    world = mx.distributed.init()
+    rank, world_size = world.rank(), world.size()
+
+    model, tokenizer, info = prepare_model(spec["model"], config, spec.get("loraKeys"))
+    for warning in info["warnings"]:
+        events.emit("warning", message=warning)
+    train_set, valid_set = load_datasets(
+        spec["dataDir"], tokenizer, mask_prompt=spec.get("maskPrompt", True)
+    )
+    batch_size = config.batch_size
+    if batch_size > len(train_set):
+        events.emit(
+            "warning",
+            message=f"batchSize {batch_size} exceeds the {len(train_set)} training examples; "
+            f"using {len(train_set)}.",
+        )
+        batch_size = len(train_set)
+    if batch_size % world_size:
+        batch_size = max(world_size, batch_size - batch_size % world_size)
+        events.emit("warning", message=f"batchSize rounded to {batch_size} for {world_size} ranks.")
+    options = options_from_spec(spec, config, batch_size)
+    schedule = BatchSchedule(
+        train_set, batch_size, config.max_seq_length, config.seed, rank, world_size
+    )
+    optimizer = optim.Adam(learning_rate=config.learning_rate)
+    optimizer.init(model.trainable_parameters())
+    adapter_cfg = adapter_config(config, info, spec["model"])
+
+    start_state = None
+    if spec.get("resume"):
+        ckpt = latest_checkpoint(job_dir)
+        if ckpt is not None:
+            start_state = load_checkpoint(ckpt, model, optimizer)
+            events.emit("resumed", iteration=start_state["iteration"], path=str(ckpt))
+
+    def on_checkpoint(state: dict) -> None:
+        if rank == 0:
+            path = save_checkpoint(job_dir, model, optimizer, adapter_cfg, state)
+            events.emit("checkpoint", iteration=state["iteration"], path=str(path))
+
+    callback = EventCallback(
+        events, options.total_iterations, batch_size, len(train_set), config.epochs
+    )
+    events.emit(
+        "started",
+        iteration=(start_state or {}).get("iteration", 0),
+        totalIterations=options.total_iterations,
+        examples=len(train_set),
+        validationExamples=len(valid_set) if valid_set is not None else 0,
+        batchSize=batch_size,
+        numLayers=info["numLayers"],
+        quantizationBits=info["quantizationBits"],
+        ranks=world_size,
+    )
+    final = train_loop(
+        model,
+        optimizer,
+        schedule,
+        valid_set,
+        options,
+        callback=callback,
+        start_state=start_state,
+        on_checkpoint=on_checkpoint,
+        stop=stop,
+    )
+    if rank != 0:
+        return {}
+    final_dir = job_dir / "final"
+    shutil.rmtree(final_dir, ignore_errors=True)
+    save_adapters(model, final_dir, adapter_cfg)
+    result = {
+        "iteration": final["iteration"],
+        "trainLoss": final["trainLoss"],
+        "valLoss": final["valLoss"],
+        "adapterPath": str(final_dir),
+    }
+    if spec.get("outputName"):
+        out = output.assemble_model(
+            name=spec["outputName"],
+            adapter_dir=final_dir,
+            base_model=Path(spec["model"]),
+            config=config,
+            dataset_info=spec.get("datasetInfo") or {},
+            quantization_bits=info["quantizationBits"],
+            final_losses={"trainLoss": final["trainLoss"], "valLoss": final["valLoss"]},
+            models_dir=Path(spec["outputDir"]) if spec.get("outputDir") else None,
+        )
+        result.update(
+            outputPath=str(out),
+            adapterPath=str(out),
+            adapterBytes=(out / "adapters.safetensors").stat().st_size,
+        )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one job; exit 0 on done or cancelled, 1 on error (after an ``error`` event)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m cortex_rpc.training.worker JOB_DIR", file=sys.stderr)
+        return 2
+    job_dir = Path(argv[0])
+    stop = StopFlag()
+    stop.install()
+    # Rank is known only after mlx's distributed init; mlx.launch exports it first.
+    rank = int(os.environ.get("MLX_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
+    events = open_event_writer(enabled=rank == 0)
+    blas = preload_fast_blas()
+    events.emit("blas", name=blas.name if blas else None, path=blas.path if blas else None)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        result = run_job(job_dir, events, stop)
+    except Cancelled:
+        events.emit("cancelled", message="Training cancelled; the last checkpoint is kept.")
+        return 0
+    except CortexError as exc:
+        events.emit("error", code=exc.code, message=exc.message)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - every failure must reach the client as an event
+        traceback.print_exc()
+        events.emit("error", code="training-failed", message=f"{type(exc).__name__}: {exc}")
+        return 1
+    if result:
+        events.emit("done", **result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
