@@ -53,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     from .server import server
 
     server.start_io(sys.stdin.buffer, _protocol_out)
-    return 0 if server.protocol._shutdown else 1
+    code = 0 if server.protocol._shutdown else 1
+    logging.shutdown()
+    sys.stderr.flush()
+    # The stdin reader thread may still be blocked in read(); a normal interpreter exit
+    # would then abort on the stdin lock. Everything is flushed and closed by now.
+    os._exit(code)
 
 
 if __name__ == "__main__":

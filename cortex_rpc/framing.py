@@ -9,6 +9,7 @@ message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -174,10 +175,8 @@ class LockedWriter:
         with self._lock:
             if not self.closed:
                 self.closed = True
-                try:
+                with contextlib.suppress(OSError):
                     self._stream.close()
-                except OSError:
-                    pass
 
 
 def frame(message: dict[str, Any]) -> bytes:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidParams
+
+if TYPE_CHECKING:  # jsonschema costs 45 ms to import: not before the first request.
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 
 def schemas_dir() -> Path:
@@ -32,6 +33,8 @@ def params_validator(method: str) -> Draft202012Validator | None:
     path = schemas_dir() / "rpc" / f"{name}.params.schema.json"
     if not path.is_file():
         return None
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(load_schema(f"rpc/{name}.params.schema.json"))
 
 

@@ -159,32 +159,3 @@ def _check_no_overlap(path: Path, tensors: dict[str, TensorInfo]) -> None:
         if previous is not None and info.begin < previous.end:
             raise _invalid(path, f"tensors {previous.name!r} and {info.name!r} overlap")
         previous = info
-
-
-def write_sparse_safetensors(
-    path: str | Path,
-    shapes: dict[str, tuple[int, ...]],
-    dtype: str = "BF16",
-    dtypes: dict[str, str] | None = None,
-) -> Path:
-    """Write a real safetensors header for ``shapes`` and extend the file sparsely.
-
-    The data section is a hole, so a 140 GB model header costs only a few kilobytes of disk.
-    Used by tests and benchmarks to inspect large models without storing them.
-    """
-    path = Path(path)
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name, shape in shapes.items():
-        tensor_dtype = (dtypes or {}).get(name, dtype)
-        size = math.prod(shape) * DTYPE_BYTES[tensor_dtype]
-        header[name] = {"dtype": tensor_dtype, "shape": list(shape),
-                        "data_offsets": [offset, offset + size]}
-        offset += size
-    encoded = json.dumps(header).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    with path.open("wb") as handle:
-        handle.write(struct.pack("<Q", len(encoded)))
-        handle.write(encoded)
-        handle.truncate(8 + len(encoded) + offset)
-    return path

@@ -51,6 +51,7 @@ PROGRESS_FIELDS = (
     "tokensPerSecond",
     "etaSeconds",
     "peakMemoryBytes",
+    "trainedTokens",
 )
 LIST_FIELDS = (
     "jobId",
@@ -118,8 +119,9 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 class _Running:
     """A live worker: its process, and whether a cancel was asked for."""
 
-    def __init__(self, process: subprocess.Popen) -> None:
+    def __init__(self, process: subprocess.Popen, distributed: bool = False) -> None:
         self.process = process
+        self.distributed = distributed
         self.cancel_requested = False
         self.final_event: dict | None = None
 
@@ -222,6 +224,10 @@ class TrainingJobs:
             raise InvalidParams(f"{data_dir} has no train.jsonl", field="dataDir")
         if config.iterations <= 0:
             raise InvalidParams("config.iterations must be computed", field="config.iterations")
+        if options and options.get("distributed"):
+            from .distributed import validate
+
+            options = {**options, "distributed": validate(options["distributed"])}
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         job_dir = self.jobs_root / job_id
         job_dir.mkdir(parents=True)
@@ -294,7 +300,11 @@ class TrainingJobs:
         running.cancel_requested = True
         status = self._update_status(job_id, state="cancelling", message="Cancelling")
         self._notify(status, "cancelling")
-        self._signal(running.process, signal.SIGTERM)
+        if running.distributed:
+            # SIGTERM the ranks, not mlx.launch: it must live to relay the "cancelled" event.
+            self._signal_ranks(running.process, signal.SIGTERM)
+        else:
+            self._signal(running.process, signal.SIGTERM)
         threading.Thread(
             target=self._kill_later, args=(running.process,), daemon=True, name=f"kill-{job_id}"
         ).start()
@@ -416,13 +426,16 @@ class TrainingJobs:
                 return
             job_id = self._queue.popleft()
             try:
+                spec_distributed = json.loads(
+                    (self._job_dir(job_id) / "spec.json").read_text()
+                ).get("distributed")
                 process = self._launch(job_id)
             except Exception as exc:  # noqa: BLE001 - report and move on to the next job
                 status = self._update_status(job_id, state="failed", message=str(exc))
                 self._notify(status, "error", message=str(exc))
                 threading.Thread(target=self._start_next, daemon=True).start()
                 return
-            self._running[job_id] = _Running(process)
+            self._running[job_id] = _Running(process, distributed=bool(spec_distributed))
         status = self._update_status(
             job_id,
             state="running",
@@ -445,16 +458,21 @@ class TrainingJobs:
         spec = json.loads((job_dir / "spec.json").read_text())
         read_fd, write_fd = os.pipe()
         env = dict(os.environ)
-        env[EVENT_FD_ENV] = str(write_fd)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        distributed = bool(spec.get("distributed"))
+        if distributed:
+            # mlx.launch relays rank 0's stdout: events arrive on its stdout (distributed.py).
+            env.pop(EVENT_FD_ENV, None)
+        else:
+            env[EVENT_FD_ENV] = str(write_fd)
         log = open(job_dir / "worker.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             process = subprocess.Popen(
                 self._worker_command(job_dir, spec),
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=write_fd if distributed else log,
                 stderr=log,
-                pass_fds=(write_fd,),
+                pass_fds=() if distributed else (write_fd,),
                 env=env,
                 # Own process group: cancel signals the worker (and mlx.launch's ranks) only.
                 start_new_session=True,
@@ -508,7 +526,16 @@ class TrainingJobs:
             if "totalIterations" in event:
                 changes["totalIterations"] = event["totalIterations"]
             status = self._update_status(job_id, **changes)
-            self._notify(status, kind)
+            details = (
+                "examples",
+                "validationExamples",
+                "batchSize",
+                "numLayers",
+                "quantizationBits",
+                "ranks",
+                "path",
+            )
+            self._notify(status, kind, **{k: event[k] for k in details if k in event})
         elif kind == "warning":
             status = self._read_status(job_id)
             self._notify(status, "warning", message=event.get("message"))
@@ -560,6 +587,19 @@ class TrainingJobs:
     def _signal(process: subprocess.Popen, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signum)
+
+    @staticmethod
+    def _signal_ranks(process: subprocess.Popen, signum: int) -> None:
+        import psutil
+
+        try:
+            children = psutil.Process(process.pid).children(recursive=True)
+        except psutil.Error:
+            return
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                if "cortex_rpc.training.worker" in " ".join(child.cmdline()):
+                    child.send_signal(signum)
 
     def _kill_later(self, process: subprocess.Popen) -> None:
         try:

@@ -413,12 +413,17 @@ def train_loop(
 
     model.train()
     for it in range(start + 1, total + 1):
-        if stop is not None and stop.stop:
+        stopping = stop is not None and stop.stop
+        if world_size > 1:
+            # Ranks must stop at the same step, or the others would wait in all_sum forever.
+            flag = mx.array(1 if stopping else 0)
+            stopping = mx.distributed.all_sum(flag, stream=mx.cpu).item() > 0
+        if stopping:
             if on_checkpoint is not None and it - 1 > start:
                 on_checkpoint(snapshot(it - 1))
             raise Cancelled()
-        tic = time.perf_counter()
         batch = schedule.batch(it - 1)
+        tic = time.perf_counter()  # after batching, as in mlx_lm (its zip fetches first)
         if (
             val_dataset is not None
             and len(val_dataset) >= world_size

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up everything cortex-rpc needs on this machine: system packages where they belong
+# (Debian/Ubuntu: OpenBLAS for fast MLX on CPU, Neovim for the editor tests), a virtual
+# environment in .venv, and the package with its dev extras. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if [ "$(uname -s)" = "Linux" ] && command -v apt-get >/dev/null 2>&1; then
+  packages="libopenblas0-pthread neovim tmux"
+  missing=""
+  for p in $packages; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+  done
+  if [ -n "$missing" ]; then
+    if [ "$(id -u)" = "0" ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO="none"; fi
+    if [ "$SUDO" = "none" ]; then
+      echo "warning: cannot install$missing (not root, no sudo); training on CPU will be slow" >&2
+    else
+      echo "Installing Debian packages:$missing"
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+    fi
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -c "import cortex_rpc, mlx.core, mlx_lm, pygls, pytest_lsp" \
+  || { echo "error: installation failed; see pip's output above" >&2; exit 1; }

@@ -1,0 +1,56 @@
+"""ModelRunner: text from a warm worker, for a base model and a fine-tuned one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cortex_rpc.config.training_config import TrainingConfig
+from cortex_rpc.training import worker
+from cortex_rpc.training.events import EventWriter
+from cortex_rpc.training.generate import ModelRunner
+
+pytestmark = pytest.mark.slow
+
+
+def test_generate_streams_text_and_survives_a_worker_crash(
+    tiny_model: Path, chat_data: Path, tmp_path: Path
+):
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    config = TrainingConfig(iterations=2, batch_size=4, num_layers=2, max_seq_length=256)
+    (job_dir / "spec.json").write_text(
+        json.dumps(
+            {
+                "model": str(tiny_model),
+                "dataDir": str(chat_data),
+                "config": config.to_wire(),
+                "outputName": "tiny-chat",
+            }
+        )
+    )
+    out = worker.run_job(job_dir, EventWriter(None), worker.StopFlag())["outputPath"]
+
+    runner = ModelRunner(log_path=tmp_path / "generate.log")
+    try:
+        chunks: list[str] = []
+        result = runner.generate(
+            tiny_model, "What is Python?", max_tokens=8, on_chunk=chunks.append
+        )
+        assert result["tokens"] > 0 and isinstance(result["text"], str)
+        assert "".join(chunks) == result["text"]
+        pid = runner._process.pid
+
+        # The fine-tuned folder alone is enough: its marker names the base.
+        tuned = runner.generate(out, "What is Python?", max_tokens=8)
+        assert tuned["tokens"] > 0
+        assert runner._process.pid == pid  # same warm worker
+
+        runner._process.kill()
+        runner._process.wait()
+        again = runner.generate(tiny_model, "Hello", max_tokens=4)
+        assert again["tokens"] > 0 and runner._process.pid != pid
+    finally:
+        runner.close()
