@@ -11,6 +11,17 @@ INSPECT_MODEL = "cortex/inspectModel"
 LIST_MODELS = "cortex/listModels"
 PROPOSE_CONFIG = "cortex/proposeConfig"
 
+VALIDATE_DATASET = "cortex/validateDataset"
+ANALYZE_DATASET = "cortex/analyzeDataset"
+CREATE_DATASET = "cortex/createDataset"
+SAMPLE_DATASET = "cortex/sampleDataset"
+
+START_TRAINING = "cortex/startTraining"
+CANCEL_TRAINING = "cortex/cancelTraining"
+RESUME_TRAINING = "cortex/resumeTraining"
+LIST_JOBS = "cortex/listJobs"
+GENERATE = "cortex/generate"
+
 # Server -> client notifications.
 TRAINING_PROGRESS = "cortex/trainingProgress"
 GENERATE_CHUNK = "cortex/generateChunk"
