@@ -21,6 +21,8 @@ CANCEL_TRAINING = "cortex/cancelTraining"
 RESUME_TRAINING = "cortex/resumeTraining"
 LIST_JOBS = "cortex/listJobs"
 GENERATE = "cortex/generate"
+# Client -> server notification: keep running jobs alive after the client goes away.
+DETACH = "cortex/detach"
 
 # Server -> client notifications.
 TRAINING_PROGRESS = "cortex/trainingProgress"

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -99,6 +100,9 @@ class CortexServer(LanguageServer):
         self.options = InitializationOptions()
         self.cortex_methods: set[str] = set()
         self.on_exit: list[Callable[[], None]] = []
+        # Per-thread view of the request a cortex handler is serving: ``msg_id`` and
+        # ``cancel`` (a threading.Event set by $/cancelRequest).
+        self.request = threading.local()
 
     def cortex_method(self, name: str) -> Callable[[Handler], Handler]:
         """Register ``handler(server, params_dict)`` for ``name``, run in the thread pool.
@@ -112,6 +116,7 @@ class CortexServer(LanguageServer):
                 msg_id = ls.protocol.msg_id
                 cancel = threading.Event()
                 ls.protocol.cancel_events[msg_id] = cancel
+                ls.request.msg_id, ls.request.cancel = msg_id, cancel
                 try:
                     return handler(ls, validate_params(name, params))
                 except CortexError as error:
@@ -238,3 +243,140 @@ def propose_config(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
         overrides=params.get("overrides"),
         model_dirs=ls.options.model_dirs,
     ).to_wire()
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+class TrainingProgressRelay:
+    """Forwards job events as ``cortex/trainingProgress`` and, per job, as ``$/progress``."""
+
+    def __init__(self, ls: CortexServer) -> None:
+        self.ls = ls
+        self.tokens: dict[str, Any] = {}  # jobId -> work-done token, once begun
+
+    def begin(self, job_id: str, token: Any, title: str) -> None:
+        self.tokens[job_id] = token
+        self.ls.work_done_progress.begin(
+            token,
+            types.WorkDoneProgressBegin(
+                title=title, cancellable=False, message="Starting", percentage=0
+            ),
+        )
+
+    def __call__(self, payload: dict[str, Any]) -> None:
+        from .training.service import work_done_update
+
+        self.ls.notify(protocol.TRAINING_PROGRESS, payload)
+        token = self.tokens.get(payload["jobId"])
+        if token is None:
+            return
+        update = work_done_update(payload)
+        if update.kind == "end":
+            self.tokens.pop(payload["jobId"], None)
+            self.ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=update.message))
+        else:
+            self.ls.work_done_progress.report(
+                token,
+                types.WorkDoneProgressReport(message=update.message, percentage=update.percentage),
+            )
+
+
+def _jobs(ls: CortexServer) -> Any:
+    """The job manager, created on first use (after initialize has set CORTEX_HOME)."""
+    if getattr(ls, "_jobs", None) is None:
+        from .paths import cortex_home
+        from .training.jobs import TrainingJobs
+
+        ls._progress_relay = TrainingProgressRelay(ls)
+        ls._jobs = TrainingJobs(cortex_home(), on_event=ls._progress_relay)
+        ls.on_exit.append(lambda: _stop_jobs(ls))
+    return ls._jobs
+
+
+def _stop_jobs(ls: CortexServer) -> None:
+    """On exit, cancel jobs (resumable) unless the client detached: then let them finish."""
+    if getattr(ls, "detached", False):
+        ls._jobs.wait_all()
+    ls._jobs.shutdown()
+
+
+@server.feature(protocol.DETACH)
+def detach(ls: CortexServer, params: Any) -> None:
+    ls.detached = True
+
+
+def _client_creates_progress(ls: CortexServer) -> bool:
+    window = getattr(ls.client_capabilities, "window", None)
+    return bool(window is not None and getattr(window, "work_done_progress", False))
+
+
+@server.cortex_method(protocol.START_TRAINING)
+def start_training(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .training.service import start_training
+
+    jobs = _jobs(ls)
+    result = start_training(
+        jobs,
+        model=params["model"],
+        dataset=params["dataset"],
+        output_name=params["outputName"],
+        preset=params.get("preset", "balanced"),
+        config=params.get("config"),
+        dataset_format=params.get("format"),
+        model_dirs=ls.options.model_dirs,
+    )
+    _begin_progress(ls, result["jobId"], params["outputName"], params.get("workDoneToken"))
+    return result
+
+
+def _begin_progress(ls: CortexServer, job_id: str, output_name: str, token: Any) -> None:
+    """Report the job through ``$/progress``: the client's token, or one we ask it to create."""
+    title = f"Fine-tuning {output_name}"
+    if token is not None:
+        ls._progress_relay.begin(job_id, token, title)
+    elif _client_creates_progress(ls):
+        token = f"cortex-training-{job_id}-{time.monotonic_ns()}"
+        ls.work_done_progress.create(
+            token, callback=lambda *_: ls._progress_relay.begin(job_id, token, title)
+        )
+
+
+@server.cortex_method(protocol.CANCEL_TRAINING)
+def cancel_training(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    return _jobs(ls).cancel(params["jobId"])
+
+
+@server.cortex_method(protocol.RESUME_TRAINING)
+def resume_training(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    job = _jobs(ls).resume(params["jobId"])
+    _begin_progress(ls, job["jobId"], job["outputName"], params.get("workDoneToken"))
+    return job
+
+
+@server.cortex_method(protocol.LIST_JOBS)
+def list_jobs(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    return {"jobs": _jobs(ls).list_jobs()}
+
+
+@server.cortex_method(protocol.GENERATE)
+def generate(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .models.registry import resolve_model
+
+    if getattr(ls, "_runner", None) is None:
+        from .training.generate import ModelRunner
+
+        ls._runner = ModelRunner()
+        ls.on_exit.append(ls._runner.close)
+    request_id = ls.request.msg_id
+    adapter = params.get("adapter")
+    return ls._runner.generate(
+        resolve_model(params["model"], ls.options.model_dirs),
+        params["prompt"],
+        max_tokens=params.get("maxTokens", 128),
+        temperature=params.get("temperature", 0.0),
+        adapter=resolve_model(adapter, ls.options.model_dirs) if adapter else None,
+        on_chunk=lambda text: ls.notify(
+            protocol.GENERATE_CHUNK, {"requestId": request_id, "text": text}
+        ),
+    )

@@ -44,6 +44,7 @@ def propose_for_model(
     overrides: dict[str, Any] | None = None,
     model_dirs: Iterable[str] = (),
     machine: MachineProfile | None = None,
+    overrides_field: str = "overrides",
 ) -> Proposal:
     """Return the smart configuration for ``model`` and, if given, a dataset path or its stats."""
     inspection = inspect_model(resolve_model(model, model_dirs))
@@ -52,4 +53,6 @@ def propose_for_model(
         profile = dataset_profile(dataset)
     elif dataset_stats is not None:
         profile = profile_from_wire(dataset_stats)
-    return propose_config(inspection, profile, preset, machine or current_machine(), overrides)
+    return propose_config(
+        inspection, profile, preset, machine or current_machine(), overrides, overrides_field
+    )

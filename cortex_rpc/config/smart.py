@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import InvalidParams
 from ..models.inspect import ModelInspection, dtype_bytes
+from ..units import human_params
 from .estimate import CHARS_PER_TOKEN, Estimate, estimate_peak_memory, estimate_seconds
 from .training_config import TrainingConfig, apply_overrides, iterations_for
 
@@ -137,14 +138,6 @@ class Proposal:
 
 def _format_lr(value: float) -> str:
     return f"{value:.0e}".replace("e-0", "e-")
-
-
-def _human_params(parameters: int) -> str:
-    if parameters >= 1e9:
-        return f"{parameters / 1e9:.1f}B"
-    if parameters >= 1e6:
-        return f"{parameters / 1e6:.1f}M"
-    return f"{parameters / 1e3:.0f}K"
 
 
 def category_defaults(model: ModelInspection) -> TrainingConfig:
@@ -278,13 +271,17 @@ def propose_config(
     preset: str,
     machine: MachineProfile,
     overrides: dict[str, Any] | None = None,
+    overrides_field: str = "overrides",
 ) -> Proposal:
-    """Return the configuration the smart config proposes, with an explanation per choice."""
+    """Return the configuration the smart config proposes, with an explanation per choice.
+
+    ``overrides_field`` names the overrides in errors (``config`` for startTraining).
+    """
     if preset not in PRESETS:
         raise InvalidParams(f"preset must be one of {', '.join(PRESETS)}", field="preset")
     notes: list[str] = [
         f"Using optimized settings for {model.category} model "
-        f"({_human_params(model.parameters)} params, {model.size_bytes / 1e9:.1f} GB)"
+        f"({human_params(model.parameters)} params, {model.size_bytes / 1e9:.1f} GB)"
     ]
     config = category_defaults(model)
     if model.num_layers and model.num_layers < 16:
@@ -306,12 +303,12 @@ def propose_config(
         notes.append(f"Base model is already {model.quantization_bits}-bit quantized (QLoRA)")
     config, fits = _fit_memory(config, model, machine, notes)
     if overrides:
-        config = apply_overrides(config, overrides, prefix="overrides")
+        config = apply_overrides(config, overrides, prefix=overrides_field)
         notes.append("Your overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
     if model.num_layers and config.num_layers > model.num_layers:
         raise InvalidParams(
-            f"overrides.numLayers: the model has only {model.num_layers} layers",
-            field="overrides.numLayers",
+            f"{overrides_field}.numLayers: the model has only {model.num_layers} layers",
+            field=f"{overrides_field}.numLayers",
         )
     examples = dataset.examples if dataset else 0
     if dataset is not None and not (overrides or {}).get("iterations"):

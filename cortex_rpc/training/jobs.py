@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,13 +201,16 @@ class TrainingJobs:
         config: TrainingConfig,
         dataset_info: dict | None = None,
         options: dict | None = None,
+        prepare: Callable[[Path], dict] | None = None,
     ) -> dict:
         """Create a job and start it (or queue it behind the running one).
 
         Returns ``{jobId, state, outputPath, config}``. Raises ``model-exists`` when the name
         is taken by a saved model or by another active job. ``options`` may carry worker
         settings: stepsPerReport, stepsPerEval, stepsPerCheckpoint, valBatches, maskPrompt,
-        loraKeys, distributed.
+        loraKeys, distributed. With ``prepare``, ``data_dir`` is ignored: the job's own
+        ``data/`` folder is filled by ``prepare(folder)``, which returns the dataset info, so
+        the job never reads the user's file again.
         """
         validate_model_name(output_name)
         target = output_path(output_name, self.models_dir)
@@ -217,11 +221,8 @@ class TrainingJobs:
                     f"Job {job['jobId']} is already training a model named {output_name!r}.",
                 )
         model_path = Path(model_path).resolve()
-        data_dir = Path(data_dir).resolve()
         if not (model_path / "config.json").exists():
             raise InvalidParams(f"{model_path} is not a model folder", field="model")
-        if not (data_dir / "train.jsonl").exists():
-            raise InvalidParams(f"{data_dir} has no train.jsonl", field="dataDir")
         if config.iterations <= 0:
             raise InvalidParams("config.iterations must be computed", field="config.iterations")
         if options and options.get("distributed"):
@@ -231,6 +232,16 @@ class TrainingJobs:
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         job_dir = self.jobs_root / job_id
         job_dir.mkdir(parents=True)
+        try:
+            if prepare is not None:
+                data_dir = job_dir / "data"
+                dataset_info = prepare(data_dir)
+            data_dir = Path(data_dir).resolve()
+            if not (data_dir / "train.jsonl").exists():
+                raise InvalidParams(f"{data_dir} has no train.jsonl", field="dataDir")
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
         spec = {
             "jobId": job_id,
             "model": str(model_path),
@@ -369,6 +380,15 @@ class TrainingJobs:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']}")
             time.sleep(0.05)
+
+    def wait_all(self) -> None:
+        """Block until every queued and running job of this manager has finished."""
+        while True:
+            with self._lock:
+                pending = list(self._running) + list(self._queue)
+            if not pending:
+                return
+            self.wait(pending[0])
 
     def shutdown(self) -> None:
         """Cancel running jobs cleanly (they stay resumable) and mark queued ones interrupted."""

@@ -1,0 +1,305 @@
+"""``cortex-finetune``: the terminal wizard and its scripted subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import difflib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cortex_rpc import __version__
+from cortex_rpc.paths import cortex_home
+from cortex_rpc.units import human_bytes, human_params
+
+from .client import CortexClient, CortexRpcError
+from .terminal import Terminal, WizardAborted
+from .wizard import Wizard, WizardAnswers, WizardResult, chat_loop, parse_value
+
+DEMO_MODEL = "cortex-demo-tiny"
+# The demo model is small enough to train in seconds on two CPU cores and big enough
+# (hidden 256) for LoRA to memorise the sample answers, so the result is visible.
+DEMO_MODEL_SPEC = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2}
+DEMO_OVERRIDES = {
+    "iterations": 400,
+    "batchSize": 4,
+    "learningRate": 1e-3,
+    "loraRank": 16,
+    "loraAlpha": 32,
+}
+
+
+WIZARD_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--model",), {"help": "base model: a directory or a name from 'models'"}),
+    (("--data",), {"help": "dataset file (JSONL, JSON, CSV or TXT)"}),
+    (("--sample",), {"action": "store_true", "help": "use the bundled sample dataset"}),
+    (("--preset",), {"choices": ["quick", "balanced", "quality", "expert"]}),
+    (("--name",), {"help": "name of the fine-tuned model"}),
+    (("--set",), {"dest": "overrides", "action": "append", "default": [],
+                  "metavar": "FIELD=VALUE",
+                  "help": "override a config field, e.g. --set learningRate=5e-5"}),
+    (("--yes", "-y"), {"action": "store_true",
+                       "help": "accept defaults and confirmations (no questions)"}),
+    (("--json",), {"action": "store_true",
+                   "help": "print machine-readable events on stdout, one JSON per line"}),
+    (("--chat",), {"action": "append", "default": [], "metavar": "PROMPT",
+                   "help": "after training, ask the new model PROMPT (repeatable)"}),
+    (("--model-dir",), {"action": "append", "default": [], "dest": "model_dirs",
+                        "help": "extra folder to look for models in (repeatable)"}),
+]
+
+
+def add_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """The wizard's flags, accepted before or after a subcommand.
+
+    On subcommands the defaults are suppressed so they do not undo the main parser's values.
+    """
+    for names, kwargs in WIZARD_OPTIONS:
+        if suppress:
+            kwargs = {**kwargs, "default": argparse.SUPPRESS}
+        parser.add_argument(*names, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cortex-finetune",
+        description="Fine-tune a local model with LoRA, step by step (or scripted with flags).",
+    )
+    parser.add_argument("--version", action="version", version=f"cortex-finetune {__version__}")
+    add_options(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _sub(commands, "demo", help="generate a tiny model and fine-tune it on the sample")
+    _sub(commands, "models", help="list the models cortex-rpc can see")
+    _sub(commands, "gpu", help="show the backend, memory and BLAS (systemInfo)")
+    _sub(commands, "jobs", help="list training jobs")
+    batch = _sub(commands, "batch", help="fine-tune one model per dataset in DIR")
+    batch.add_argument("directory", type=Path)
+    chat = _sub(commands, "chat", help="chat with a (fine-tuned) model")
+    chat.add_argument("model_name", metavar="MODEL")
+    resume = _sub(commands, "resume", help="resume a cancelled or interrupted job")
+    resume.add_argument("job_id", metavar="JOB")
+    cancel = _sub(commands, "cancel", help="cancel a running job")
+    cancel.add_argument("job_id", metavar="JOB")
+    return parser
+
+
+def _sub(commands: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, **kwargs)
+    add_options(parser, suppress=True)
+    return parser
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``FIELD=VALUE`` pairs into config overrides (snake_case names are accepted)."""
+    from cortex_rpc.config.training_config import snake_to_camel
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"cortex-finetune: --set expects FIELD=VALUE, got {pair!r}")
+        overrides[snake_to_camel(key.strip())] = parse_value(value)
+    return overrides
+
+
+def answers_from(args: argparse.Namespace) -> WizardAnswers:
+    return WizardAnswers(
+        model=args.model,
+        data=args.data,
+        data_option="sample" if args.sample else None,
+        preset=args.preset or ("balanced" if args.yes else None),
+        name=args.name,
+        overrides=parse_overrides(args.overrides),
+        chat=True if args.chat else (False if args.yes else None),
+        prompts=list(args.chat),
+    )
+
+
+async def run_wizard(client: CortexClient, term: Terminal, args: argparse.Namespace) -> int:
+    result = await Wizard(client, term, answers_from(args)).run()
+    return 0 if result.state in ("completed", "detached", "not-started") else 1
+
+
+async def run_demo(client: CortexClient, term: Terminal, args: argparse.Namespace) -> int:
+    """Generate a tiny model, fine-tune it on the sample dataset, and ask it a sample question."""
+    from cortex_rpc.models.tiny import TinyModelSpec, generate_tiny_model
+
+    home = cortex_home()
+    model_dir = home / "models" / DEMO_MODEL
+    term.say(f"cortex-finetune demo: CORTEX_HOME={home}", style="bold")
+    if not (model_dir / "config.json").exists():
+        term.say(f"Generating a tiny Llama model at {model_dir} (random weights, offline)...")
+        await asyncio.to_thread(generate_tiny_model, model_dir, TinyModelSpec(**DEMO_MODEL_SPEC))
+    taken = {m["name"] for m in await client.list_models()}
+    name = "demo-custom"
+    for number in range(2, 1000):
+        if name not in taken:
+            break
+        name = f"demo-custom-{number}"
+    answers = WizardAnswers(
+        model=str(model_dir), data_option="sample", preset=args.preset or "quick", name=name,
+        overrides={**DEMO_OVERRIDES, **parse_overrides(args.overrides)}, chat=False,
+    )
+    result = await Wizard(client, term, answers).run()
+    if result.state != "completed":
+        return 1
+    return await _demo_check(client, term, result)
+
+
+async def _demo_check(client: CortexClient, term: Terminal, result: WizardResult) -> int:
+    """Ask the new model a training question and compare with the answer it was taught."""
+    marker = json.loads((Path(result.output_path or "") / "fine-tuned.marker").read_text())
+    first = json.loads(Path(marker["dataset"]["trainPath"]).read_text().splitlines()[0])
+    prompt = first["messages"][0]["content"]
+    expected = first["messages"][-1]["content"]
+    term.heading("Try it")
+    await chat_loop(client, term, result.output_name or "", [prompt])
+    reply = (await client.generate(result.output_name or "", prompt, max_tokens=96))["text"]
+    similarity = difflib.SequenceMatcher(None, reply.strip(), expected.strip()).ratio()
+    term.say(f"Taught answer: {expected}")
+    term.event("demo", prompt=prompt, expected=expected, reply=reply, similarity=similarity)
+    if similarity >= 0.8:
+        term.say(f"✓ The fine-tuned model reproduces what it was taught "
+                 f"(similarity {similarity:.0%}).", style="green")
+        return 0
+    term.say(f"✗ The reply differs from the taught answer (similarity {similarity:.0%}).",
+             style="red")
+    return 1
+
+
+async def run_models(client: CortexClient, term: Terminal) -> int:
+    from rich.table import Table
+
+    models = await client.list_models()
+    term.event("models", models=models)
+    if term.json_mode:
+        return 0
+    if not models:
+        term.say("No models found. Put MLX / Hugging Face model folders in "
+                 f"{cortex_home() / 'models'} or pass --model-dir.")
+        return 0
+    table = Table("Name", "Category", "Params", "Size", "Fine-tuned", "Path")
+    for m in models:
+        table.add_row(m["name"], str(m.get("category") or "?"), human_params(m.get("parameters")),
+                      human_bytes(m.get("sizeBytes")), "yes" if m.get("fineTuned") else "",
+                      m["path"])
+    term.rich(table)
+    return 0
+
+
+async def run_gpu(client: CortexClient, term: Terminal) -> int:
+    info = await client.system_info()
+    term.event("systemInfo", **info)
+    if term.json_mode:
+        return 0
+    memory = info["memory"]
+    blas = info.get("blas")
+    term.say(f"Backend:  {info['backend']} ({info.get('device')})")
+    term.say(f"Memory:   {human_bytes(memory['availableBytes'])} available of "
+             f"{human_bytes(memory['totalBytes'])}")
+    term.say(f"BLAS:     {blas['name'] + ' (' + blas['path'] + ')' if blas else 'built-in'}")
+    versions = info["versions"]
+    term.say(f"Versions: cortex-rpc {versions.get('cortexRpc')}, mlx {versions.get('mlx')}, "
+             f"mlx-lm {versions.get('mlxLm')}, Python {versions.get('python')}")
+    for warning in info.get("warnings", []):
+        term.say(f"⚠ {warning}", style="yellow")
+    return 0
+
+
+async def run_jobs(client: CortexClient, term: Terminal) -> int:
+    jobs = await client.list_jobs()
+    term.event("jobs", jobs=jobs)
+    for job in jobs:
+        term.say(f"{job['jobId']}  {job['state']:<11} {job.get('outputName') or '':<24} "
+                 f"{job.get('iteration') or 0}/{job.get('totalIterations') or '?'}  "
+                 f"{job.get('message') or ''}")
+    if not jobs and not term.json_mode:
+        term.say("No training jobs yet.")
+    return 0
+
+
+async def run_batch(client: CortexClient, term: Terminal, args: argparse.Namespace) -> int:
+    """Fine-tune the same base model on each dataset of a folder, one after the other."""
+    files = sorted(p for p in args.directory.iterdir()
+                   if p.suffix in (".jsonl", ".json", ".csv", ".txt") and p.is_file())
+    if not files:
+        term.say(f"No datasets (*.jsonl, *.json, *.csv, *.txt) in {args.directory}")
+        return 1
+    if args.model is None:
+        raise WizardAborted("batch needs --model")
+    failures = 0
+    base = Path(args.model).name
+    for path in files:
+        term.heading(f"Batch: {path.name}")
+        answers = answers_from(args)
+        answers.data, answers.data_option = str(path), "file"
+        answers.name = f"{args.name or base}-{path.stem}"
+        answers.chat = False
+        try:
+            result = await Wizard(client, term, answers).run()
+        except WizardAborted as error:
+            term.say(f"✗ {path.name}: {error}", style="red")
+            failures += 1
+            continue
+        failures += result.state != "completed"
+    term.say(f"Batch finished: {len(files) - failures} of {len(files)} trained.")
+    return 1 if failures else 0
+
+
+async def run_resume(client: CortexClient, term: Terminal, job_id: str) -> int:
+    queue = client.subscribe("cortex/trainingProgress")
+    job = await client.resume_training(job_id)
+    wizard = Wizard(client, term, WizardAnswers())
+    wizard.name = job.get("outputName") or ""
+    result = await wizard.follow(job_id, queue, job.get("outputPath") or "")
+    return 0 if result.state in ("completed", "detached") else 1
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    term = Terminal(json_mode=args.json, assume_yes=args.yes or args.command == "demo")
+    options = {"modelDirs": [str(Path(d).resolve()) for d in args.model_dirs]}
+    try:
+        async with CortexClient(initialization_options=options) as client:
+            if args.command == "demo":
+                return await run_demo(client, term, args)
+            if args.command == "models":
+                return await run_models(client, term)
+            if args.command == "gpu":
+                return await run_gpu(client, term)
+            if args.command == "jobs":
+                return await run_jobs(client, term)
+            if args.command == "batch":
+                return await run_batch(client, term, args)
+            if args.command == "chat":
+                await chat_loop(client, term, args.model_name, list(args.chat))
+                return 0
+            if args.command == "resume":
+                return await run_resume(client, term, args.job_id)
+            if args.command == "cancel":
+                job = await client.cancel_training(args.job_id)
+                term.say(f"{job['jobId']}: {job['state']}")
+                return 0
+            return await run_wizard(client, term, args)
+    except WizardAborted as error:
+        term.say(f"Aborted: {error}", style="red")
+        term.event("aborted", message=str(error))
+        return 2
+    except CortexRpcError as error:
+        term.say(f"✗ {error.message}", style="red")
+        term.event("error", code=error.code, message=error.message, data=error.data)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(main_async(args))
+    except KeyboardInterrupt:
+        print("\nAborted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

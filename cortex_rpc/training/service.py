@@ -1,0 +1,119 @@
+"""``cortex/startTraining`` as a plain function: resolve, propose, prepare the data, start a job.
+
+The server wires this to the protocol; scripts and tests call it directly. No mlx here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CortexError, InvalidParams
+from ..models.registry import resolve_model
+from ..paths import validate_model_name
+from ..units import human_duration
+from .jobs import TrainingJobs
+from .output import output_path, read_marker
+
+TERMINAL_STATES = ("completed", "failed", "cancelled", "interrupted")
+
+
+def start_training(
+    jobs: TrainingJobs,
+    *,
+    model: str,
+    dataset: str,
+    output_name: str,
+    preset: str = "balanced",
+    config: dict[str, Any] | None = None,
+    dataset_format: str | None = None,
+    model_dirs: Iterable[str] = (),
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Start a job training ``model`` on ``dataset``; return at once with its id and config.
+
+    Everything that can be checked before the worker starts is checked here, so a bad name,
+    an existing model, a broken dataset or an invalid config field is an error reply and not
+    a failed job.
+    """
+    from ..config.proposal import propose_for_model
+    from ..datasets import prepare_dataset
+
+    validate_model_name(output_name)
+    output_path(output_name, jobs.models_dir)
+    model_dir = resolve_model(model, model_dirs)
+    marker = read_marker(model_dir)
+    if marker is not None:
+        raise InvalidParams(
+            f"{model_dir.name} is a fine-tuned adapter, not a base model; train on its base "
+            f"{marker.get('baseModel')!r} instead",
+            field="model",
+        )
+    if not Path(dataset).is_file():
+        raise CortexError(
+            "dataset-not-found", f"Dataset {dataset} does not exist or is not a file",
+            path=str(dataset),
+        )
+    proposal = propose_for_model(
+        str(model_dir),
+        dataset=dataset,
+        preset=preset,
+        overrides=config,
+        model_dirs=model_dirs,
+        overrides_field="config",
+    )
+    chosen = proposal.config
+
+    def prepare(data_dir: Path) -> dict[str, Any]:
+        prepared = prepare_dataset(dataset, data_dir, format=dataset_format, seed=chosen.seed)
+        return prepared.to_wire()
+
+    started = jobs.start(model_dir, None, output_name, chosen, options=options, prepare=prepare)
+    return {
+        **started,
+        "preset": preset,
+        "explanations": proposal.explanations,
+        "estimate": proposal.estimate.to_wire() if proposal.estimate else None,
+        "fitsInMemory": proposal.fits_in_memory,
+    }
+
+
+@dataclass(frozen=True)
+class WorkDoneUpdate:
+    """One ``$/progress`` step derived from a trainingProgress payload."""
+
+    kind: str  # "report" or "end"
+    message: str
+    percentage: int | None = None
+
+
+def progress_message(payload: dict[str, Any]) -> str:
+    """Return the short status line editors show, e.g. ``Epoch 2/4 · loss 0.85``."""
+    state = payload.get("state")
+    if state in TERMINAL_STATES or state == "queued":
+        return payload.get("message") or str(state).capitalize()
+    parts = []
+    if payload.get("totalEpochs"):
+        total = math.ceil(payload["totalEpochs"])
+        current = min(total, max(1, math.ceil(payload.get("epoch") or 0)))
+        parts.append(f"Epoch {current}/{total}")
+    if payload.get("totalIterations"):
+        parts.append(f"step {payload.get('iteration') or 0}/{payload['totalIterations']}")
+    if payload.get("trainLoss") is not None:
+        parts.append(f"loss {payload['trainLoss']:.3f}")
+    if payload.get("etaSeconds") is not None:
+        parts.append(f"ETA {human_duration(payload['etaSeconds'])}")
+    return " · ".join(parts) or payload.get("message") or "Training"
+
+
+def work_done_update(payload: dict[str, Any]) -> WorkDoneUpdate:
+    """Map a trainingProgress payload to the ``$/progress`` report or end it implies."""
+    message = progress_message(payload)
+    if payload.get("state") in TERMINAL_STATES:
+        return WorkDoneUpdate("end", message)
+    total = payload.get("totalIterations") or 0
+    percentage = int(100 * (payload.get("iteration") or 0) / total) if total else None
+    return WorkDoneUpdate("report", message, percentage)
