@@ -21,6 +21,8 @@ CANCEL_TRAINING = "cortex/cancelTraining"
 RESUME_TRAINING = "cortex/resumeTraining"
 LIST_JOBS = "cortex/listJobs"
 GENERATE = "cortex/generate"
+DELETE_MODEL = "cortex/deleteModel"
+FUSE_MODEL = "cortex/fuseModel"
 # Client -> server notification: keep running jobs alive after the client goes away.
 DETACH = "cortex/detach"
 

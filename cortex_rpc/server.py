@@ -325,6 +325,7 @@ def start_training(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
         config=params.get("config"),
         dataset_format=params.get("format"),
         model_dirs=ls.options.model_dirs,
+        options={"distributed": params["distributed"]} if params.get("distributed") else None,
     )
     _begin_progress(ls, result["jobId"], params["outputName"], params.get("workDoneToken"))
     return result
@@ -357,6 +358,20 @@ def resume_training(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
 @server.cortex_method(protocol.LIST_JOBS)
 def list_jobs(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     return {"jobs": _jobs(ls).list_jobs()}
+
+
+@server.cortex_method(protocol.DELETE_MODEL)
+def delete_model(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .models.manage import delete_model
+
+    return delete_model(params["name"])
+
+
+@server.cortex_method(protocol.FUSE_MODEL)
+def fuse_model(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .models.manage import fuse_model
+
+    return fuse_model(params["name"], params["outputName"])
 
 
 @server.cortex_method(protocol.GENERATE)

@@ -5,7 +5,7 @@ Layout of ``$CORTEX_HOME/mlx_models/NAME/``::
     adapters.safetensors      the trained adapter (or full-layer) weights
     adapter_config.json       mlx_lm's adapter config (fine_tune_type, num_layers, lora_parameters)
     fine-tuned.marker         JSON: base model, config, dataset, losses, versions
-    config.json, tokenizer*   copies (hardlinks where possible) of the base's, so the folder
+    config.json, tokenizer*   copies of the base's, so the folder
                               describes itself and its tokenizer can be loaded alone
 
 There is no ``model.safetensors``: the folder is an adapter, not a full model. It loads with
@@ -57,14 +57,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    # A hardlink costs no space; across filesystems (or where links are refused) copy.
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def output_path(name: str, models_dir: Path | None = None) -> Path:
     """Return where model ``name`` will be saved, refusing a name that is taken."""
     validate_model_name(name)
@@ -101,7 +93,8 @@ def assemble_model(
         for file_name in BASE_FILES:
             src = base_model / file_name
             if src.is_file():
-                _link_or_copy(src, tmp / file_name)
+                # Copies, not hardlinks: editing this folder must never change the base.
+                shutil.copy2(src, tmp / file_name)
         marker = {
             "baseModel": {"path": str(base_model.resolve()), "name": base_model.name},
             "name": name,
