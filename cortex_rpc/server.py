@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 import threading
@@ -12,6 +13,7 @@ from typing import Any, BinaryIO
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
+from pygls.feature_manager import is_thread_function
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import JsonRPCRequestMessage, LanguageServerProtocol, lsp_method
 
@@ -83,6 +85,26 @@ class CortexProtocol(LanguageServerProtocol):
             event.set()
         super()._handle_cancel_notification(msg_id)
 
+    def _execute_handler(
+        self,
+        msg_id: Any,
+        handler: Any,
+        callback: Any,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        # pygls submits threaded handlers without the request's context, so inside them
+        # ``msg_id`` would be None: run them in a copy of the context that holds it.
+        if not is_thread_function(handler):
+            super()._execute_handler(msg_id, handler, callback, args, kwargs)
+            return
+        context = contextvars.copy_context()
+        future = self._server.thread_pool.submit(
+            context.run, handler, *(args or ()), **(kwargs or {})
+        )
+        self._request_futures[msg_id] = future
+        future.add_done_callback(callback)
+
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams) -> Any:
         result = yield from super().lsp_initialize(params)
@@ -113,7 +135,7 @@ class CortexServer(LanguageServer):
 
         def decorator(handler: Handler) -> Handler:
             def run(ls: CortexServer, params: Any) -> Any:
-                msg_id = ls.protocol.msg_id
+                msg_id = ls.protocol.msg_id  # set by CortexProtocol._execute_handler
                 cancel = threading.Event()
                 ls.protocol.cancel_events[msg_id] = cancel
                 ls.request.msg_id, ls.request.cancel = msg_id, cancel
