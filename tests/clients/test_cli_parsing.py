@@ -1,0 +1,41 @@
+"""cortex-finetune's flag parsing: overrides, values, and flags after a subcommand."""
+
+from __future__ import annotations
+
+import pytest
+
+from cortex_client.cli import answers_from, build_parser, parse_overrides
+from cortex_client.wizard import parse_value
+
+
+def test_values_become_json_types():
+    assert parse_value("5e-5") == 5e-5
+    assert parse_value("16") == 16
+    assert parse_value("true") is True
+    assert parse_value("none") is None
+    assert parse_value("dora") == "dora"
+
+
+def test_overrides_accept_snake_and_camel_case():
+    assert parse_overrides(["learning_rate=1e-4", "loraRank=16"]) == {
+        "learningRate": 1e-4, "loraRank": 16}
+    with pytest.raises(SystemExit):
+        parse_overrides(["learningRate"])
+
+
+def test_flags_work_before_and_after_a_subcommand():
+    parser = build_parser()
+    before = parser.parse_args(["--json", "--model-dir", "/m", "models"])
+    after = parser.parse_args(["models", "--json", "--model-dir", "/m"])
+    assert before.json and after.json
+    assert before.model_dirs == after.model_dirs == ["/m"]
+    assert before.command == after.command == "models"
+
+
+def test_yes_means_balanced_and_no_chat_unless_asked():
+    args = build_parser().parse_args(["--model", "m", "--sample", "--yes"])
+    answers = answers_from(args)
+    assert answers.preset == "balanced" and answers.chat is False
+    assert answers.data_option == "sample"
+    args = build_parser().parse_args(["--chat", "hi", "--yes"])
+    assert answers_from(args).chat is True and answers_from(args).prompts == ["hi"]
