@@ -108,6 +108,14 @@ def read_marker(directory: Path) -> dict[str, Any] | None:
     return marker if isinstance(marker, dict) else {}
 
 
+def marker_base_path(marker: dict[str, Any]) -> Path | None:
+    """Return the base model folder a marker names (``{path, name}``, or a bare path)."""
+    base = marker.get("baseModel")
+    if isinstance(base, dict):
+        base = base.get("path")
+    return Path(base) if isinstance(base, str) and base else None
+
+
 def weight_files(directory: Path) -> list[Path]:
     """Return the safetensors weight files of a model (sharded through the index if any)."""
     index = directory / "model.safetensors.index.json"
@@ -328,7 +336,7 @@ def inspect_model(path: str | Path) -> ModelInspection:
         ),
         fine_tuned=marker is not None,
         recommended_quantization_bits=recommended_quantization_bits(size_bytes, quant_bits),
-        base_model=(marker or {}).get("baseModel"),
+        base_model=str(marker_base_path(marker)) if marker and marker_base_path(marker) else None,
         adapter_bytes=_adapter_bytes(directory) if marker is not None else None,
     )
 
@@ -341,8 +349,8 @@ def _adapter_bytes(directory: Path) -> int:
 
 def _inspect_fine_tuned(directory: Path, marker: dict[str, Any]) -> ModelInspection:
     """Describe an adapter-only fine-tune by its base model plus the adapter."""
-    base_path = Path(str(marker["baseModel"]))
-    if not base_path.is_dir():
+    base_path = marker_base_path(marker)
+    if base_path is None or not base_path.is_dir():
         raise CortexError(
             "base-model-missing",
             f"{directory.name} is a fine-tune of {base_path}, which no longer exists. "

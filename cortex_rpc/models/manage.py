@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import CortexError
 from ..paths import fine_tuned_models_dir, validate_model_name
-from .inspect import FINE_TUNED_MARKER, read_marker
+from .inspect import FINE_TUNED_MARKER, marker_base_path, read_marker
 
 FUSE_TIMEOUT_SECONDS = 3600
 
@@ -61,7 +61,7 @@ def fuse_model(
             path=str(target),
         )
     marker = read_marker(source) or {}
-    base = Path((marker.get("baseModel") or {}).get("path", ""))
+    base = marker_base_path(marker) or Path("")
     if not (base / "config.json").is_file():
         raise CortexError(
             "model-not-found", f"The base model of {name!r} is missing: {base}", path=str(base)

@@ -24,27 +24,70 @@ from .events import EventWriter, open_event_writer
 
 
 class LoadedModel:
-    """The model currently in memory and the key it was loaded for."""
+    """The model in memory: a base (quantized or not) plus at most one adapter.
+
+    Switching between LoRA/DoRA adapters of the same base keeps the base weights: the
+    adapter layers are unwrapped back to the base's own linear layers and the next adapter
+    is applied. Only a different base, different quantization, or a full fine-tune (which
+    replaces base weights) reloads from disk.
+    """
 
     def __init__(self) -> None:
-        self.key: tuple | None = None
+        self.base_key: tuple | None = None
+        self.adapter: str | None = None
+        self.adapter_type: str | None = None
         self.model: Any = None
         self.tokenizer: Any = None
+        self.loads = 0  # full loads from disk, reported for the switching benchmark
 
     def get(self, base: str, adapter: str | None, bits: int | None) -> tuple[Any, Any]:
-        """Return (model, tokenizer), loading only when the model or adapter changed."""
+        """Return (model, tokenizer) with ``adapter`` applied, reloading only when needed."""
         from pathlib import Path
+
+        from mlx_lm.tuner.utils import load_adapters
 
         from .output import load_with_adapter
 
-        key = (base, adapter, bits)
-        if key != self.key:
+        base_key = (base, bits)
+        if base_key == self.base_key and adapter == self.adapter:
+            return self.model, self.tokenizer
+        new_type = _adapter_type(adapter)
+        if base_key != self.base_key or "full" in (self.adapter_type, new_type):
             self.model = self.tokenizer = None
-            self.model, self.tokenizer = load_with_adapter(
-                Path(base), Path(adapter) if adapter else None, bits
-            )
-            self.key = key
+            self.model, self.tokenizer = load_with_adapter(Path(base), None, bits)
+            self.loads += 1
+        else:
+            remove_adapter_layers(self.model)
+        self.base_key, self.adapter, self.adapter_type = base_key, None, None
+        if adapter is not None:
+            load_adapters(self.model, adapter)
+            self.model.eval()
+            self.adapter, self.adapter_type = adapter, new_type
         return self.model, self.tokenizer
+
+
+def _adapter_type(adapter: str | None) -> str | None:
+    if adapter is None:
+        return None
+    with open(os.path.join(adapter, "adapter_config.json")) as handle:
+        return json.load(handle).get("fine_tune_type", "lora")
+
+
+def remove_adapter_layers(model: Any) -> int:
+    """Replace every LoRA/DoRA wrapper by the base layer it wraps; return how many."""
+    from mlx.utils import tree_unflatten
+    from mlx_lm.tuner.dora import DoRAEmbedding, DoRALinear
+    from mlx_lm.tuner.lora import LoRAEmbedding, LoRALinear, LoRASwitchLinear
+
+    wrappers = (LoRALinear, LoRASwitchLinear, LoRAEmbedding, DoRALinear, DoRAEmbedding)
+    found = [
+        (name, module.linear if hasattr(module, "linear") else module.embedding)
+        for name, module in model.named_modules()
+        if isinstance(module, wrappers)
+    ]
+    if found:
+        model.update_modules(tree_unflatten(found))
+    return len(found)
 
 
 def chat_prompt(tokenizer: Any, prompt: str) -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 from .. import __version__
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError
+from ..models.inspect import marker_base_path, read_marker
 from ..paths import fine_tuned_models_dir, validate_model_name
 
 MARKER = "fine-tuned.marker"
@@ -122,14 +123,6 @@ def assemble_model(
     return target
 
 
-def read_marker(model_dir: Path) -> dict[str, Any] | None:
-    """Return the parsed fine-tuned.marker of a folder, or None if it is not a fine-tune."""
-    try:
-        return json.loads((Path(model_dir) / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def resolve_fine_tuned(name_or_path: str | Path) -> tuple[Path, Path, dict[str, Any]]:
     """Return (base model dir, adapter dir, marker) for a fine-tuned model name or folder."""
     candidate = Path(name_or_path)
@@ -138,8 +131,8 @@ def resolve_fine_tuned(name_or_path: str | Path) -> tuple[Path, Path, dict[str, 
     marker = read_marker(candidate)
     if marker is None:
         raise CortexError("model-not-found", f"{name_or_path} is not a fine-tuned model folder")
-    base = Path(marker["baseModel"]["path"])
-    if not (base / "config.json").exists():
+    base = marker_base_path(marker)
+    if base is None or not (base / "config.json").exists():
         raise CortexError(
             "base-model-missing",
             f"The base model of {candidate.name} is no longer at {base}.",

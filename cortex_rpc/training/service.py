@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError, InvalidParams
+from ..models.inspect import marker_base_path
 from ..models.registry import resolve_model
 from ..paths import validate_model_name
 from ..units import human_duration
@@ -49,7 +50,7 @@ def start_training(
     if marker is not None:
         raise InvalidParams(
             f"{model_dir.name} is a fine-tuned adapter, not a base model; train on its base "
-            f"{marker.get('baseModel')!r} instead",
+            f"{marker_base_path(marker)} instead",
             field="model",
         )
     if not Path(dataset).is_file():

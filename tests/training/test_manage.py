@@ -63,3 +63,14 @@ def test_fuse_writes_a_standalone_model(fine_tuned, tiny_model, file_digests, co
     assert error.value.code == "model-exists"
     entry = next(m for m in list_models() if m.name == "tiny-fused")
     assert entry.kind == "base"
+
+
+def test_list_models_shows_the_fine_tune_with_its_base_and_adapter_size(fine_tuned, tiny_model):
+    from cortex_rpc.models.inspect import inspect_model
+
+    entry = next(m for m in list_models() if m.name == "tiny-ft")
+    assert entry.kind == "fine-tuned"
+    assert entry.base_model == str(tiny_model.resolve())
+    assert entry.adapter_bytes > 0
+    inspection = inspect_model(fine_tuned).to_wire()
+    assert inspection["fineTuned"] and inspection["parameters"] > 0

@@ -157,7 +157,7 @@ class Wizard:
         self.term.event("model", **self.model)
 
     async def _pick_model(self) -> str:
-        models = [m for m in await self.client.list_models() if not m.get("fineTuned")]
+        models = [m for m in await self.client.list_models() if m.get("kind") != "fine-tuned"]
         if not models:
             self.term.say("No models found in the model folders or the Hugging Face cache.")
             return await self.term.ask("Enter path to a model directory")
