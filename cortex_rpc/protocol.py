@@ -23,6 +23,8 @@ LIST_JOBS = "cortex/listJobs"
 GENERATE = "cortex/generate"
 DELETE_MODEL = "cortex/deleteModel"
 FUSE_MODEL = "cortex/fuseModel"
+LIST_ADAPTERS = "cortex/listAdapters"
+COMPARE_ADAPTERS = "cortex/compareAdapters"
 # Client -> server notification: keep running jobs alive after the client goes away.
 DETACH = "cortex/detach"
 

@@ -396,18 +396,45 @@ def fuse_model(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     return fuse_model(params["name"], params["outputName"])
 
 
+def _runner(ls: CortexServer) -> Any:
+    """The warm generation worker, started on first use."""
+    if getattr(ls, "_model_runner", None) is None:
+        from .training.generate import ModelRunner
+
+        ls._model_runner = ModelRunner()
+        ls.on_exit.append(ls._model_runner.close)
+    return ls._model_runner
+
+
+@server.cortex_method(protocol.LIST_ADAPTERS)
+def list_adapters(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .models.registry import list_adapters
+
+    return list_adapters(params["baseModel"], ls.options.model_dirs)
+
+
+@server.cortex_method(protocol.COMPARE_ADAPTERS)
+def compare_adapters(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .models.registry import resolve_model
+    from .training.generate import compare_adapters
+
+    dirs = ls.options.model_dirs
+    return compare_adapters(
+        _runner(ls),
+        resolve_model(params["baseModel"], dirs),
+        [resolve_model(name, dirs) for name in params["adapters"]],
+        params["prompts"],
+        max_tokens=params.get("maxTokens", 64),
+    )
+
+
 @server.cortex_method(protocol.GENERATE)
 def generate(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .models.registry import resolve_model
 
-    if getattr(ls, "_runner", None) is None:
-        from .training.generate import ModelRunner
-
-        ls._runner = ModelRunner()
-        ls.on_exit.append(ls._runner.close)
     request_id = ls.request.msg_id
     adapter = params.get("adapter")
-    return ls._runner.generate(
+    return _runner(ls).generate(
         resolve_model(params["model"], ls.options.model_dirs),
         params["prompt"],
         max_tokens=params.get("maxTokens", 128),

@@ -154,3 +154,14 @@ def resolve_model(name_or_path: str, extra_dirs: Iterable[str] = ()) -> Path:
         "from cortex/listModels.",
         model=name_or_path,
     )
+
+
+def list_adapters(base_model: str, extra_dirs: Iterable[str] = ()) -> dict[str, Any]:
+    """Return the fine-tuned models (adapters) trained on ``base_model``."""
+    base = resolve_model(base_model, extra_dirs).resolve()
+    adapters = [
+        entry.to_wire()
+        for entry in list_models(extra_dirs)
+        if entry.kind == "fine-tuned" and entry.base_model and Path(entry.base_model) == base
+    ]
+    return {"baseModel": str(base), "adapters": adapters}

@@ -38,6 +38,12 @@ def resolve_model(
         bits = marker.get("quantizationBits")
         if read_marker(model_path) is not None:
             model_path = base
+        if model_path.resolve() != base.resolve():
+            raise CortexError(
+                "adapter-mismatch",
+                f"{adapter_dir.name} was trained on {base}, not on {model_path}; pick one of "
+                "the adapters cortex/listAdapters shows for this base.",
+            )
         return str(model_path.resolve()), str(adapter_dir.resolve()), bits
     if not (model_path / "config.json").exists():
         raise CortexError("model-not-found", f"{model_path} is not a model folder")
@@ -156,3 +162,31 @@ class ModelRunner:
             with contextlib.suppress(OSError):
                 self._events.close()
             self._events = None
+
+
+def compare_adapters(
+    runner: ModelRunner,
+    base_model: str | Path,
+    adapters: list[Path],
+    prompts: list[str],
+    max_tokens: int = 64,
+) -> dict[str, Any]:
+    """Answer each prompt with the base and with every adapter, on one warm base model.
+
+    Prompts are the outer loop so a table row is complete as soon as it is computed; the
+    worker switches adapters without reloading the base.
+    """
+    rows = []
+    for prompt in prompts:
+        outputs = []
+        for adapter in [None, *adapters]:
+            reply = runner.generate(
+                base_model, prompt, max_tokens=max_tokens, adapter=adapter
+            )
+            outputs.append({
+                "model": Path(adapter).name if adapter else "base",
+                "text": reply["text"],
+                "tokens": reply["tokens"],
+            })
+        rows.append({"prompt": prompt, "outputs": outputs})
+    return {"baseModel": str(base_model), "rows": rows}
