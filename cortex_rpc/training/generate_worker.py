@@ -36,6 +36,7 @@ class LoadedModel:
         self.base_key: tuple | None = None
         self.adapter: str | None = None
         self.adapter_type: str | None = None
+        self.layout: tuple | None = None
         self.model: Any = None
         self.tokenizer: Any = None
         self.loads = 0  # full loads from disk, reported for the switching benchmark
@@ -51,26 +52,45 @@ class LoadedModel:
         base_key = (base, bits)
         if base_key == self.base_key and adapter == self.adapter:
             return self.model, self.tokenizer
-        new_type = _adapter_type(adapter)
+        new_layout = _adapter_layout(adapter)
+        new_type = new_layout[0] if new_layout else None
         if base_key != self.base_key or "full" in (self.adapter_type, new_type):
             self.model = self.tokenizer = None
             self.model, self.tokenizer = load_with_adapter(Path(base), None, bits)
             self.loads += 1
+        elif adapter is not None and new_layout == self.layout:
+            # Same layers, rank and keys: only the adapter weights change.
+            import mlx.core as mx
+
+            weights = mx.load(os.path.join(adapter, "adapters.safetensors"))
+            self.model.load_weights(list(weights.items()), strict=False)
+            self.adapter = adapter
+            return self.model, self.tokenizer
         else:
             remove_adapter_layers(self.model)
-        self.base_key, self.adapter, self.adapter_type = base_key, None, None
+        self.base_key, self.adapter, self.adapter_type, self.layout = base_key, None, None, None
         if adapter is not None:
             load_adapters(self.model, adapter)
             self.model.eval()
-            self.adapter, self.adapter_type = adapter, new_type
+            self.adapter, self.adapter_type, self.layout = adapter, new_type, new_layout
         return self.model, self.tokenizer
 
 
-def _adapter_type(adapter: str | None) -> str | None:
+def _adapter_layout(adapter: str | None) -> tuple | None:
+    """Return what decides the adapter layers' shapes: type, layers, rank, scale, keys."""
     if adapter is None:
         return None
     with open(os.path.join(adapter, "adapter_config.json")) as handle:
-        return json.load(handle).get("fine_tune_type", "lora")
+        config = json.load(handle)
+    lora = config.get("lora_parameters") or {}
+    return (
+        config.get("fine_tune_type", "lora"),
+        config.get("num_layers"),
+        lora.get("rank"),
+        lora.get("scale"),
+        lora.get("dropout"),
+        tuple(lora.get("keys") or ()),
+    )
 
 
 def remove_adapter_layers(model: Any) -> int:
