@@ -579,6 +579,8 @@ class TrainingJobs:
             extra = {
                 "outputPath": final.get("outputPath"),
                 "adapterBytes": final.get("adapterBytes"),
+                "evaluation": final.get("evaluation"),
+                "lossCurvePath": final.get("lossCurvePath"),
             }
         elif kind == "cancelled" or (cancel_requested and kind != "error"):
             changes = {

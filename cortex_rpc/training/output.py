@@ -80,8 +80,13 @@ def assemble_model(
     quantization_bits: int | None,
     final_losses: dict[str, Any],
     models_dir: Path | None = None,
+    evaluation: dict[str, Any] | None = None,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
     """Build the model folder in a temp dir next to its target and rename it into place.
+
+    ``evaluation`` (base vs fine-tuned validation loss) goes into the marker; ``extra_files``
+    (name -> text, e.g. the loss curve) are written next to the adapter.
 
     Raises CortexError("model-exists") rather than overwrite; the temp dir is removed on failure.
     """
@@ -105,9 +110,12 @@ def assemble_model(
             "dataset": dataset_info,
             "quantizationBits": quantization_bits,
             "finalLosses": final_losses,
+            "evaluation": evaluation,
             "adapterBytes": (tmp / ADAPTERS).stat().st_size,
             "cortexRpc": __version__,
         }
+        for file_name, text in (extra_files or {}).items():
+            (tmp / file_name).write_text(text, encoding="utf-8")
         (tmp / MARKER).write_text(json.dumps(marker, indent=2))
         os.chmod(tmp, 0o755)
         try:

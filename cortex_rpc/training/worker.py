@@ -28,6 +28,7 @@ from ..accel import preload_fast_blas
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError
 from .events import EventWriter, open_event_writer
+from .history import CURVE_FILE, HISTORY_FILE, LossHistory, evaluation_summary, loss_curve_svg
 
 QUANT_GROUP_SIZE = 64
 CHECKPOINTS = "checkpoints"
@@ -487,9 +488,16 @@ class EventCallback:
     """mlx_lm's TrainingCallback interface, turned into ``progress`` events."""
 
     def __init__(
-        self, events: EventWriter, total: int, batch_size: int, examples: int, epochs: float
+        self,
+        events: EventWriter,
+        total: int,
+        batch_size: int,
+        examples: int,
+        epochs: float,
+        history: LossHistory | None = None,
     ) -> None:
         self.events = events
+        self.history = history
         self.total = total
         self.batch_size = batch_size
         self.examples = max(1, examples)
@@ -502,6 +510,8 @@ class EventCallback:
     def on_val_loss_report(self, info: dict) -> None:
         """Remember the validation loss; it rides on the next progress event."""
         self.val_loss = float(info["val_loss"])
+        if self.history is not None:
+            self.history.append(iteration=int(info["iteration"]), valLoss=self.val_loss)
 
     def on_train_loss_report(self, info: dict) -> None:
         """Emit one progress event (epochs = iteration * batch / examples)."""
@@ -512,6 +522,8 @@ class EventCallback:
         done = it - self.first_iteration
         per_it = (time.monotonic() - self.started) / max(done, 1)
         self.train_loss = float(info["train_loss"])
+        if self.history is not None:
+            self.history.append(iteration=it, trainLoss=self.train_loss)
         self.events.emit(
             "progress",
             iteration=it,
@@ -596,8 +608,11 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> dict:
             path = save_checkpoint(job_dir, model, optimizer, adapter_cfg, state)
             events.emit("checkpoint", iteration=state["iteration"], path=str(path))
 
+    history = LossHistory(job_dir / HISTORY_FILE) if rank == 0 else None
+    if history is not None:
+        history.truncate((start_state or {}).get("iteration", -1))
     callback = EventCallback(
-        events, options.total_iterations, batch_size, len(train_set), config.epochs
+        events, options.total_iterations, batch_size, len(train_set), config.epochs, history
     )
     events.emit(
         "started",
@@ -632,6 +647,9 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> dict:
         "valLoss": final["valLoss"],
         "adapterPath": str(final_dir),
     }
+    entries = history.entries() if history is not None else []
+    evaluation = evaluation_summary(entries)
+    result["evaluation"] = evaluation
     if spec.get("outputName"):
         out = output.assemble_model(
             name=spec["outputName"],
@@ -642,8 +660,11 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> dict:
             quantization_bits=info["quantizationBits"],
             final_losses={"trainLoss": final["trainLoss"], "valLoss": final["valLoss"]},
             models_dir=Path(spec["outputDir"]) if spec.get("outputDir") else None,
+            evaluation=evaluation,
+            extra_files={CURVE_FILE: loss_curve_svg(entries, f"{spec['outputName']}: loss")},
         )
         result.update(
+            lossCurvePath=str(out / CURVE_FILE),
             outputPath=str(out),
             adapterPath=str(out),
             adapterBytes=(out / "adapters.safetensors").stat().st_size,

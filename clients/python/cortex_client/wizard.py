@@ -512,6 +512,13 @@ class Wizard:
         self.term.say()
         self.term.say(f"   LoRA adapter size: {human_bytes(result.final.get('adapterBytes'))}")
         self.term.say(f"   Base model: {self.model['name']}")
+        evaluation = result.final.get("evaluation") or {}
+        if evaluation.get("basePerplexity") and evaluation.get("perplexity"):
+            self.term.say(f"   Validation perplexity: {evaluation['basePerplexity']:.1f} -> "
+                          f"{evaluation['perplexity']:.1f} (loss {evaluation['baseValLoss']:.3f}"
+                          f" -> {evaluation['valLoss']:.3f})")
+        if result.final.get("lossCurvePath"):
+            self.term.say(f"   Loss curve: {result.final['lossCurvePath']}")
         self.term.event("completed", **result.final)
 
     async def chat(self, result: WizardResult) -> None:
