@@ -15,6 +15,7 @@ VALIDATE_DATASET = "cortex/validateDataset"
 ANALYZE_DATASET = "cortex/analyzeDataset"
 CREATE_DATASET = "cortex/createDataset"
 SAMPLE_DATASET = "cortex/sampleDataset"
+PREPARE_DATASET = "cortex/prepareDataset"
 
 START_TRAINING = "cortex/startTraining"
 CANCEL_TRAINING = "cortex/cancelTraining"

@@ -29,6 +29,12 @@ from .framing import FramingError, LockedWriter, frame, read_messages
 from .options import InitializationOptions, parse_initialization_options
 from .schemas import validate_params
 
+
+def _is_dataset_document(uri: str, language_id: str | None) -> bool:
+    from .datasets.editor import is_dataset_document
+
+    return is_dataset_document(uri, language_id)
+
 logger = logging.getLogger(__name__)
 
 
@@ -104,6 +110,35 @@ class CortexProtocol(LanguageServerProtocol):
         )
         self._request_futures[msg_id] = future
         future.add_done_callback(callback)
+
+    # Dataset documents keep their own line index (datasets.editor); pygls' workspace copy
+    # re-splits the whole text on every edit, which is too slow for a 100,000-line file.
+    def _dataset_uri(self, uri: str, language_id: str | None = None) -> bool:
+        return getattr(self._server, "dataset_documents", None) is not None and (
+            uri in self._server.dataset_documents or (
+                language_id is not None and _is_dataset_document(uri, language_id)))
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> Any:
+        document = params.text_document
+        if not self._dataset_uri(document.uri, document.language_id):
+            yield from super().lsp_text_document__did_open(params)
+        elif (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams) -> Any:
+        if not self._dataset_uri(params.text_document.uri):
+            yield from super().lsp_text_document__did_change(params)
+        elif (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> Any:
+        if not self._dataset_uri(params.text_document.uri):
+            yield from super().lsp_text_document__did_close(params)
+        elif (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
+            yield handler, (params,), None
 
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams) -> Any:
@@ -265,6 +300,205 @@ def propose_config(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
         overrides=params.get("overrides"),
         model_dirs=ls.options.model_dirs,
     ).to_wire()
+
+
+
+# -- datasets ---------------------------------------------------------------------------------
+
+
+@server.cortex_method(protocol.VALIDATE_DATASET)
+def validate_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .datasets import validate_dataset
+
+    return validate_dataset(
+        params.get("path"), text=params.get("text"), format=params.get("format"),
+        context_length=params.get("contextLength"), cancel=ls.request.cancel,
+    ).to_wire()
+
+
+@server.cortex_method(protocol.ANALYZE_DATASET)
+def analyze_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .datasets import analyze_dataset
+    from .models.registry import resolve_model
+
+    model = params.get("model")
+    model_path = resolve_model(model, ls.options.model_dirs) if model else None
+    return analyze_dataset(params["path"], model_path=model_path).to_wire()
+
+
+@server.cortex_method(protocol.CREATE_DATASET)
+def create_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .datasets import create_dataset
+
+    return create_dataset(params["path"], params["examples"],
+                          overwrite=params.get("overwrite", False))
+
+
+@server.cortex_method(protocol.SAMPLE_DATASET)
+def sample_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .datasets import write_sample_dataset
+
+    return write_sample_dataset(params["path"], overwrite=params.get("overwrite", False))
+
+
+@server.cortex_method(protocol.PREPARE_DATASET)
+def prepare_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .datasets import prepare_dataset
+    from .datasets.prepare import default_out_dir
+
+    return prepare_dataset(
+        params["path"], params.get("outDir") or default_out_dir(),
+        format=params.get("format"), valid_fraction=params.get("validFraction", 0.1),
+        seed=params.get("seed", 0),
+    ).to_wire()
+
+
+
+# -- datasets: live diagnostics -----------------------------------------------------------------
+
+
+class DatasetDocuments:
+    """Open dataset documents, checked on one worker thread so the event loop never waits.
+
+    Edits apply in order on that thread; diagnostics are published at once for an edit after
+    a quiet spell, and at most once per ``diagnosticsDebounceMs`` during a burst of edits.
+    """
+
+    def __init__(self, ls: CortexServer) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.ls = ls
+        self.docs: dict[str, Any] = {}
+        self.versions: dict[str, int | None] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.last_edit: dict[str, float] = {}
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="cortex-datasets")
+
+    def __contains__(self, uri: str) -> bool:
+        return uri in self.versions
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.worker.submit(fn, *args)
+
+    def schedule(self, uri: str, immediate: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        quiet = now - self.last_edit.get(uri, float("-inf"))
+        self.last_edit[uri] = now
+        delay = self.ls.options.diagnostics_debounce_ms / 1000
+        if (timer := self.timers.pop(uri, None)) is not None:
+            timer.cancel()
+        if immediate or quiet >= delay:
+            self.submit(self.publish, uri)
+        else:
+            self.timers[uri] = loop.call_later(delay, lambda: self.submit(self.publish, uri))
+
+    def publish(self, uri: str) -> None:
+        from .datasets.editor import publish_payload
+
+        doc = self.docs.get(uri)
+        if doc is None:
+            return
+        params, summary = publish_payload(doc, self.versions.get(uri))
+        self.send(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS, params)
+        self.ls.notify(protocol.DATASET_SUMMARY, summary)
+
+    def send(self, method: str, params: dict[str, Any]) -> None:
+        # Plain dicts straight to JSON: pygls would first convert them to lsprotocol types,
+        # which costs milliseconds for a thousand diagnostics.
+        self.ls.protocol._send_data({"jsonrpc": "2.0", "method": method, "params": params})
+
+    def open(self, uri: str, text: str, language_id: str) -> None:
+        from .datasets.editor import DatasetDocument
+
+        self.docs[uri] = DatasetDocument(uri, text, language_id=language_id)
+
+    def change(self, uri: str, changes: list[tuple[Any, str]]) -> None:
+        doc = self.docs.get(uri)
+        if doc is None:
+            return
+        for change_range, text in changes:
+            doc.apply_change(change_range, text)
+
+    def close(self, uri: str) -> None:
+        self.docs.pop(uri, None)
+        self.send(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS, {"uri": uri, "diagnostics": []})
+
+
+server.dataset_documents = DatasetDocuments(server)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+def did_open(ls: CortexServer, params: types.DidOpenTextDocumentParams) -> None:
+    document = params.text_document
+    if not _is_dataset_document(document.uri, document.language_id):
+        return
+    docs = ls.dataset_documents
+    docs.versions[document.uri] = document.version
+    docs.submit(docs.open, document.uri, document.text, document.language_id)
+    docs.schedule(document.uri, immediate=True)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def did_change(ls: CortexServer, params: types.DidChangeTextDocumentParams) -> None:
+    docs, uri = ls.dataset_documents, params.text_document.uri
+    if uri not in docs:
+        return
+    changes = []
+    for change in params.content_changes:
+        if isinstance(change, types.TextDocumentContentChangePartial):
+            r = change.range
+            changes.append(((r.start.line, r.start.character, r.end.line, r.end.character),
+                            change.text))
+        else:
+            changes.append((None, change.text))
+    docs.versions[uri] = params.text_document.version
+    docs.submit(docs.change, uri, changes)
+    docs.schedule(uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+def did_close(ls: CortexServer, params: types.DidCloseTextDocumentParams) -> None:
+    docs, uri = ls.dataset_documents, params.text_document.uri
+    if uri not in docs:
+        return
+    docs.versions.pop(uri, None)
+    if (timer := docs.timers.pop(uri, None)) is not None:
+        timer.cancel()
+    docs.submit(docs.close, uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_HOVER)
+async def hover(ls: CortexServer, params: types.HoverParams) -> types.Hover | None:
+    from .datasets.editor import hover
+
+    docs, uri = ls.dataset_documents, params.text_document.uri
+    if uri not in docs:
+        return None
+    position = params.position
+    text = await asyncio.wrap_future(docs.submit(
+        lambda: docs.docs.get(uri) and hover(docs.docs[uri], position.line, position.character)))
+    if not text:
+        return None
+    return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))
+
+
+@server.feature(types.TEXT_DOCUMENT_CODE_ACTION)
+async def code_action(ls: CortexServer, params: types.CodeActionParams) -> Any:
+    from .datasets.editor import code_actions
+
+    docs, uri = ls.dataset_documents, params.text_document.uri
+    if uri not in docs:
+        return None
+    r = params.range
+    diagnostics = [ls.protocol._converter.unstructure(d) for d in params.context.diagnostics]
+    actions = await asyncio.wrap_future(docs.submit(
+        lambda: docs.docs.get(uri) and code_actions(
+            docs.docs[uri], (r.start.line, r.start.character, r.end.line, r.end.character),
+            diagnostics)))
+    if not actions:
+        return None
+    return [ls.protocol._converter.structure(a, types.CodeAction) for a in actions]
 
 
 # -- training ---------------------------------------------------------------------------------

@@ -316,6 +316,12 @@ def propose_config(
                                                            config.batch_size))
         notes.append(f"{config.iterations} iterations = {config.epochs:g} epochs x "
                      f"{examples} examples / batch {config.batch_size}")
+    elif dataset is not None and examples:
+        # Iterations were given: report the epochs they amount to, as the worker will.
+        epochs = round(config.iterations * config.batch_size / examples, 2)
+        config = replace(config, epochs=epochs)
+        notes.append(f"{config.iterations} iterations x batch {config.batch_size} = "
+                     f"{epochs:g} epochs over {examples} examples")
     mean_tokens = (
         dataset.mean_tokens or dataset.mean_chars / CHARS_PER_TOKEN if dataset else 256
     )

@@ -23,7 +23,7 @@ DEMO_MODEL = "cortex-demo-tiny"
 # (hidden 256) for LoRA to memorise the sample answers, so the result is visible.
 DEMO_MODEL_SPEC = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2}
 DEMO_OVERRIDES = {
-    "iterations": 400,
+    "epochs": 70,
     "batchSize": 4,
     "learningRate": 1e-3,
     "loraRank": 16,
@@ -145,6 +145,8 @@ async def run_demo(client: CortexClient, term: Terminal, args: argparse.Namespac
     result = await Wizard(client, term, answers).run()
     if result.state != "completed":
         return 1
+    term.heading("Models")
+    await run_models(client, term)
     return await _demo_check(client, term, result)
 
 

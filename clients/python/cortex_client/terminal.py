@@ -42,6 +42,8 @@ class Terminal:
     def event(self, kind: str, **fields: Any) -> None:
         """Print one machine-readable event line (``--json``)."""
         if self.json_mode:
+            if "event" in fields:  # a job event's own kind, e.g. "checkpoint"
+                fields["jobEvent"] = fields.pop("event")
             sys.stdout.write(json.dumps({"event": kind, **fields}, default=str) + "\n")
             sys.stdout.flush()
 

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Column
 
 from cortex_rpc.paths import cortex_home, suggest_model_name, validate_model_name
 from cortex_rpc.units import human_bytes, human_duration, human_params
 
 from .client import TERMINAL_STATES, CortexClient, CortexRpcError
-from .terminal import Terminal, WizardAborted
+from .terminal import Terminal, WizardAborted, read_line
 
 PRESETS = [
     ("quick", "Quick    (fast experimentation)"),
@@ -307,7 +308,7 @@ class Wizard:
             self.term.say(f"   {note}")
         if not self.proposal.get("fitsInMemory", True):
             self.term.say("⚠ This configuration may not fit in memory.", style="yellow")
-        self.term.event("config", preset=preset, **self.proposal)
+        self.term.event("config", **self.proposal)
 
     async def _ask_expert(self, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
         proposed = (await self.client.propose_config(
@@ -407,8 +408,9 @@ class Wizard:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, interrupts.put_nowait, True)
         progress = Progress(
-            TextColumn("   "), BarColumn(bar_width=20), TaskProgressColumn(),
-            TextColumn("{task.fields[status]}"), console=self.term.console,
+            TextColumn("   "), BarColumn(bar_width=20, table_column=Column(min_width=20)),
+            TaskProgressColumn(), TextColumn("{task.fields[status]}"),
+            console=self.term.console,
             transient=False, disable=self.term.json_mode,
         )
         task = progress.add_task("train", total=None, status="Queued")
@@ -542,7 +544,7 @@ async def chat_loop(client: CortexClient, term: Terminal, model: str,
             prompt = scripted.pop(0)
             term.say(f"> {prompt}")
         elif term.interactive:
-            prompt = await term.ask(">", "")
+            prompt = await read_line("> ") or ""
         else:
             return
         if not prompt.strip():

@@ -1,0 +1,209 @@
+"""Dataset analysis: size class, task type, lengths, tokens, duplicates and a quality score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config.smart import size_class_for
+from .formats import LONG_CHARS, RecordState, detect_format
+from .validate import FileChecks, build_states, read_dataset_text, result_from
+
+_STRUCTURED_STARTS = ("{", "[", "<", "```", "|", "SELECT ", "def ", "import ")
+
+
+@dataclass
+class DatasetStats:
+    """What the smart config needs: count, size class, task type and lengths."""
+
+    examples: int
+    size_class: str
+    task_type: str
+    mean_chars: float
+    max_chars: int
+
+
+@dataclass
+class DatasetAnalysis:
+    """The analysis of a dataset as ``cortex/analyzeDataset`` returns it."""
+
+    examples: int
+    size_class: str
+    task_type: str
+    chars: dict[str, float]
+    tokens: dict[str, Any] | None
+    duplicates: int
+    empty_fields: int
+    long_examples: int
+    warnings: list[str] = field(default_factory=list)
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = {
+            "examples": self.examples,
+            "sizeClass": self.size_class,
+            "taskType": self.task_type,
+            "chars": self.chars,
+            "duplicates": self.duplicates,
+            "emptyFields": self.empty_fields,
+            "longExamples": self.long_examples,
+            "warnings": self.warnings,
+            "quality": self.quality,
+        }
+        if self.tokens is not None:
+            wire["tokens"] = self.tokens
+        return wire
+
+
+def _percentile(sorted_values: list[int], q: float) -> float:
+    if not sorted_values:
+        return 0
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def summarize(values: list[int]) -> dict[str, float]:
+    """Return min, mean, p50, p95 and max of ``values``."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"min": 0, "mean": 0, "p50": 0, "p95": 0, "max": 0}
+    return {
+        "min": ordered[0],
+        "mean": round(sum(ordered) / len(ordered), 1),
+        "p50": _percentile(ordered, 0.5),
+        "p95": _percentile(ordered, 0.95),
+        "max": ordered[-1],
+    }
+
+
+def task_type(states: list[RecordState]) -> str:
+    """Return chat (conversations, Q&A), completion (plain text / completions) or structured."""
+    records = [s for s in states if s.turns]
+    if not records:
+        return "completion"
+    answers = [s.turns[-1][1].lstrip() for s in records]
+    structured = sum(1 for a in answers if a.startswith(_STRUCTURED_STARTS))
+    if structured * 2 > len(answers):
+        return "structured"
+    shapes = [s.shape for s in records]
+    completion = sum(1 for s in shapes if s in ("text", "prompt-completion"))
+    return "completion" if completion * 2 > len(shapes) else "chat"
+
+
+def _load(path: str | Path) -> tuple[list[RecordState], Any]:
+    text, decode_diagnostics = read_dataset_text(path)
+    fmt = detect_format(path, text)
+    states, extra = build_states(text, fmt)
+    checks = FileChecks()
+    for state in states:
+        checks.add(state)
+    result = result_from(
+        fmt,
+        checks,
+        decode_diagnostics + extra,
+        text.count("\n") + 1,
+        text.split("\n", 1)[0],
+        limit=10**9,
+    )
+    return states, result
+
+
+def dataset_stats(path: str | Path) -> DatasetStats:
+    """Return the dataset's stats; CortexError ``dataset-invalid`` when it has errors."""
+    from .prepare import load_checked
+
+    _, _, states = load_checked(path)
+    chars = [s.chars for s in states]
+    return DatasetStats(
+        len(states),
+        size_class_for(len(states)),
+        task_type(states),
+        sum(chars) / len(chars) if chars else 0.0,
+        max(chars, default=0),
+    )
+
+
+def _token_counts(states: list[RecordState], model_path: str | Path) -> list[int]:
+    """Count tokens with the model's own tokenizer (local files only, no remote code)."""
+    from .tokens import load_tokenizer
+
+    tokenizer = load_tokenizer(model_path)
+    return [tokenizer(" ".join(text for _, text in s.turns)) for s in states]
+
+
+def analyze_dataset(
+    path: str | Path, *, model_path: str | Path | None = None, context_length: int | None = None
+) -> DatasetAnalysis:
+    """Return the analysis of a dataset (errors count against quality, they do not raise)."""
+    states, result = _load(path)
+    records = [s for s in states if s.turns is not None]
+    chars = [s.chars for s in records]
+    counts = {
+        code: 0
+        for code in ("duplicate", "near-duplicate", "empty-field", "long-example", "mixed-shapes")
+    }
+    for d in result.diagnostics:
+        if d.code in counts:
+            counts[d.code] += 1
+    empty = counts["empty-field"]
+    tokens = None
+    if model_path is not None:
+        from .tokens import model_context_length
+
+        context = context_length or model_context_length(model_path)
+        token_counts = _token_counts(records, model_path)
+        tokens = {
+            **summarize(token_counts),
+            "total": sum(token_counts),
+            "overContext": sum(1 for t in token_counts if context and t > context),
+            "contextLength": context,
+        }
+    warnings = sorted(
+        {d.message for d in result.diagnostics if d.code in ("too-few-examples", "no-examples")}
+    )
+    if counts["duplicate"] + counts["near-duplicate"]:
+        warnings.append(f"{counts['duplicate'] + counts['near-duplicate']} duplicate example(s)")
+    if counts["long-example"]:
+        warnings.append(f"{counts['long-example']} example(s) over {LONG_CHARS} characters")
+    if counts["mixed-shapes"]:
+        warnings.append("Records use more than one shape")
+    if tokens and tokens["overContext"]:
+        warnings.append(
+            f"{tokens['overContext']} example(s) exceed the model's context of "
+            f"{tokens['contextLength']} tokens and will be truncated"
+        )
+    issues = []
+    score = 100
+    n = max(1, len(records))
+    if result.errors:
+        score -= min(40, 10 + result.errors)
+        issues.append(f"{result.errors} error(s) block training")
+    duplicates = counts["duplicate"] + counts["near-duplicate"]
+    for amount, weight, label in (
+        (duplicates, 30, "duplicates"),
+        (empty, 30, "empty fields"),
+        (counts["long-example"], 15, "long examples"),
+        (counts["mixed-shapes"], 10, "mixed shapes"),
+    ):
+        if amount:
+            score -= max(1, round(weight * amount / n))
+            issues.append(f"{amount} {label}")
+    if len(records) < 20:
+        score -= 20
+        issues.append(f"only {len(records)} examples (50-100+ recommended)")
+    elif len(records) < 100:
+        score -= 10
+        issues.append(f"{len(records)} examples: more data usually helps")
+    return DatasetAnalysis(
+        examples=len(records),
+        size_class=size_class_for(len(records)),
+        task_type=task_type(records),
+        chars=summarize(chars),
+        tokens=tokens,
+        duplicates=duplicates,
+        empty_fields=empty,
+        long_examples=counts["long-example"],
+        warnings=warnings,
+        quality={"score": max(0, score), "issues": issues},
+    )

@@ -1,0 +1,292 @@
+"""Editor features over an open dataset document: incremental checks, hover, fixes, summary.
+
+A JSONL document keeps one ``RecordState`` per line. An edit re-parses only the lines it
+touches and updates the file-level checks (duplicates, shapes) by removing the old states
+and adding the new ones, so a one-line edit in a 100,000-line file costs microseconds plus
+assembling the diagnostics. Other formats are re-checked whole (they are rarely huge).
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_right
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from .analyze import task_type
+from .diagnostics import MAX_DIAGNOSTICS, ValidationResult
+from .formats import CHARS_PER_TOKEN, EXTENSIONS, RecordState, detect_format, jsonl_state
+from .positions import col16, index_from_col16
+from .validate import FileChecks, build_states, result_from
+
+LANGUAGE_IDS = {"jsonl": "jsonl", "json": "json", "csv": "csv"}
+Range = tuple[int, int, int, int]  # start line, start character, end line, end character
+
+
+def uri_path(uri: str) -> str:
+    parsed = urlparse(uri)
+    return unquote(parsed.path) if parsed.scheme in ("file", "") else uri
+
+
+def is_dataset_document(uri: str, language_id: str | None = None) -> bool:
+    """Return True for the documents cortex checks: .jsonl/.json/.csv/.txt, or languageId jsonl."""
+    return language_id == "jsonl" or Path(uri_path(uri)).suffix.lower() in EXTENSIONS
+
+
+class DatasetDocument:
+    """An open dataset file: its lines and the checked state of every record."""
+
+    def __init__(
+        self,
+        uri: str,
+        text: str,
+        *,
+        format: str | None = None,
+        language_id: str | None = None,
+        context_length: int | None = None,
+        token_counter: Any = None,
+    ) -> None:
+        self.uri = uri
+        self.context_length = context_length
+        self.token_counter = token_counter
+        self.format = format or (
+            "jsonl" if language_id == "jsonl" else detect_format(uri_path(uri), text)
+        )
+        self.set_text(text)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def set_text(self, text: str) -> None:
+        """Replace the whole text and re-check everything."""
+        self.lines = text.split("\n")
+        self.states, self.extra = build_states(text, self.format, self.context_length)
+        self.checks = FileChecks()
+        for state in self.states:
+            self.checks.add(state)
+
+    def apply_change(self, range: Range | None, text: str) -> None:
+        """Apply one LSP content change (``range`` None: the whole text); re-check the lines."""
+        if range is None:
+            self.set_text(text)
+            return
+        start_line, start_col, end_line, end_col = range
+        last = len(self.lines) - 1
+        start_line, end_line = min(start_line, last), min(end_line, last)
+        start_char = index_from_col16(self.lines[start_line], start_col)
+        end_char = index_from_col16(self.lines[end_line], end_col)
+        new_lines = (
+            self.lines[start_line][:start_char] + text + self.lines[end_line][end_char:]
+        ).split("\n")
+        self.lines[start_line : end_line + 1] = new_lines
+        if self.format != "jsonl":
+            self.set_text(self.text)
+            return
+        for state in self.states[start_line : end_line + 1]:
+            self.checks.remove(state)
+        fresh = [
+            jsonl_state(raw, start_line + i, self.context_length) for i, raw in enumerate(new_lines)
+        ]
+        self.states[start_line : end_line + 1] = fresh
+        if len(new_lines) != end_line + 1 - start_line:
+            for number in range_(start_line + len(new_lines), len(self.states)):
+                self.states[number].line = number
+        for state in fresh:
+            self.checks.add(state)
+        if start_line == 0:
+            self.extra = build_states(self.lines[0], "jsonl")[1]
+
+    def result(self, limit: int = MAX_DIAGNOSTICS) -> ValidationResult:
+        return result_from(
+            self.format, self.checks, self.extra, len(self.lines), self.lines[0], limit
+        )
+
+    def state_at(self, line: int) -> RecordState | None:
+        if self.format == "jsonl":
+            return self.states[line] if 0 <= line < len(self.states) else None
+        index = bisect_right([s.line for s in self.states], line) - 1
+        if index < 0:
+            return None
+        state = self.states[index]
+        return state if state.line <= line <= state.line + state.end_line else None
+
+
+range_ = range  # ``range`` is a parameter name above
+
+
+def hover(doc: DatasetDocument, line: int, character: int) -> str | None:
+    """Return markdown about the record under the cursor: shape, characters, tokens."""
+    state = doc.state_at(line)
+    if state is None or state.turns is None:
+        return None
+    turns = len([t for t in state.turns if t[0] != "system"])
+    parts = [
+        f"**{state.shape}** record",
+        f"{turns} turn{'s' if turns != 1 else ''}",
+        f"{state.chars:,} characters",
+    ]
+    if doc.token_counter is not None:
+        tokens = doc.token_counter(" ".join(text for _, text in state.turns))
+        parts.append(f"{tokens:,} tokens")
+    else:
+        parts.append(f"~{state.chars // CHARS_PER_TOKEN:,} tokens (estimated)")
+    problems = len(state.diagnostics)
+    text = " · ".join(parts)
+    if problems:
+        text += f"\n\n{problems} problem{'s' if problems != 1 else ''} in this record"
+    return text
+
+
+def _edit(
+    doc: DatasetDocument, start: tuple[int, int], end: tuple[int, int], new_text: str
+) -> dict[str, Any]:
+    return {
+        "changes": {
+            doc.uri: [
+                {
+                    "range": {
+                        "start": {"line": start[0], "character": start[1]},
+                        "end": {"line": end[0], "character": end[1]},
+                    },
+                    "newText": new_text,
+                }
+            ]
+        }
+    }
+
+
+def _action(
+    title: str, edit: dict[str, Any], diagnostic: dict[str, Any] | None, kind: str = "quickfix"
+) -> dict[str, Any]:
+    action: dict[str, Any] = {"title": title, "kind": kind, "edit": edit}
+    if diagnostic is not None:
+        action["diagnostics"] = [diagnostic]
+        action["isPreferred"] = True
+    return action
+
+
+def _remove_lines(doc: DatasetDocument, first: int, last: int) -> dict[str, Any]:
+    if last + 1 < len(doc.lines):
+        return _edit(doc, (first, 0), (last + 1, 0), "")
+    if first > 0:  # the last line: remove the newline before it instead
+        previous = doc.lines[first - 1].rstrip("\r")
+        return _edit(
+            doc,
+            (first - 1, col16(previous, len(previous))),
+            (last, col16(doc.lines[last], len(doc.lines[last]))),
+            "",
+        )
+    return _edit(doc, (0, 0), (0, col16(doc.lines[0], len(doc.lines[0]))), "")
+
+
+def to_chat_record(state: RecordState) -> dict[str, Any] | None:
+    """Return the record in the chat shape, or None when it has none or is chat already."""
+    if state.turns is None or state.shape in ("chat", "text"):
+        return None
+    return {"messages": [{"role": role, "content": text} for role, text in state.turns]}
+
+
+def code_actions(
+    doc: DatasetDocument, range: Range, diagnostics: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Return quick fixes (WorkspaceEdits) for the diagnostics in ``range``, where unambiguous."""
+    actions = []
+    for diagnostic in diagnostics:
+        code, data = diagnostic.get("code"), diagnostic.get("data") or {}
+        start = diagnostic["range"]["start"]
+        end = diagnostic["range"]["end"]
+        start_pos, end_pos = (start["line"], start["character"]), (end["line"], end["character"])
+        if code == "missing-field" and "rename" in data:
+            old, new = data["rename"]["from"], data["rename"]["to"]
+            actions.append(
+                _action(
+                    f'Rename "{old}" to "{new}"',
+                    _edit(doc, start_pos, end_pos, json.dumps(new)),
+                    diagnostic,
+                )
+            )
+        elif code in ("duplicate", "near-duplicate", "blank-line"):
+            title = (
+                "Remove this blank line"
+                if code == "blank-line"
+                else f"Remove duplicate line {start['line'] + 1}"
+            )
+            actions.append(
+                _action(title, _remove_lines(doc, start["line"], end["line"]), diagnostic)
+            )
+        elif code in ("trailing-comma", "bom"):
+            title = "Remove the trailing comma" if code == "trailing-comma" else "Remove the BOM"
+            actions.append(_action(title, _edit(doc, start_pos, end_pos, ""), diagnostic))
+        elif code == "mixed-shapes" and data.get("shape") == "chat" and doc.format == "jsonl":
+            state = doc.state_at(start["line"])
+            record = to_chat_record(state) if state else None
+            if record is not None:
+                line = doc.lines[state.line].rstrip("\r")
+                actions.append(
+                    _action(
+                        "Convert this record to the chat shape",
+                        _edit(
+                            doc,
+                            (state.line, 0),
+                            (state.line, col16(line, len(line))),
+                            json.dumps(record, ensure_ascii=False),
+                        ),
+                        diagnostic,
+                    )
+                )
+    if doc.format == "jsonl" and not any(a["title"].startswith("Convert") for a in actions):
+        state = doc.state_at(range[0])
+        record = to_chat_record(state) if state is not None else None
+        if record is not None and not state.has_error:
+            line = doc.lines[state.line].rstrip("\r")
+            actions.append(
+                _action(
+                    "Convert this record to the chat shape",
+                    _edit(
+                        doc,
+                        (state.line, 0),
+                        (state.line, col16(line, len(line))),
+                        json.dumps(record, ensure_ascii=False),
+                    ),
+                    None,
+                    "refactor.rewrite",
+                )
+            )
+    return actions
+
+
+def _task_type(doc: DatasetDocument) -> str:
+    # A sample keeps this O(1000) on a 100,000-line file; it only feeds the status bar.
+    states = doc.states
+    step = max(1, len(states) // 1000)
+    return task_type(states[::step])
+
+
+def summary(doc: DatasetDocument, result: ValidationResult | None = None) -> dict[str, Any]:
+    """Return the status-bar summary: ``24 examples · chat · 2 problems``."""
+    result = result or doc.result()
+    problems = result.errors + result.warnings
+    kind = _task_type(doc)
+    return {
+        "uri": doc.uri,
+        "examples": result.examples,
+        "taskType": kind,
+        "errors": result.errors,
+        "warnings": result.warnings,
+        "text": f"{result.examples:,} example{'s' if result.examples != 1 else ''} · {kind} · "
+        f"{problems} problem{'s' if problems != 1 else ''}",
+    }
+
+
+def publish_payload(doc: DatasetDocument, version: int | None) -> tuple[dict, dict]:
+    """Return the publishDiagnostics params and the datasetSummary payload for ``doc``."""
+    result = doc.result()
+    params: dict[str, Any] = {
+        "uri": doc.uri,
+        "diagnostics": [d.to_wire() for d in result.diagnostics],
+    }
+    if version is not None:
+        params["version"] = version
+    return params, summary(doc, result)

@@ -1,0 +1,706 @@
+"""Dataset file formats: detection, decoding and parsing into records with exact positions.
+
+JSONL is parsed line by line (so the editor can re-check one line); JSON, CSV and TXT are
+parsed whole. Every record becomes a ``RecordState`` whose diagnostics are relative to its
+first line, so that inserting lines above it only moves the record, never re-checks it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .diagnostics import Diagnostic
+from .positions import LineIndex, col16, locate
+from .shapes import Problem, check_record, conversation
+
+try:  # orjson parses 3-4x faster; json gives the messages and positions of errors.
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson is a dependency
+    _fast_loads = json.loads
+
+FORMATS = ("jsonl", "json", "csv", "txt")
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".txt": "txt"}
+LONG_CHARS = 2000
+CHARS_PER_TOKEN = 4  # estimate when no tokenizer is given
+_REPLACED = re.compile("\ufffd+")
+
+
+@dataclass(eq=False)
+class RecordState:
+    """One line (JSONL) or record: its checks, relative to ``line``, and its duplicate keys."""
+
+    line: int
+    end_line: int = 0  # relative to ``line``
+    end_character: int = 0
+    shape: str | None = None
+    is_record: bool = False
+    blank: bool = False
+    crlf: bool = False
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    turns: list[tuple[str, str]] | None = None
+    exact: tuple | None = None
+    norm: str | None = None
+    chars: int = 0
+    data: Any = None
+
+    @property
+    def has_error(self) -> bool:
+        return any(d.severity == "error" for d in self.diagnostics)
+
+
+def detect_format(path: str | Path | None, text: str) -> str:
+    """Return the format from the extension, else sniffed from the content."""
+    if path is not None:
+        by_extension = EXTENSIONS.get(Path(path).suffix.lower())
+        if by_extension:
+            return by_extension
+    head = text.lstrip(" \t\r\n\ufeff")
+    if head.startswith("["):
+        return "json"
+    if head.startswith("{"):
+        first = head.split("\n", 1)[0].strip()
+        try:
+            json.loads(first)
+            return "jsonl"
+        except ValueError:
+            return "json"
+    first_line = head.split("\n", 1)[0].strip().lower()
+    if re.match(r"^(q|question|user|system)\s*:", first_line):
+        return "txt"
+    if "," in first_line:
+        return "csv"
+    return "jsonl"
+
+
+def decode(data: bytes) -> tuple[str, list[Diagnostic]]:
+    """Return the text of a file, invalid UTF-8 replaced by U+FFFD, and where it was invalid."""
+    try:
+        return data.decode("utf-8"), []
+    except UnicodeDecodeError:
+        pass
+    # Decode as editors do (one U+FFFD per invalid sequence), so positions match theirs;
+    # U+FFFD already in the file (rare) is reported too.
+    text = data.decode("utf-8", errors="replace")
+    diagnostics = []
+    for number, line in enumerate(text.split("\n")):
+        for match in _REPLACED.finditer(line):
+            start = col16(line, match.start())
+            diagnostics.append(
+                Diagnostic(
+                    number,
+                    start,
+                    number,
+                    start + len(match.group()),
+                    "utf8-invalid",
+                    "Bytes here are not valid UTF-8 (shown as U+FFFD); save the file as UTF-8",
+                )
+            )
+    return text, diagnostics
+
+
+def document_diagnostics(text: str) -> list[Diagnostic]:
+    """Return the BOM warning (the BOM itself is then read as whitespace)."""
+    if text.startswith("\ufeff"):
+        return [
+            Diagnostic(
+                0,
+                0,
+                0,
+                1,
+                "bom",
+                "The file starts with a UTF-8 byte order mark, "
+                "which mlx_lm's JSON reader rejects; save as UTF-8 without BOM "
+                "(prepare strips it)",
+            )
+        ]
+    return []
+
+
+def _syntax_diagnostic(
+    text: str, error: json.JSONDecodeError, line: int, column: int, line_text: str
+) -> Diagnostic:
+    """Return a json-syntax (or trailing-comma) diagnostic at the character parsing failed."""
+    pos = error.pos
+    back = pos - 1
+    while back >= 0 and text[back] in " \t\r\n":
+        back -= 1
+    at = text[pos] if pos < len(text) else ""
+    if back >= 0 and text[back] == "," and (at in ("}", "]") or not text[pos:].strip()):
+        comma_column = column - (pos - back)
+        comma_line = line
+        if "\n" in text[back:pos]:  # the comma is on an earlier line (multi-line JSON)
+            index = LineIndex(text)
+            comma_line, comma_column = index.position(back)
+            return Diagnostic(
+                comma_line,
+                comma_column,
+                comma_line,
+                comma_column + 1,
+                "trailing-comma",
+                "Trailing comma: JSON allows no comma before a closing bracket; remove it",
+                {"fix": "remove-comma"},
+            )
+        return Diagnostic(
+            comma_line,
+            comma_column,
+            comma_line,
+            comma_column + 1,
+            "trailing-comma",
+            "Trailing comma: JSON allows no comma before a closing bracket; remove it",
+            {"fix": "remove-comma"},
+        )
+    if error.msg == "Extra data" and text[pos:].strip() == ",":
+        return Diagnostic(
+            line,
+            column,
+            line,
+            column + 1,
+            "trailing-comma",
+            "Trailing comma after the record: in JSONL each line is one object "
+            "with nothing after it; remove the comma",
+            {"fix": "remove-comma"},
+        )
+    end = min(column + 1, len(line_text)) if column < len(line_text) else column
+    hint = (
+        "each line must be one complete JSON object"
+        if error.msg != "Extra data"
+        else "put one JSON object per line"
+    )
+    if error.msg.startswith("Invalid control character"):
+        hint = "write newlines inside strings as \\n"
+    return Diagnostic(
+        line,
+        column,
+        line,
+        end,
+        "json-syntax",
+        f"Invalid JSON: {error.msg} (column {column + 1}); {hint}",
+    )
+
+
+Resolver = Callable[[Problem], Diagnostic]
+
+
+def finish_state(
+    state: RecordState, data: Any, resolve: Resolver, context_length: int | None
+) -> RecordState:
+    """Check ``data`` and fill ``state`` with its shape, diagnostics and duplicate keys."""
+    shape, problems = check_record(data)
+    state.shape = shape
+    state.is_record = isinstance(data, dict)
+    state.data = data
+    state.diagnostics.extend(resolve(p) for p in problems)
+    if shape is None:
+        return state
+    turns = conversation(data, shape)
+    state.turns = turns
+    state.chars = chars = sum(len(text) for _, text in turns)
+    whole = Problem("long-example", "", ())
+    if chars > LONG_CHARS:
+        state.diagnostics.append(
+            _with(
+                resolve(whole),
+                "long-example",
+                f"This example has {chars:,} characters (over "
+                f"{LONG_CHARS:,}); long examples use a lot of memory "
+                "and may be truncated: split or shorten it",
+            )
+        )
+    if context_length and chars / CHARS_PER_TOKEN > context_length:
+        state.diagnostics.append(
+            _with(
+                resolve(whole),
+                "too-long",
+                f"About {chars // CHARS_PER_TOKEN:,} tokens, over the "
+                f"context of {context_length:,}: training truncates "
+                "it; shorten or split it",
+            )
+        )
+    if not state.has_error:
+        state.exact = tuple(turns)
+        state.norm = "\x1f".join(" ".join(text.lower().split()) for _, text in turns)
+    return state
+
+
+def _with(diagnostic: Diagnostic, code: str, message: str) -> Diagnostic:
+    return Diagnostic(
+        diagnostic.start_line,
+        diagnostic.start_character,
+        diagnostic.end_line,
+        diagnostic.end_character,
+        code,
+        message,
+    )
+
+
+# -- JSONL ------------------------------------------------------------------------------------
+
+
+def jsonl_state(raw: str, line: int, context_length: int | None = None) -> RecordState:
+    """Return the checked state of one JSONL line (diagnostics relative to that line)."""
+    crlf = raw.endswith("\r")
+    text = raw[:-1] if crlf else raw
+    if line == 0 and text.startswith("\ufeff"):
+        text = " " + text[1:]
+    state = RecordState(line, 0, col16(text, len(text)), crlf=crlf)
+    if not text.strip():
+        state.blank = True
+        return state
+    try:
+        data = _fast_loads(text)
+    except ValueError:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            state.diagnostics.append(
+                _syntax_diagnostic(text, error, 0, col16(text, error.pos), text)
+            )
+            return state
+        except RecursionError:
+            state.diagnostics.append(
+                Diagnostic(0, 0, 0, state.end_character, "json-syntax", "JSON nested too deeply")
+            )
+            return state
+
+    def resolve(problem: Problem) -> Diagnostic:
+        span = locate(text, 0, problem.path) if problem.path else None
+        if span is None:
+            start, end = 0, len(text)
+        else:
+            start, end = span[0] if problem.target == "key" and span[0] else span[1]
+        return Diagnostic(
+            0,
+            col16(text, start),
+            0,
+            col16(text, end),
+            problem.code,
+            problem.message,
+            data=problem.data,
+        )
+
+    return finish_state(state, data, resolve, context_length)
+
+
+# -- JSON -------------------------------------------------------------------------------------
+
+_DECODER = json.JSONDecoder()
+
+
+def _skip(text: str, index: int) -> int:
+    while index < len(text) and text[index] in " \t\r\n":
+        index += 1
+    return index
+
+
+def json_states(
+    text: str, context_length: int | None = None
+) -> tuple[list[RecordState], list[Diagnostic]]:
+    """Parse a JSON array (or an object with a list under data/examples) into records."""
+    index_map = LineIndex(text)
+    text = text.replace("\ufeff", " ", 1) if text.startswith("\ufeff") else text
+    states: list[RecordState] = []
+    diagnostics: list[Diagnostic] = []
+
+    def syntax(error: json.JSONDecodeError) -> None:
+        line, column = index_map.position(error.pos)
+        diagnostics.append(_syntax_diagnostic(text, error, line, column, index_map.line_text(line)))
+
+    def span_diag(start: int, end: int, code: str, message: str) -> Diagnostic:
+        sl, sc = index_map.position(start)
+        el, ec = index_map.position(end)
+        return Diagnostic(sl, sc, el, ec, code, message)
+
+    start = _skip(text, 0)
+    if start >= len(text):
+        return states, diagnostics
+    try:
+        root, root_end = _DECODER.raw_decode(text, start)
+    except json.JSONDecodeError as error:
+        root = None
+        if text[start] != "[":
+            syntax(error)
+            return states, diagnostics
+    else:
+        rest = _skip(text, root_end)
+        if rest < len(text):
+            error = json.JSONDecodeError("Extra data", text, rest)
+            syntax(error)
+    array_start = start
+    if isinstance(root, dict):
+        key = next((k for k in ("data", "examples") if isinstance(root.get(k), list)), None)
+        if key is None:
+            if any(k in root for k in ("data", "examples")):
+                diagnostics.append(
+                    span_diag(
+                        start, start + 1, "json-root", "data/examples must be a list of records"
+                    )
+                )
+                return states, diagnostics
+            array_start = -1  # a single record
+        else:
+            array_start = locate(text, start, (key,))[1][0]
+    elif root is not None and not isinstance(root, list):
+        diagnostics.append(
+            span_diag(
+                start,
+                root_end,
+                "json-root",
+                "A JSON dataset must be an "
+                "array of records, or an object with a list under "
+                '"data" or "examples"',
+            )
+        )
+        return states, diagnostics
+
+    def add(begin: int, end: int, data: Any) -> None:
+        sl, _ = index_map.position(begin)
+        el, ec = index_map.position(end)
+        state = RecordState(sl, el - sl, ec)
+
+        def resolve(problem: Problem) -> Diagnostic:
+            span = locate(text, begin, problem.path) if problem.path else None
+            a, b = (
+                (begin, end)
+                if span is None
+                else (span[0] if problem.target == "key" and span[0] else span[1])
+            )
+            la, ca = index_map.position(a)
+            lb, cb = index_map.position(b)
+            return Diagnostic(
+                la - sl, ca, lb - sl, cb, problem.code, problem.message, data=problem.data
+            )
+
+        states.append(finish_state(state, data, resolve, context_length))
+
+    if array_start < 0:
+        add(start, root_end, root)
+        return states, diagnostics
+    index = _skip(text, array_start + 1)
+    while index < len(text) and text[index] != "]":
+        try:
+            data, end = _DECODER.raw_decode(text, index)
+        except json.JSONDecodeError as error:
+            syntax(error)
+            return states, diagnostics
+        add(index, end, data)
+        index = _skip(text, end)
+        if index < len(text) and text[index] == ",":
+            comma = index
+            index = _skip(text, index + 1)
+            if index < len(text) and text[index] == "]":
+                line, column = index_map.position(comma)
+                diagnostics.append(
+                    Diagnostic(
+                        line,
+                        column,
+                        line,
+                        column + 1,
+                        "trailing-comma",
+                        "Trailing comma: JSON allows no comma before a closing bracket; remove it",
+                        {"fix": "remove-comma"},
+                    )
+                )
+        elif index < len(text) and text[index] != "]" and root is None:
+            syntax(json.JSONDecodeError("Expecting ',' delimiter", text, index))
+            return states, diagnostics
+    return states, diagnostics
+
+
+# -- CSV --------------------------------------------------------------------------------------
+
+CSV_HEADERS = {
+    ("prompt", "response"): ("prompt-response", {}),
+    ("question", "answer"): ("prompt-response", {"question": "prompt", "answer": "response"}),
+    ("prompt", "completion"): ("prompt-completion", {}),
+    ("instruction", "output"): ("alpaca", {}),
+    ("input", "instruction", "output"): ("alpaca", {}),
+    ("text",): ("text", {}),
+}
+
+
+def _cell_spans(line: str) -> list[tuple[int, int]]:
+    """Return each cell's [start, end) in one physical CSV line (quotes honoured)."""
+    spans, start, quoted, index = [], 0, False, 0
+    while index < len(line):
+        char = line[index]
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            spans.append((start, index))
+            start = index + 1
+        index += 1
+    spans.append((start, len(line.rstrip("\r"))))
+    return spans
+
+
+def csv_states(
+    text: str, context_length: int | None = None
+) -> tuple[list[RecordState], list[Diagnostic]]:
+    """Parse CSV with a prompt,response (or instruction,output / question,answer) header."""
+    lines = text.split("\n")
+    text = text.replace("\ufeff", " ", 1) if text.startswith("\ufeff") else text
+    reader = csv.reader(io.StringIO(text, newline=""))
+    states: list[RecordState] = []
+    diagnostics: list[Diagnostic] = []
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error):
+        return states, diagnostics
+    names = [h.strip().lower() for h in header]
+    spans0 = _cell_spans(lines[0])
+    known = next(
+        (
+            v
+            for k, v in CSV_HEADERS.items()
+            if set(k) <= set(names)
+            and len(set(k))
+            == max(len(set(k2) & set(names)) for k2 in CSV_HEADERS if set(k2) <= set(names))
+        ),
+        None,
+    )
+    if known is None:
+        diagnostics.append(
+            Diagnostic(
+                0,
+                0,
+                0,
+                col16(lines[0], len(lines[0].rstrip("\r"))),
+                "csv-header",
+                f"Unknown CSV header {','.join(header)!r}; "
+                "use prompt,response (or instruction,output or "
+                "question,answer)",
+            )
+        )
+        return states, diagnostics
+    shape, renames = known
+    allowed = {*next(k for k, v in CSV_HEADERS.items() if v == known)}
+    for column, name in enumerate(names):
+        if name not in allowed and column < len(spans0):
+            a, b = spans0[column]
+            diagnostics.append(
+                Diagnostic(
+                    0,
+                    col16(lines[0], a),
+                    0,
+                    col16(lines[0], b),
+                    "unknown-key",
+                    f'Column "{header[column]}" is ignored by training; remove it',
+                )
+            )
+    previous = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            line = reader.line_num - 1
+            diagnostics.append(
+                Diagnostic(
+                    line, 0, line, len(lines[line]), "csv-field-count", f"CSV error: {error}"
+                )
+            )
+            break
+        first, last = previous, reader.line_num - 1
+        previous = reader.line_num
+        end_text = lines[last].rstrip("\r") if last < len(lines) else ""
+        state = RecordState(first, last - first, col16(end_text, len(end_text)))
+        if not any(cell.strip() for cell in row):
+            state.blank = True
+            states.append(state)
+            continue
+        if len(row) != len(names):
+            state.diagnostics.append(
+                Diagnostic(
+                    0,
+                    0,
+                    last - first,
+                    state.end_character,
+                    "csv-field-count",
+                    f"This row has {len(row)} field(s) but the header has {len(names)}; quote "
+                    'fields that contain commas, e.g. "Paris, France"',
+                )
+            )
+            states.append(state)
+            continue
+        data = {
+            renames.get(n, n): cell for n, cell in zip(names, row, strict=False) if n in allowed
+        }
+        spans = _cell_spans(lines[first]) if first == last else None
+        line_text = lines[first].rstrip("\r")
+
+        def resolve(
+            problem: Problem,
+            spans: Any = spans,
+            line_text: str = line_text,
+            state: RecordState = state,
+        ) -> Diagnostic:
+            if spans and problem.path and isinstance(problem.path[0], str):
+                reverse = {renames.get(n, n): i for i, n in enumerate(names)}
+                column = reverse.get(problem.path[0])
+                if column is not None and column < len(spans):
+                    a, b = spans[column]
+                    return Diagnostic(
+                        0,
+                        col16(line_text, a),
+                        0,
+                        col16(line_text, b),
+                        problem.code,
+                        problem.message,
+                        data=problem.data,
+                    )
+            return Diagnostic(
+                0,
+                0,
+                state.end_line,
+                state.end_character,
+                problem.code,
+                problem.message,
+                data=problem.data,
+            )
+
+        states.append(finish_state(state, data, resolve, context_length))
+    del shape
+    return states, diagnostics
+
+
+# -- TXT --------------------------------------------------------------------------------------
+
+_LABEL = re.compile(r"^\s*(q|question|a|answer|user|assistant|system)\s*:\s?", re.IGNORECASE)
+_ROLE = {
+    "q": "prompt",
+    "question": "prompt",
+    "a": "response",
+    "answer": "response",
+    "user": "user",
+    "assistant": "assistant",
+    "system": "system",
+}
+
+
+def txt_states(
+    text: str, context_length: int | None = None
+) -> tuple[list[RecordState], list[Diagnostic]]:
+    """Parse Q:/A: blocks (or User:/Assistant: conversations) separated by blank lines."""
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = " " + lines[0][1:]
+    states: list[RecordState] = []
+    diagnostics: list[Diagnostic] = []
+    block: list[tuple[int, str, list[str]]] = []  # (line, label, text lines)
+
+    def flush() -> None:
+        if not block:
+            return
+        first = block[0][0]
+        last = max(i for i, _, _ in block) + len(block[-1][2]) - 1
+        while last > first and not lines[last].strip():
+            last -= 1
+        state = RecordState(first, last - first, col16(lines[last], len(lines[last])))
+        fields = [(line, label, "\n".join(body).strip()) for line, label, body in block]
+        labels = [label for _, label, _ in fields]
+        if any(label in ("user", "assistant", "system") for label in labels):
+            data: dict[str, Any] = {
+                "messages": [{"role": label, "content": body} for _, label, body in fields]
+            }
+            where = {
+                ("messages", i, key): line
+                for i, (line, _, _) in enumerate(fields)
+                for key in ("role", "content")
+            }
+        else:
+            data = {}
+            where = {}
+            for line, label, body in fields:
+                if label in data:
+                    diagnostics.append(
+                        Diagnostic(
+                            line,
+                            0,
+                            line,
+                            len(lines[line]),
+                            "txt-structure",
+                            f"A second "
+                            f"{'Q' if label == 'prompt' else 'A'}: in "
+                            "one block; separate examples with a blank "
+                            "line",
+                        )
+                    )
+                    continue
+                data[label] = body
+                where[(label,)] = line
+
+        def resolve(problem: Problem) -> Diagnostic:
+            line = where.get(problem.path) or where.get(problem.path[:3] if problem.path else ())
+            if line is None:
+                message = problem.message
+                missing = (problem.data or {}).get("field")
+                if missing in ("prompt", "response"):
+                    message = (
+                        "This example has no A: answer; add a line 'A: ...' after the question"
+                        if missing == "response"
+                        else "This answer has no Q: question; add a line 'Q: ...' before it"
+                    )
+                return Diagnostic(
+                    0,
+                    0,
+                    state.end_line,
+                    state.end_character,
+                    problem.code,
+                    message,
+                    data=problem.data,
+                )
+            return Diagnostic(
+                line - first, 0, line - first, len(lines[line]), problem.code, problem.message
+            )
+
+        states.append(finish_state(state, data, resolve, context_length))
+        block.clear()
+
+    for number, line in enumerate(lines):
+        match = _LABEL.match(line)
+        if match:
+            label = _ROLE[match.group(1).lower()]
+            starts_example = label in ("prompt", "system") or (
+                label == "user"
+                and block
+                and block[-1][1] not in ("system",)
+                and any(b[1] == "assistant" for b in block)
+                and _blank_before(lines, number)
+            )
+            if starts_example or (label == "user" and block and block[-1][1] == "response"):
+                flush()
+            block.append((number, label, [line[match.end() :]]))
+        elif not line.strip():
+            if block:
+                block[-1][2].append("")
+        elif block:
+            block[-1][2].append(line)
+        else:
+            diagnostics.append(
+                Diagnostic(
+                    number,
+                    0,
+                    number,
+                    len(line),
+                    "txt-structure",
+                    "Text outside a Q:/A: block; start each example "
+                    "with a line 'Q: ...' followed by 'A: ...'",
+                )
+            )
+    flush()
+    return states, diagnostics
+
+
+def _blank_before(lines: list[str], number: int) -> bool:
+    return number > 0 and not lines[number - 1].strip()
+
+
+PARSERS = {"json": json_states, "csv": csv_states, "txt": txt_states}

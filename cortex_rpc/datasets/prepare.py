@@ -1,0 +1,158 @@
+"""Convert a validated dataset into the train.jsonl / valid.jsonl files mlx_lm trains on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CortexError
+from .formats import RecordState, detect_format
+from .validate import FileChecks, build_states, read_dataset_text, result_from
+
+
+@dataclass
+class PreparedDataset:
+    """The training files written for a job, and where they came from."""
+
+    source: str
+    sha256: str
+    format: str
+    shape: str
+    train_examples: int
+    valid_examples: int
+    train_path: str
+    valid_path: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "sha256": self.sha256,
+            "format": self.format,
+            "shape": self.shape,
+            "trainExamples": self.train_examples,
+            "validExamples": self.valid_examples,
+            "trainPath": self.train_path,
+            "validPath": self.valid_path,
+        }
+
+
+def load_checked(
+    source: str | Path, format: str | None = None
+) -> tuple[str, str, list[RecordState]]:
+    """Return (format, majority shape, records) of a dataset with no errors.
+
+    Raises CortexError ``dataset-invalid`` with the first diagnostics when it has errors.
+    """
+    text, decode_diagnostics = read_dataset_text(source)
+    fmt = format or detect_format(source, text)
+    states, extra = build_states(text, fmt)
+    checks = FileChecks()
+    for state in states:
+        checks.add(state)
+    result = result_from(
+        fmt, checks, decode_diagnostics + extra, text.count("\n") + 1, text.split("\n", 1)[0]
+    )
+    if not result.ok:
+        errors = [d for d in result.diagnostics if d.severity == "error"]
+        first = errors[0]
+        raise CortexError(
+            "dataset-invalid",
+            f"{Path(source).name} has {result.errors} error(s); first at line "
+            f"{first.start_line + 1}: {first.message}",
+            path=str(source),
+            errors=result.errors,
+            diagnostics=[d.to_wire() for d in errors[:20]],
+        )
+    records = [s for s in states if s.turns is not None]
+    return fmt, result.shape or "prompt-response", records
+
+
+def mlx_record(state: RecordState) -> dict[str, Any]:
+    """Return one record in mlx_lm's chat form, or its text form for plain-text records."""
+    if state.shape == "text":
+        return {"text": state.turns[0][1]}
+    if state.shape == "chat":
+        messages = [m for m in state.data["messages"]]
+        record: dict[str, Any] = {"messages": messages}
+        if state.data.get("tools"):
+            record["tools"] = state.data["tools"]
+        return record
+    return {"messages": [{"role": role, "content": text} for role, text in state.turns]}
+
+
+def split_counts(total: int, valid_fraction: float) -> int:
+    """Return how many examples go to validation: >= 1 when total >= 2, never all of them."""
+    if total < 2:
+        return 0
+    return min(total - 1, max(1, round(total * valid_fraction)))
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def prepare_dataset(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    format: str | None = None,
+    valid_fraction: float = 0.1,
+    seed: int = 0,
+) -> PreparedDataset:
+    """Write ``out_dir/train.jsonl`` and ``valid.jsonl`` from any accepted dataset.
+
+    Every record is converted to one shape (mlx_lm picks the format from the first record):
+    chat messages, or ``{"text"}`` when the whole file is plain text. The split is a
+    shuffle by ``seed``, so the same seed gives the same split. The source is only read.
+    """
+    source = Path(source).expanduser()
+    fmt, _, states = load_checked(source, format)
+    all_text = all(s.shape == "text" for s in states)
+    if not all_text:  # a text record in a chat file becomes a one-turn assistant message
+        records = [
+            mlx_record(s)
+            if s.shape != "text"
+            else {"messages": [{"role": "assistant", "content": s.turns[0][1]}]}
+            for s in states
+        ]
+    else:
+        records = [mlx_record(s) for s in states]
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_valid = split_counts(len(records), valid_fraction)
+    valid = [records[i] for i in order[:n_valid]]
+    train = [records[i] for i in order[n_valid:]]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(out_dir / "train.jsonl", train)
+    _write_jsonl(out_dir / "valid.jsonl", valid)
+    return PreparedDataset(
+        source=str(source),
+        sha256=hashlib.sha256(source.read_bytes()).hexdigest(),
+        format=fmt,
+        shape="text" if all_text else "chat",
+        train_examples=len(train),
+        valid_examples=len(valid),
+        train_path=str(out_dir / "train.jsonl"),
+        valid_path=str(out_dir / "valid.jsonl"),
+    )
+
+
+def default_out_dir() -> Path:
+    """Return a new folder under ``$CORTEX_HOME/datasets/prepared`` for prepared files."""
+    import tempfile
+
+    from ..paths import cortex_home
+
+    base = cortex_home() / "datasets" / "prepared"
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=base))

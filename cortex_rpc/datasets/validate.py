@@ -1,0 +1,254 @@
+"""Validate a dataset: per-record checks plus file-level ones (duplicates, mixed shapes)."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import CortexError, InvalidParams
+from .diagnostics import MAX_DIAGNOSTICS, Diagnostic, ValidationResult, sort_key
+from .formats import (
+    FORMATS,
+    PARSERS,
+    RecordState,
+    decode,
+    detect_format,
+    document_diagnostics,
+    jsonl_state,
+)
+
+MIN_EXAMPLES = 5  # the guide warns under 5; mlx_lm needs a batch (default 4) to train at all
+CANCEL_EVERY = 2000
+
+
+class FileChecks:
+    """File-level checks over record states, maintained incrementally as states come and go."""
+
+    def __init__(self) -> None:
+        self.shape_members: dict[str, set[RecordState]] = defaultdict(set)
+        self.by_norm: dict[str, list[RecordState]] = defaultdict(list)
+        self.dup_keys: set[str] = set()
+        self.with_diagnostics: set[RecordState] = set()
+        self.blank: set[RecordState] = set()
+        self.crlf: set[RecordState] = set()
+        self.examples = 0
+
+    def add(self, state: RecordState) -> None:
+        if state.is_record:
+            self.examples += 1
+        if state.shape is not None:
+            self.shape_members[state.shape].add(state)
+        if state.norm is not None:
+            group = self.by_norm[state.norm]
+            group.append(state)
+            if len(group) == 2:
+                self.dup_keys.add(state.norm)
+        if state.diagnostics:
+            self.with_diagnostics.add(state)
+        if state.blank:
+            self.blank.add(state)
+        if state.crlf:
+            self.crlf.add(state)
+
+    def remove(self, state: RecordState) -> None:
+        if state.is_record:
+            self.examples -= 1
+        if state.shape is not None:
+            self.shape_members[state.shape].discard(state)
+        if state.norm is not None:
+            group = self.by_norm[state.norm]
+            group.remove(state)
+            if len(group) < 2:
+                self.dup_keys.discard(state.norm)
+            if not group:
+                del self.by_norm[state.norm]
+        self.with_diagnostics.discard(state)
+        self.blank.discard(state)
+        self.crlf.discard(state)
+
+    def majority_shape(self) -> str | None:
+        counts = [(len(members), shape) for shape, members in self.shape_members.items() if members]
+        return max(counts)[1] if counts else None
+
+    def diagnostics(self, line_count: int, first_line: str = "") -> list[Diagnostic]:
+        """Return every diagnostic, sorted: the records' own and the file-level ones."""
+        out: list[Diagnostic] = []
+        for state in self.with_diagnostics:
+            out.extend(d.shifted(state.line) for d in state.diagnostics)
+        for state in self.blank:
+            if state.line < line_count - 1 or state.end_character:
+                out.append(
+                    Diagnostic(
+                        state.line,
+                        0,
+                        state.line + state.end_line,
+                        state.end_character,
+                        "blank-line",
+                        "Blank line: mlx_lm reads every line as a record; remove it",
+                    )
+                )
+        for key in self.dup_keys:
+            group = sorted(self.by_norm[key], key=lambda s: s.line)
+            first = group[0]
+            for state in group[1:]:
+                exact = state.exact == first.exact
+                out.append(
+                    _whole(
+                        state,
+                        "duplicate" if exact else "near-duplicate",
+                        f"{'Duplicate' if exact else 'Near-duplicate'} of the "
+                        f"example on line {first.line + 1}"
+                        f"{'' if exact else ' (same text ignoring case and spaces)'}"
+                        "; remove it so it is not over-weighted",
+                        {"duplicateOf": first.line},
+                    )
+                )
+        majority = self.majority_shape()
+        mixed = [
+            shape for shape, members in self.shape_members.items() if members and shape != majority
+        ]
+        for shape in mixed:
+            for state in self.shape_members[shape]:
+                out.append(
+                    _whole(
+                        state,
+                        "mixed-shapes",
+                        f"This record is {shape} but most "
+                        f"are {majority}: mlx_lm picks one format from the first "
+                        "record only, so use one shape throughout (prepare "
+                        "converts for cortex training)",
+                        {"shape": majority},
+                    )
+                )
+        if self.crlf:
+            first = min(self.crlf, key=lambda s: s.line)
+            out.append(
+                Diagnostic(
+                    first.line,
+                    0,
+                    first.line,
+                    first.end_character,
+                    "crlf",
+                    f"{len(self.crlf)} line(s) end with CRLF (Windows line "
+                    "endings); harmless for cortex, some tools keep the \\r",
+                )
+            )
+        line0_end = len(first_line.rstrip("\r"))
+        if self.examples == 0:
+            out.append(
+                Diagnostic(
+                    0,
+                    0,
+                    0,
+                    line0_end,
+                    "no-examples",
+                    'No examples found; add records such as {"prompt": "...", "response": "..."}',
+                )
+            )
+        elif self.examples < MIN_EXAMPLES:
+            out.append(
+                Diagnostic(
+                    0,
+                    0,
+                    0,
+                    line0_end,
+                    "too-few-examples",
+                    f"Only {self.examples} example(s): fewer than mlx_lm's "
+                    f"batch size plus a validation split; add at least "
+                    f"{MIN_EXAMPLES} (50-100+ recommended)",
+                )
+            )
+        out.sort(key=sort_key)
+        return out
+
+
+def _whole(state: RecordState, code: str, message: str, data: dict | None = None) -> Diagnostic:
+    return Diagnostic(
+        state.line, 0, state.line + state.end_line, state.end_character, code, message, data=data
+    )
+
+
+def check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise CortexError("cancelled", "Dataset validation was cancelled")
+
+
+def build_states(
+    text: str, fmt: str, context_length: int | None = None, cancel: threading.Event | None = None
+) -> tuple[list[RecordState], list[Diagnostic]]:
+    """Return the record states of ``text`` in ``fmt`` and the diagnostics outside records."""
+    extra = document_diagnostics(text)
+    if fmt == "jsonl":
+        states = []
+        for number, raw in enumerate(text.split("\n")):
+            if number % CANCEL_EVERY == 0:
+                check_cancel(cancel)
+            states.append(jsonl_state(raw, number, context_length))
+        return states, extra
+    check_cancel(cancel)
+    states, diagnostics = PARSERS[fmt](text, context_length)
+    return states, extra + diagnostics
+
+
+def result_from(
+    fmt: str,
+    checks: FileChecks,
+    extra: Iterable[Diagnostic],
+    line_count: int,
+    first_line: str,
+    limit: int = MAX_DIAGNOSTICS,
+) -> ValidationResult:
+    """Assemble a ValidationResult from the file checks and any document-level diagnostics."""
+    diagnostics = checks.diagnostics(line_count, first_line)
+    extra = list(extra)
+    if extra:
+        diagnostics = sorted(diagnostics + extra, key=sort_key)
+    errors = sum(1 for d in diagnostics if d.severity == "error")
+    warnings = sum(1 for d in diagnostics if d.severity == "warning")
+    return ValidationResult(
+        fmt,
+        checks.majority_shape(),
+        checks.examples,
+        diagnostics[:limit],
+        len(diagnostics),
+        errors,
+        warnings,
+    )
+
+
+def read_dataset_text(path: str | Path) -> tuple[str, list[Diagnostic]]:
+    """Return a dataset file's text and its UTF-8 problems; CortexError if it is missing."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CortexError(
+            "dataset-not-found", f"Dataset {path} does not exist or is not a file", path=str(path)
+        )
+    return decode(path.read_bytes())
+
+
+def validate_dataset(
+    path: str | Path | None = None,
+    *,
+    text: str | None = None,
+    format: str | None = None,
+    context_length: int | None = None,
+    cancel: threading.Event | None = None,
+) -> ValidationResult:
+    """Return every problem in a dataset file (or text), at most 1000, with the total count."""
+    if (path is None) == (text is None):
+        raise InvalidParams("give either path or text", field="path")
+    if format is not None and format not in FORMATS:
+        raise InvalidParams(f"format must be one of {', '.join(FORMATS)}", field="format")
+    decode_diagnostics: list[Diagnostic] = []
+    if text is None:
+        text, decode_diagnostics = read_dataset_text(path)
+    fmt = format or detect_format(path, text)
+    states, extra = build_states(text, fmt, context_length, cancel)
+    checks = FileChecks()
+    for state in states:
+        checks.add(state)
+    check_cancel(cancel)
+    first_line = text.split("\n", 1)[0]
+    return result_from(fmt, checks, decode_diagnostics + extra, text.count("\n") + 1, first_line)

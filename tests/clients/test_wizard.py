@@ -1,0 +1,237 @@
+"""The terminal wizard in a real pseudo-terminal (pexpect), and its scripted mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+pytestmark = pytest.mark.slow
+
+WIZARD = [sys.executable, "-m", "cortex_client.cli"]
+# Short runs: the wizard's behaviour is under test, not the model's quality.
+FAST = ["--set", "iterations=6", "--set", "maxSeqLength=128"]
+
+
+def spawn(args: list[str], env: dict[str, str], cwd: Path) -> pexpect.spawn:
+    child = pexpect.spawn(
+        WIZARD[0], WIZARD[1:] + args, env=env, cwd=str(cwd), encoding="utf-8", timeout=120,
+        dimensions=(50, 160),
+    )
+    child.logfile_read = open(cwd / "wizard.log", "a")  # noqa: SIM115 - closed with the child
+    return child
+
+
+@pytest.fixture
+def wizard_env(cortex_home: Path, tiny_model: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"CORTEX_HOME": str(cortex_home), "COLUMNS": "160", "TERM": "xterm"})
+    models = cortex_home / "models"
+    models.mkdir()
+    tiny_model.rename(models / "tiny-llama")
+    return env
+
+
+def pick_model(child: pexpect.spawn) -> None:
+    child.expect_exact("[Step 1: Select Base Model]")
+    child.expect_exact("tiny-llama")
+    child.expect_exact("Select model [1]: ")
+    child.sendline("")
+    child.expect_exact("✓ Model: tiny-llama (Tiny")
+
+
+def finish(child: pexpect.spawn, name: str, chat: bool = False, source: str = "") -> None:
+    child.expect_exact("[Step 4: Name Your Model]")
+    child.expect_exact("Enter name for fine-tuned model [tiny-llama-custom]: ")
+    child.sendline(name)
+    child.expect_exact("[Training Summary]")
+    child.expect_exact(f"Config source: {source}")
+    child.expect_exact("Estimated time: ~")
+    child.expect_exact("Start fine-tuning? [Y/n]: ")
+    child.sendline("y")
+    child.expect_exact("⚡ Starting fine-tuning...")
+    child.expect_exact("✓ Fine-tuning completed!")
+    child.expect_exact("Model saved to: ")
+    child.expect_exact(name)
+    child.expect_exact("LoRA adapter size:")
+    child.expect_exact(f"Load '{name}' now? [Y/n]: ")
+    if chat:
+        child.sendline("y")
+        child.expect_exact("Model loaded successfully!")
+        child.expect_exact("> ")
+        child.sendline("What is Python?")
+        child.expect_exact("> ")
+        child.sendline("")
+    else:
+        child.sendline("n")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_existing_file_with_quick_preset_and_chat(wizard_env, cortex_home, tmp_path,
+                                                 sample_dataset_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text(sample_dataset_path.read_text())
+    child = spawn(FAST, wizard_env, tmp_path)
+    pick_model(child)
+    child.expect_exact("[Step 2: Prepare Training Data]")
+    child.expect_exact("Select option: ")
+    child.sendline("1")
+    child.expect_exact("Enter path to dataset: ")
+    child.sendline(str(tmp_path / "missing.jsonl"))
+    child.expect("✗ .*")  # a missing file is reported and asked again
+    child.expect_exact("Select option: ")
+    child.sendline("1")
+    child.expect_exact("Enter path to dataset: ")
+    child.sendline(str(data))
+    child.expect_exact("✓ Dataset validated: 24 examples")
+    child.expect_exact("Smart Configuration detected:")
+    child.expect_exact("Task type: Chat")
+    child.expect_exact("Select preset [2]: ")
+    child.sendline("1")
+    child.expect_exact("⚡ Smart configuration applied:")
+    finish(child, "quick-model", chat=True)
+    assert (cortex_home / "mlx_models" / "quick-model" / "fine-tuned.marker").exists()
+
+
+def test_broken_file_shows_line_numbers(wizard_env, tmp_path):
+    data = tmp_path / "broken.jsonl"
+    data.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "c", "response": }\n')
+    child = spawn(FAST, wizard_env, tmp_path)
+    pick_model(child)
+    child.expect_exact("Select option: ")
+    child.sendline("1")
+    child.expect_exact("Enter path to dataset: ")
+    child.sendline(str(data))
+    child.expect_exact("broken.jsonl:2:")
+    child.expect_exact("error(s)")
+    child.expect_exact("Select option: ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+
+
+def test_create_interactively_with_balanced_preset(wizard_env, cortex_home, tmp_path):
+    child = spawn(FAST, wizard_env, tmp_path)
+    pick_model(child)
+    child.expect_exact("Select option: ")
+    child.sendline("2")
+    child.expect_exact("Save the dataset as [")
+    child.sendline("")
+    pairs = [("What is cortex?", "A fine-tuning server."), ("Who trains?", "The worker.")]
+    for prompt, response in pairs:
+        child.expect_exact("prompt (or 'done'): ")
+        child.sendline(prompt)
+        child.expect_exact("Response: ")
+        child.sendline(response)
+    child.expect_exact("prompt (or 'done'): ")
+    child.sendline("done")
+    child.expect_exact("Only 2 examples")
+    child.expect_exact("Add more examples? [Y/n]: ")
+    child.sendline("n")
+    child.expect_exact("✓ Dataset validated: 2 examples")
+    child.expect_exact("Select preset [2]: ")
+    child.sendline("")
+    finish(child, "created-model", source="Smart Balanced")
+    lines = (tmp_path / "cortex-dataset.jsonl").read_text().splitlines()
+    assert [json.loads(line)["prompt"] for line in lines] == [p for p, _ in pairs]
+
+
+@pytest.mark.parametrize("preset", ["quality", "expert"])
+def test_sample_dataset_with_quality_and_expert(wizard_env, cortex_home, tmp_path, preset):
+    # Expert sets the epochs itself, so it must not also get an iterations override.
+    child = spawn(FAST if preset == "quality" else ["--set", "maxSeqLength=128"], wizard_env,
+                  tmp_path)
+    pick_model(child)
+    child.expect_exact("Select option: ")
+    child.sendline("3")
+    child.expect_exact("✓ Dataset validated: 24 examples")
+    child.expect_exact("Select preset [2]: ")
+    child.sendline("3" if preset == "quality" else "4")
+    if preset == "expert":
+        child.expect_exact("Press Enter to keep the proposed value.")
+        child.expect(r"Epochs \[[0-9.]+\]: ")
+        child.sendline("2")
+        child.expect(r"Learning rate \[[0-9.e-]+\]: ")
+        child.sendline("abc")  # not a number: the server's validation asks again
+        for _ in range(9):
+            child.expect(r"\]: ")
+            child.sendline("")
+        child.expect_exact("✗ ")
+        child.expect_exact("Press Enter to keep the proposed value.")
+        child.expect(r"Epochs \[[0-9.]+\]: ")
+        child.sendline("")
+        child.expect(r"Learning rate \[[^\]]+\]: ")
+        child.sendline("5e-4")
+        for _ in range(9):
+            child.expect(r"\]: ")
+            child.sendline("")
+    finish(child, f"{preset}-model")
+    marker = json.loads(
+        (cortex_home / "mlx_models" / f"{preset}-model" / "fine-tuned.marker").read_text())
+    if preset == "expert":
+        assert marker["config"]["learningRate"] == 5e-4
+        assert marker["config"]["epochs"] == 2
+
+
+def test_ctrl_c_asks_then_cancels_keeping_the_checkpoint(wizard_env, cortex_home, tmp_path):
+    child = spawn(["--sample", "--preset", "quick", "--name", "stopped",
+                   "--set", "iterations=3000", "--set", "maxSeqLength=128"],
+                  wizard_env, tmp_path)
+    pick_model(child)
+    child.expect_exact("Start fine-tuning? [Y/n]: ")
+    child.sendline("")
+    child.expect_exact("Loss:")
+    child.sendintr()
+    child.expect_exact("[c]ancel training")
+    child.sendline("c")
+    child.expect_exact("Training cancelled. Resume it with: cortex-finetune resume")
+    child.expect(pexpect.EOF)
+    child.close()
+    jobs = list((cortex_home / "jobs").iterdir())
+    status = json.loads((jobs[0] / "status.json").read_text())
+    assert status["state"] == "cancelled"
+    assert not (cortex_home / "mlx_models" / "stopped").exists()
+
+
+def test_scripted_json_mode(wizard_env, cortex_home, tmp_path):
+    done = subprocess.run(
+        WIZARD + ["--model", "tiny-llama", "--sample", "--preset", "quick", "--name", "scripted",
+                  "--yes", "--json", "--chat", "What is Python?", *FAST],
+        env=wizard_env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "model" and "validation" in kinds and "config" in kinds
+    assert "progress" in kinds and "completed" in kinds and kinds[-1] == "generation"
+    completed = next(e for e in events if e["event"] == "completed")
+    assert completed["outputPath"] == str(cortex_home / "mlx_models" / "scripted")
+
+
+def test_scripted_mode_reports_a_missing_answer(wizard_env, tmp_path):
+    done = subprocess.run(
+        WIZARD + ["--model", "tiny-llama", "--yes"], env=wizard_env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2
+    assert "Aborted" in done.stdout + done.stderr
+
+
+def test_guide_scripting_api(cortex_home, tiny_model, sample_dataset_path):
+    from cortex.fine_tuning import LoRATrainer, TrainingConfig
+
+    config = TrainingConfig(preset="quick", iterations=4, learning_rate=1e-4, lora_r=4,
+                            max_seq_length=128)
+    final = LoRATrainer(None, config).train(
+        base_model_name=str(tiny_model), dataset_path=str(sample_dataset_path),
+        output_name="scripted-api")
+    assert final["state"] == "completed"
+    marker = json.loads((Path(final["outputPath"]) / "fine-tuned.marker").read_text())
+    assert marker["config"]["loraRank"] == 4

@@ -1,0 +1,103 @@
+"""Editor features: incremental updates equal a full re-check; hover, code actions, summary."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cortex_rpc.datasets import validate_dataset
+from cortex_rpc.datasets.editor import DatasetDocument, code_actions, hover, summary
+
+URI = "file:///tmp/data.jsonl"
+LINES = [json.dumps({"prompt": f"question {i}", "response": f"answer {i}"}) for i in range(30)]
+EDITS = [
+    '{"prompt": "question 3", "response": "answer 3"}',
+    '{"prompt": "x", "answer": "y"}',
+    "",
+    "{broken",
+    '{"messages": [{"role": "user", "content": "u"}]}',
+    '{"prompt": "a", "response": "b"}\n{"prompt": "c", "response": "d"}',
+    "\ufeff{",
+]
+
+
+def _full(doc: DatasetDocument):
+    return validate_dataset(text=doc.text, format="jsonl")
+
+
+def test_incremental_edits_equal_full_recheck():
+    rng = random.Random(7)
+    doc = DatasetDocument(URI, "\n".join(LINES) + "\n")
+    for _ in range(60):
+        line = rng.randrange(len(doc.lines))
+        end = min(len(doc.lines) - 1, line + rng.randrange(3))
+        change = (line, 0, end, len(doc.lines[end])) if rng.random() < 0.8 else (line, 1, line, 1)
+        doc.apply_change(change, rng.choice(EDITS))
+        incremental = doc.result()
+        full = _full(doc)
+        assert incremental.diagnostics == full.diagnostics
+        assert (incremental.examples, incremental.shape) == (full.examples, full.shape)
+
+
+def test_hover_actions_and_summary():
+    text = "\n".join([*LINES[:5], '{"prompt": "x", "answer": "y"}', LINES[0]]) + "\n"
+    doc = DatasetDocument(URI, text)
+    assert "**prompt-response** record" in hover(doc, 0, 2)
+    assert hover(doc, 7, 0) is None
+    wire = [d.to_wire() for d in doc.result().diagnostics]
+    actions = code_actions(doc, (5, 0, 5, 0), [d for d in wire if d["range"]["start"]["line"] == 5])
+    assert actions[0]["title"] == 'Rename "answer" to "response"'
+    assert actions[0]["edit"]["changes"][URI][0]["newText"] == '"response"'
+    dup = [d for d in wire if d["code"] == "duplicate"]
+    removal = code_actions(doc, (6, 0, 6, 0), dup)[0]
+    assert removal["edit"]["changes"][URI][0]["range"] == {
+        "start": {"line": 6, "character": 0},
+        "end": {"line": 7, "character": 0},
+    }
+    convert = [a for a in code_actions(doc, (1, 0, 1, 0), []) if "chat" in a["title"]]
+    assert json.loads(convert[0]["edit"]["changes"][URI][0]["newText"])["messages"][0] == {
+        "role": "user",
+        "content": "question 1",
+    }
+    assert summary(doc)["text"] == "7 examples · chat · 2 problems"
+
+
+records = st.fixed_dictionaries(
+    {
+        "prompt": st.text(min_size=1).filter(str.strip),
+        "response": st.text(min_size=1).filter(str.strip),
+    }
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records, min_size=5, max_size=12, unique_by=lambda r: (r["prompt"].lower(),)))
+def test_random_valid_records_pass(examples):
+    text = "".join(json.dumps(e, ensure_ascii=bool(len(e["prompt"]) % 2)) + "\n" for e in examples)
+    result = validate_dataset(text=text, format="jsonl")
+    assert result.ok and result.examples == len(examples)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    mutations=st.lists(st.tuples(st.integers(0, 10**6), st.binary(max_size=3)), max_size=6),
+    fmt=st.sampled_from(["jsonl", "json", "csv", "txt"]),
+)
+def test_byte_mutations_never_crash_and_stay_in_range(mutations, fmt, tmp_path_factory):
+    data = bytearray(("\n".join(LINES[:8]) + "\n").encode())
+    if fmt == "json":
+        data = bytearray(json.dumps([json.loads(x) for x in LINES[:8]], indent=1).encode())
+    for position, chunk in mutations:
+        position %= len(data) + 1
+        data[position : position + 1] = chunk
+    path = tmp_path_factory.mktemp("m") / f"data.{fmt}"
+    path.write_bytes(bytes(data))
+    result = validate_dataset(path)
+    text = bytes(data).decode("utf-8", errors="replace").split("\n")
+    for d in result.diagnostics:
+        assert 0 <= d.start_line <= d.end_line < len(text)
+        assert d.start_character >= 0 and d.end_character >= 0
+        assert d.end_character <= len(text[d.end_line].encode("utf-16-le")) // 2

@@ -1,0 +1,136 @@
+"""Dataset methods and live diagnostics over real stdio (pytest-lsp)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+
+from .conftest import request
+
+BROKEN = (
+    '{"prompt": "What is Python?", "response": "A language."}\n'
+    '{"prompt": "What is a list?", "answer": "An ordered collection."}\n'
+    '{"prompt": "What is Python?", "response": "A language."}\n'
+)
+
+
+async def test_dataset_methods(client, tmp_path, sample_dataset_path):
+    result = await request(client, "cortex/validateDataset", {"path": str(sample_dataset_path)})
+    assert result["ok"] and result["examples"] == 24 and result["shape"] == "prompt-response"
+    assert result["diagnostics"] == [] and result["truncated"] is False
+
+    result = await request(client, "cortex/validateDataset", {"text": BROKEN, "format": "jsonl"})
+    assert not result["ok"]
+    codes = [(d["code"], d["range"]["start"]["line"]) for d in result["diagnostics"]]
+    assert ("missing-field", 1) in codes and ("duplicate", 2) in codes
+
+    analysis = await request(client, "cortex/analyzeDataset", {"path": str(sample_dataset_path)})
+    assert analysis["examples"] == 24 and analysis["sizeClass"] == "tiny"
+    assert analysis["taskType"] == "chat" and 0 <= analysis["quality"]["score"] <= 100
+
+    target = tmp_path / "mine.jsonl"
+    created = await request(
+        client,
+        "cortex/createDataset",
+        {"path": str(target), "examples": [{"prompt": "Hi", "response": "Hello"}]},
+    )
+    assert created["examples"] == 1 and created["warnings"]
+    assert json.loads(target.read_text()) == {"prompt": "Hi", "response": "Hello"}
+
+    sample = await request(client, "cortex/sampleDataset", {"path": str(tmp_path / "s.jsonl")})
+    assert sample["examples"] == 24
+
+    prepared = await request(
+        client,
+        "cortex/prepareDataset",
+        {"path": str(sample_dataset_path), "outDir": str(tmp_path / "prep")},
+    )
+    assert prepared["trainExamples"] + prepared["validExamples"] == 24
+
+
+async def test_dataset_errors(client, tmp_path):
+    with pytest.raises(JsonRpcException) as error:
+        await request(client, "cortex/validateDataset", {"path": 3})
+    assert error.value.code == -32602 and "path" in error.value.message
+    with pytest.raises(JsonRpcException) as error:
+        await request(client, "cortex/validateDataset", {})
+    assert error.value.code == -32602 and error.value.data["field"] == "path"
+    with pytest.raises(JsonRpcException) as error:
+        await request(client, "cortex/analyzeDataset", {"path": str(tmp_path / "none.jsonl")})
+    assert error.value.data["code"] == "dataset-not-found"
+    (tmp_path / "x.jsonl").write_text("{}\n")
+    with pytest.raises(JsonRpcException) as error:
+        await request(
+            client,
+            "cortex/createDataset",
+            {"path": str(tmp_path / "x.jsonl"), "examples": [{"prompt": "a", "response": "b"}]},
+        )
+    assert error.value.data["code"] == "file-exists"
+    with pytest.raises(JsonRpcException) as error:
+        await request(
+            client,
+            "cortex/createDataset",
+            {"path": str(tmp_path / "y.jsonl"), "examples": [{"prompt": " ", "response": "b"}]},
+        )
+    assert error.value.code == -32602 and error.value.data["field"] == "examples[0].prompt"
+
+
+async def test_live_diagnostics(client, tmp_path):
+    capabilities = client.initialize_result.capabilities
+    sync = capabilities.text_document_sync
+    assert getattr(sync, "change", sync) == types.TextDocumentSyncKind.Incremental
+    assert capabilities.hover_provider and capabilities.code_action_provider
+
+    uri = (tmp_path / "data.jsonl").as_uri()
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id="jsonl", version=1, text=BROKEN
+            )
+        )
+    )
+    params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    codes = {(d.code, d.range.start.line) for d in params.diagnostics}
+    assert ("missing-field", 1) in codes and ("duplicate", 2) in codes
+    summary = await client.wait_for_notification("cortex/datasetSummary")
+    assert summary.text == "3 examples · chat · 3 problems"
+
+    hover = await client.text_document_hover_async(
+        types.HoverParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=0, character=3),
+        )
+    )
+    assert "prompt-response" in hover.contents.value
+
+    missing = next(d for d in params.diagnostics if d.code == "missing-field")
+    actions = await client.text_document_code_action_async(
+        types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            range=missing.range,
+            context=types.CodeActionContext(diagnostics=[missing]),
+        )
+    )
+    rename = next(a for a in actions if a.title == 'Rename "answer" to "response"')
+    edit = rename.edit.changes[uri][0]
+
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[
+                types.TextDocumentContentChangePartial(range=edit.range, text=edit.new_text)
+            ],
+        )
+    )
+    params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert params.version == 2
+    assert {d.code for d in params.diagnostics} == {"duplicate", "too-few-examples"}
+
+    client.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert not params.diagnostics

@@ -1,0 +1,169 @@
+"""Training over real stdio: start, stream progress, $/progress, cancel, resume, generate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from pygls.exceptions import JsonRpcException
+
+from .conftest import request, to_plain
+
+TERMINAL = ("completed", "failed", "cancelled", "interrupted")
+
+
+def collect_progress(client) -> list[dict]:
+    """Record every cortex/trainingProgress payload the server sends."""
+    events: list[dict] = []
+
+    @client.feature("cortex/trainingProgress")
+    def on_progress(params) -> None:
+        events.append(to_plain(params))
+
+    return events
+
+
+async def wait_for_state(events: list[dict], job_id: str, states, timeout: float = 120.0) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for event in events:
+            if event["jobId"] == job_id and event["state"] in states:
+                return event
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {states}: {events[-3:]}")
+
+
+async def test_train_stream_progress_list_and_chat(client, tiny_model, sample_dataset_path,
+                                                   cortex_home):
+    events = collect_progress(client)
+    started = await request(client, "cortex/startTraining", {
+        "model": str(tiny_model),
+        "dataset": str(sample_dataset_path),
+        "outputName": "tiny-custom",
+        "preset": "quick",
+        "config": {"iterations": 12, "batchSize": 4},
+        "workDoneToken": "train-1",
+    })
+    assert started["jobId"] and started["config"]["iterations"] == 12
+    assert started["outputPath"] == str(cortex_home / "mlx_models" / "tiny-custom")
+    assert started["explanations"]
+
+    done = await wait_for_state(events, started["jobId"], TERMINAL)
+    assert done["state"] == "completed", done
+    assert done["outputPath"] == started["outputPath"]
+    assert done["adapterBytes"] > 0
+    progress = [e for e in events if e.get("event") == "progress"]
+    assert progress and progress[-1]["iteration"] == 12
+    for field in ("trainLoss", "learningRate", "tokensPerSecond", "etaSeconds", "epoch",
+                  "totalEpochs", "totalIterations", "peakMemoryBytes"):
+        assert field in progress[-1], field
+
+    reports = client.progress_reports["train-1"]
+    assert reports[0].kind == "begin" and reports[-1].kind == "end"
+    assert any(r.kind == "report" and "loss" in (r.message or "") for r in reports)
+
+    jobs = (await request(client, "cortex/listJobs", {}))["jobs"]
+    assert jobs[0]["jobId"] == started["jobId"] and jobs[0]["state"] == "completed"
+    models = (await request(client, "cortex/listModels", {}))["models"]
+    assert any(m["name"] == "tiny-custom" and m["kind"] == "fine-tuned" for m in models)
+    marker = json.loads((cortex_home / "mlx_models/tiny-custom/fine-tuned.marker").read_text())
+    assert marker["dataset"]["sha256"]
+
+    chunks: list[str] = []
+
+    @client.feature("cortex/generateChunk")
+    def on_chunk(params) -> None:
+        chunks.append(to_plain(params)["text"])
+
+    answer = await request(client, "cortex/generate", {
+        "model": "tiny-custom", "prompt": "What is Python?", "maxTokens": 8,
+    })
+    assert answer["tokens"] > 0
+    assert "".join(chunks) == answer["text"]
+
+
+async def test_cancel_then_resume_reaches_the_planned_total(client, tiny_model,
+                                                            sample_dataset_path):
+    events = collect_progress(client)
+    started = await request(client, "cortex/startTraining", {
+        "model": str(tiny_model),
+        "dataset": str(sample_dataset_path),
+        "outputName": "resumed",
+        "config": {"iterations": 400, "batchSize": 2},
+    })
+    job_id = started["jobId"]
+    await wait_for_state(events, job_id, ("running",))
+    while not any(e.get("event") == "checkpoint" for e in events):
+        await asyncio.sleep(0.05)
+    await request(client, "cortex/cancelTraining", {"jobId": job_id})
+    cancelled = await wait_for_state(events, job_id, TERMINAL, timeout=15)
+    assert cancelled["state"] == "cancelled"
+    jobs = (await request(client, "cortex/listJobs", {}))["jobs"]
+    assert jobs[0]["resumable"] and jobs[0]["iteration"] < 400
+
+    events.clear()
+    await request(client, "cortex/resumeTraining", {"jobId": job_id})
+    done = await wait_for_state(events, job_id, TERMINAL, timeout=240)
+    assert done["state"] == "completed", done
+    assert done["iteration"] == 400
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "needle"),
+    [
+        ({"config": {"learningRate": -1}}, -32602, "config.learningRate"),
+        ({"outputName": "../escape"}, -32602, "outputName"),
+        ({"dataset": "/nonexistent/data.jsonl"}, -32000, "dataset-not-found"),
+        ({"model": "/nonexistent/model"}, -32000, "model-not-found"),
+    ],
+)
+async def test_start_training_errors(client, tiny_model, sample_dataset_path, cortex_home,
+                                     params, code, needle):
+    base = {"model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": "ok"}
+    with pytest.raises(JsonRpcException) as error:
+        await request(client, "cortex/startTraining", {**base, **params})
+    assert error.value.code == code
+    text = f"{error.value.message} {error.value.data}"
+    assert needle in text
+    assert not (cortex_home / "mlx_models").exists() or not any(
+        (cortex_home / "mlx_models").iterdir())
+    assert not (cortex_home / "jobs").exists() or not any((cortex_home / "jobs").iterdir())
+
+
+async def test_existing_model_name_is_refused(client, tiny_model, sample_dataset_path,
+                                              cortex_home):
+    (cortex_home / "mlx_models" / "taken").mkdir(parents=True)
+    with pytest.raises(JsonRpcException) as error:
+        await request(client, "cortex/startTraining", {
+            "model": str(tiny_model), "dataset": str(sample_dataset_path),
+            "outputName": "taken",
+        })
+    assert error.value.data["code"] == "model-exists"
+
+
+async def test_adapter_library_and_comparison(client, tiny_model, sample_dataset_path):
+    events = collect_progress(client)
+    for name in ("ada-one", "ada-two"):
+        started = await request(client, "cortex/startTraining", {
+            "model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": name,
+            "config": {"iterations": 6, "learningRate": 1e-2, "maxSeqLength": 128},
+        })
+        done = await wait_for_state(events, started["jobId"], TERMINAL)
+        assert done["state"] == "completed", done
+    listed = await request(client, "cortex/listAdapters", {"baseModel": str(tiny_model)})
+    assert sorted(a["name"] for a in listed["adapters"]) == ["ada-one", "ada-two"]
+
+    compared = await request(client, "cortex/compareAdapters", {
+        "baseModel": str(tiny_model), "adapters": ["ada-one", "ada-two"],
+        "prompts": ["What is Python?", "What is Git?"], "maxTokens": 6,
+    })
+    assert [row["prompt"] for row in compared["rows"]] == ["What is Python?", "What is Git?"]
+    for row in compared["rows"]:
+        assert [o["model"] for o in row["outputs"]] == ["base", "ada-one", "ada-two"]
+        assert all(o["tokens"] > 0 for o in row["outputs"])
+
+    with pytest.raises(JsonRpcException) as error:
+        await request(client, "cortex/generate", {
+            "model": str(sample_dataset_path.parent), "adapter": "ada-one", "prompt": "x"})
+    assert error.value.code in (-32000, -32602)
