@@ -155,6 +155,17 @@ def load_datasets(data_dir: str | Path, tokenizer: Any, mask_prompt: bool = True
     return CacheDataset(train), (CacheDataset(valid) if len(valid) else None)
 
 
+def _is_text_data(data_dir: Path) -> bool:
+    """True when the training records are plain ``{"text": ...}`` (mlx_lm reads the first)."""
+    with open(data_dir / "train.jsonl", encoding="utf-8") as handle:
+        first = handle.readline()
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "text" in record and "messages" not in record
+
+
 class BatchSchedule:
     """The batches of every step, fixed by the seed, so step k is the same batch on resume.
 
@@ -574,9 +585,11 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> dict:
     model, tokenizer, info = prepare_model(spec["model"], config, spec.get("loraKeys"))
     for warning in info["warnings"]:
         events.emit("warning", message=warning)
-    train_set, valid_set = load_datasets(
-        spec["dataDir"], tokenizer, mask_prompt=spec.get("maskPrompt", True)
-    )
+    mask_prompt = spec.get("maskPrompt", True)
+    if mask_prompt and _is_text_data(Path(spec["dataDir"])):
+        # Plain {"text"} records have no prompt to mask; mlx_lm refuses masking for them.
+        mask_prompt = False
+    train_set, valid_set = load_datasets(spec["dataDir"], tokenizer, mask_prompt=mask_prompt)
     batch_size = config.batch_size
     if batch_size > len(train_set):
         events.emit(

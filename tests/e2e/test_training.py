@@ -34,6 +34,7 @@ async def wait_for_state(events: list[dict], job_id: str, states, timeout: float
     raise AssertionError(f"job {job_id} never reached {states}: {events[-3:]}")
 
 
+@pytest.mark.filterwarnings("ignore:Unknown progress token")  # pytest-lsp: token is ours
 async def test_train_stream_progress_list_and_chat(client, tiny_model, sample_dataset_path,
                                                    cortex_home):
     events = collect_progress(client)
