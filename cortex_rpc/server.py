@@ -528,6 +528,8 @@ class TrainingProgressRelay:
         if token is None:
             return
         update = work_done_update(payload)
+        if update.kind == "report" and payload.get("event") not in ("progress", "resumed"):
+            return  # checkpoints and warnings repeat the last progress line
         if update.kind == "end":
             self.tokens.pop(payload["jobId"], None)
             self.ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=update.message))
