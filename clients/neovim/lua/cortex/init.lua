@@ -1,0 +1,322 @@
+-- cortex.nvim: live dataset diagnostics and the fine-tuning wizard, over the cortex-rpc server.
+--
+--   require("cortex").setup{ cmd = { "cortex-rpc" }, model_dirs = { "~/models" }, cortex_home = nil }
+--
+-- Works on Neovim 0.7 (vim.lsp.start_client + vim.lsp.buf_attach_client) and 0.8+ (vim.lsp.start).
+local format = require("cortex.format")
+
+local M = {}
+
+M.config = {
+  cmd = { "cortex-rpc" },
+  model_dirs = {},
+  cortex_home = nil,
+  -- Buffers the server checks live (autocmd patterns).
+  patterns = { "*.jsonl", "*data*.json", "*data*.csv", "*data*.txt", "*train*.json", "*train*.csv",
+    "*train*.txt", "*valid*.json", "*valid*.csv", "*valid*.txt" },
+  -- Show training progress with vim.notify at most this often (ms); the end is always shown.
+  progress_interval_ms = 1000,
+}
+
+M.client_id = nil
+M.jobs = {} -- jobId -> last cortex/trainingProgress payload
+M.status = "" -- for statuslines: require("cortex").statusline()
+local job_waiters = {} -- jobId -> { callbacks }
+local init_waiters = {}
+local ready = false
+local last_notify = 0
+local TERMINAL = { completed = true, failed = true, cancelled = true, interrupted = true }
+
+function M.notify(message, level)
+  vim.notify(message, level or vim.log.levels.INFO, { title = "Cortex" })
+end
+
+function M.statusline()
+  return M.status
+end
+
+local function on_training_progress(_, payload)
+  if type(payload) ~= "table" or not payload.jobId then return end
+  M.jobs[payload.jobId] = payload
+  M.status = format.status(payload)
+  local now = vim.loop.now()
+  if payload.event ~= "checkpoint" and (TERMINAL[payload.state] or now - last_notify >= M.config.progress_interval_ms) then
+    last_notify = now
+    local level = (payload.state == "failed") and vim.log.levels.ERROR or vim.log.levels.INFO
+    M.notify(string.format("%s: %s", payload.outputName or payload.jobId, format.progress(payload)), level)
+  end
+  if TERMINAL[payload.state] then
+    for _, callback in ipairs(job_waiters[payload.jobId] or {}) do callback(payload) end
+    job_waiters[payload.jobId] = nil
+  end
+  pcall(vim.cmd, "redrawstatus")
+end
+
+local function on_work_done_progress(err, result, ctx, config)
+  -- Keep Neovim's own bookkeeping ($/progress feeds client.messages and LspProgressUpdate).
+  local default = vim.lsp.handlers["$/progress"]
+  if default then pcall(default, err, result, ctx, config) end
+  local value = result and result.value
+  if type(value) == "table" and value.kind == "end" then
+    M.status = "Cortex: " .. (value.message or "done")
+  elseif type(value) == "table" and value.message then
+    M.status = "Cortex: " .. value.message
+  end
+end
+
+local function client_config()
+  local init_options = { modelDirs = M.config.model_dirs }
+  if M.config.cortex_home then init_options.cortexHome = M.config.cortex_home end
+  return {
+    name = "cortex",
+    cmd = M.config.cmd,
+    root_dir = vim.loop.cwd(),
+    init_options = init_options,
+    handlers = {
+      ["cortex/trainingProgress"] = on_training_progress,
+      ["cortex/generateChunk"] = function() end,
+      ["cortex/datasetSummary"] = function(_, summary)
+        if type(summary) == "table" then M.summaries[summary.uri] = summary end
+      end,
+      ["$/progress"] = on_work_done_progress,
+    },
+    on_init = function()
+      ready = true
+      for _, callback in ipairs(init_waiters) do callback() end
+      init_waiters = {}
+    end,
+    on_exit = function()
+      M.client_id, ready = nil, false
+    end,
+  }
+end
+
+M.summaries = {} -- uri -> last cortex/datasetSummary
+
+local function start_detached()
+  if vim.lsp.start_client then return vim.lsp.start_client(client_config()) end
+  return vim.lsp.start(client_config(), { attach = false })
+end
+
+--- The running client, started if needed (without attaching a buffer).
+function M.client()
+  local client = M.client_id and vim.lsp.get_client_by_id(M.client_id)
+  if client and not client.is_stopped() then return client end
+  ready = false
+  M.client_id = start_detached()
+  return vim.lsp.get_client_by_id(M.client_id)
+end
+
+--- Check `bufnr` live: attach it to the server (vim.lsp.start on 0.8+, start_client + buf_attach_client on 0.7).
+function M.attach(bufnr)
+  bufnr = (bufnr == nil or bufnr == 0) and vim.api.nvim_get_current_buf() or bufnr
+  if vim.lsp.start then
+    M.client_id = vim.lsp.start(client_config(), {
+      bufnr = bufnr,
+      reuse_client = function(client) return client.name == "cortex" and not client.is_stopped() end,
+    })
+  else
+    M.client()
+    vim.lsp.buf_attach_client(bufnr, M.client_id)
+  end
+  return M.client_id
+end
+
+-- Coroutine helpers: the wizard and commands run as coroutines that wait on callbacks.
+
+--- Run `fn` in a coroutine; report errors with vim.notify instead of losing them.
+function M.run(fn)
+  local co = coroutine.create(function()
+    local ok, err = xpcall(fn, debug.traceback)
+    if not ok and not tostring(err):find("cortex: aborted", 1, true) then
+      M.notify(tostring(err), vim.log.levels.ERROR)
+      M.last_error = err
+    end
+  end)
+  local ok, err = coroutine.resume(co)
+  if not ok then M.notify(tostring(err), vim.log.levels.ERROR) end
+  return co
+end
+
+--- Resume `co` on the main loop (never from inside itself).
+function M.resumer(co)
+  return function(...)
+    local args = { n = select("#", ...), ... }
+    vim.schedule(function()
+      local ok, err = coroutine.resume(co, unpack(args, 1, args.n))
+      if not ok then M.notify(tostring(err), vim.log.levels.ERROR) end
+    end)
+  end
+end
+
+--- Wait (in a coroutine) until the server answered initialize.
+function M.await_ready()
+  local client = M.client()
+  if ready or (client and client.initialized) then return client end
+  local co = coroutine.running()
+  table.insert(init_waiters, M.resumer(co))
+  coroutine.yield()
+  return M.client()
+end
+
+--- Send a request from a coroutine; return result, or nil and the error ({code, message, data}).
+function M.request(method, params)
+  local client = M.await_ready()
+  local co = coroutine.running()
+  local resume = M.resumer(co)
+  client.request(method, params or vim.empty_dict(), function(err, result) resume(result, err) end)
+  return coroutine.yield()
+end
+
+--- Like M.request, but raise the server's error message.
+function M.call(method, params)
+  local result, err = M.request(method, params)
+  if err then error(err.message or vim.inspect(err), 0) end
+  return result
+end
+
+--- Wait (in a coroutine) for a job's terminal trainingProgress event.
+function M.await_job(job_id)
+  local last = M.jobs[job_id]
+  if last and TERMINAL[last.state] then return last end
+  local co = coroutine.running()
+  job_waiters[job_id] = job_waiters[job_id] or {}
+  table.insert(job_waiters[job_id], M.resumer(co))
+  return coroutine.yield()
+end
+
+--- vim.ui.select from a coroutine: returns item, index (nil when dismissed).
+function M.select(items, opts)
+  local co = coroutine.running()
+  local resume = M.resumer(co)
+  vim.ui.select(items, opts, function(item, index) resume(item, index) end)
+  return coroutine.yield()
+end
+
+--- vim.ui.input from a coroutine: returns the text (nil when dismissed).
+function M.input(opts)
+  local co = coroutine.running()
+  local resume = M.resumer(co)
+  vim.ui.input(opts, function(text) resume(text) end)
+  return coroutine.yield()
+end
+
+-- Commands ---------------------------------------------------------------------------------------
+
+local FORMATS = { jsonl = true, json = true, csv = true, txt = true }
+
+--- Validate the current buffer (its text, saved or not) or `path`; fill the quickfix list.
+function M.validate(path)
+  local name, params
+  if path and path ~= "" then
+    path = vim.fn.fnamemodify(vim.fn.expand(path), ":p")
+    name, params = vim.fn.fnamemodify(path, ":t"), { path = path }
+  else
+    local bufnr = vim.api.nvim_get_current_buf()
+    local file = vim.api.nvim_buf_get_name(bufnr)
+    local ext = vim.fn.fnamemodify(file, ":e"):lower()
+    name = file ~= "" and vim.fn.fnamemodify(file, ":t") or "[buffer]"
+    params = { text = table.concat(vim.api.nvim_buf_get_lines(bufnr, 0, -1, false), "\n"), format = FORMATS[ext] and ext or "jsonl" }
+  end
+  local report = M.call("cortex/validateDataset", params)
+  local items, errors = {}, 0
+  local bufnr = (not params.path) and vim.api.nvim_get_current_buf() or nil
+  for _, d in ipairs(report.diagnostics) do
+    if (d.severity or 1) == 1 then errors = errors + 1 end
+    table.insert(items, {
+      bufnr = bufnr, filename = params.path, lnum = d.range.start.line + 1, col = d.range.start.character + 1,
+      type = (d.severity or 1) == 1 and "E" or "W", text = string.format("[%s] %s", d.code or "?", d.message),
+    })
+  end
+  vim.fn.setqflist({}, " ", { title = "Cortex: " .. name, items = items })
+  if report.ok and errors == 0 then
+    M.notify(string.format("✓ Dataset validated: %d examples%s", report.examples,
+      #items > 0 and string.format(" (%d warnings, see :copen)", #items) or ""))
+  else
+    local lines = { string.format("✗ Dataset has %d error(s):", errors) }
+    for i, d in ipairs(report.diagnostics) do
+      if i > 10 then table.insert(lines, "  ... :copen for all") break end
+      table.insert(lines, "  " .. format.diagnostic(name, d))
+    end
+    M.notify(table.concat(lines, "\n"), vim.log.levels.ERROR)
+  end
+  M.last_validation = report
+  return report
+end
+
+function M.models()
+  local models = M.call("cortex/listModels").models
+  if #models == 0 then
+    M.notify("No models found; add folders with setup{ model_dirs = {...} }", vim.log.levels.WARN)
+    return
+  end
+  local model = M.select(models, { prompt = "Cortex models", kind = "cortex.models", format_item = format.model })
+  if not model then return end
+  local info = M.call("cortex/inspectModel", { path = model.path })
+  M.notify(string.format("%s: %s, %s params (%s), %s, %s", info.name, info.architecture or "?", format.params(info.parameters),
+    format.capitalize(info.category), format.bytes(info.sizeBytes), info.path))
+  return info
+end
+
+function M.cancel(job_id)
+  if not job_id or job_id == "" then
+    local running = {}
+    for _, job in ipairs(M.call("cortex/listJobs").jobs) do
+      if job.state == "running" or job.state == "queued" then table.insert(running, job) end
+    end
+    if #running == 0 then
+      M.notify("No training job is running.")
+      return
+    end
+    local job = running[1]
+    if #running > 1 then
+      job = M.select(running, { prompt = "Cancel which job?", kind = "cortex.cancel",
+        format_item = function(j) return string.format("%s  %s  step %s/%s", j.outputName, j.state, j.iteration or 0, j.totalIterations or "?") end })
+      if not job then return end
+    end
+    job_id = job.jobId
+  end
+  M.call("cortex/cancelTraining", { jobId = job_id })
+  M.notify("Cancelling " .. job_id .. " (the last checkpoint is kept; resume with cortex-finetune resume " .. job_id .. ")")
+  return job_id
+end
+
+function M.gpu()
+  local info = M.call("cortex/systemInfo")
+  M.notify(string.format("Backend: %s (%s)\nMemory: %s available of %s\nBLAS: %s\nCortex home: %s", info.backend,
+    info.device, format.bytes(info.memory.availableBytes), format.bytes(info.memory.totalBytes),
+    (info.blas ~= vim.NIL and info.blas) and info.blas.name or "none (slow reference BLAS)", info.cortexHome))
+  return info
+end
+
+function M.finetune(opts)
+  return require("cortex.wizard").run(opts or {})
+end
+
+function M.setup(opts)
+  M.config = vim.tbl_deep_extend("force", M.config, opts or {})
+  M.config.model_dirs = vim.tbl_map(function(d) return vim.fn.expand(d) end, M.config.model_dirs or {})
+  if M.config.cortex_home then M.config.cortex_home = vim.fn.expand(M.config.cortex_home) end
+  if vim.filetype and vim.filetype.add then pcall(vim.filetype.add, { extension = { jsonl = "jsonl" } }) end
+  local group = vim.api.nvim_create_augroup("cortex", { clear = true })
+  vim.api.nvim_create_autocmd({ "BufReadPost", "BufNewFile" }, {
+    group = group, pattern = M.config.patterns,
+    callback = function(args) M.attach(args.buf) end,
+  })
+  local command = function(name, fn, nargs, desc)
+    vim.api.nvim_create_user_command(name, function(args) M.run(function() fn(args.args) end) end,
+      { nargs = nargs, desc = desc, complete = nargs == "?" and "file" or nil })
+  end
+  command("CortexFinetune", function() M.finetune() end, 0, "Fine-tune a model (guided wizard)")
+  command("CortexValidate", M.validate, "?", "Validate the current buffer or a dataset file")
+  command("CortexModels", M.models, 0, "List the models cortex-rpc can see")
+  command("CortexCancel", M.cancel, "?", "Cancel a running training job")
+  command("CortexGpu", M.gpu, 0, "Backend, memory and BLAS (cortex/systemInfo)")
+  -- Attach buffers that were already open.
+  for _, bufnr in ipairs(vim.api.nvim_list_bufs()) do
+    local name = vim.api.nvim_buf_get_name(bufnr)
+    if vim.api.nvim_buf_is_loaded(bufnr) and name:match("%.jsonl$") then M.attach(bufnr) end
+  end
+end
+
+return M

@@ -1,0 +1,251 @@
+-- Headless tests of cortex.nvim against the real server (plain Lua, no plenary).
+-- Run by ../run-tests.sh: nvim --headless -u NONE -c "luafile tests/test_cortex.lua"
+local root = assert(os.getenv("CORTEX_NVIM_ROOT"), "CORTEX_NVIM_ROOT")
+local dir = assert(os.getenv("CORTEX_TEST_DIR"), "CORTEX_TEST_DIR")
+local server = assert(os.getenv("CORTEX_RPC"), "CORTEX_RPC")
+local capture = os.getenv("CORTEX_CAPTURE")
+vim.opt.runtimepath:prepend(root)
+vim.opt.swapfile = false
+
+local function out(text) io.stdout:write(text .. "\n") end
+local passed, failed = 0, 0
+local function test(name, fn)
+  local ok, err = xpcall(fn, debug.traceback)
+  if ok then
+    passed = passed + 1
+    out("ok - " .. name)
+  else
+    failed = failed + 1
+    out("not ok - " .. name .. "\n" .. tostring(err))
+  end
+end
+local function eq(actual, expected, what)
+  if not vim.deep_equal(actual, expected) then
+    error(string.format("%s: expected %s, got %s", what or "value", vim.inspect(expected), vim.inspect(actual)), 2)
+  end
+end
+local function wait_for(what, ms, cond)
+  if not vim.wait(ms, cond, 50) then error("timed out waiting for " .. what, 2) end
+end
+
+-- Record notifications instead of printing them.
+local notes = {}
+vim.notify = function(message, level) table.insert(notes, { message = message, level = level or vim.log.levels.INFO }) end
+local function noted(pattern)
+  for _, n in ipairs(notes) do if n.message:find(pattern) then return n end end
+end
+
+-- Scripted vim.ui: answers by step (select: opts.kind "cortex.<step>", input: opts.cortex_step).
+local DEFAULT = {}
+local script, asked = {}, {}
+local function answer(step)
+  table.insert(asked, step)
+  local queue = script[step]
+  if not queue or #queue == 0 then error("unscripted step " .. step .. " after " .. table.concat(asked, ","), 0) end
+  return table.remove(queue, 1)
+end
+vim.ui.select = function(items, opts, on_choice)
+  local step = (opts.kind or ""):gsub("^cortex%.", "")
+  local want = answer(step)
+  for i, item in ipairs(items) do
+    if (type(want) == "function" and want(item)) or item == want or (type(item) == "table" and item.value == want) then
+      return on_choice(item, i)
+    end
+  end
+  error("step " .. step .. ": no item matches " .. vim.inspect(want), 0)
+end
+vim.ui.input = function(opts, on_confirm)
+  local want = answer(opts.cortex_step)
+  on_confirm(want == DEFAULT and opts.default or want)
+end
+
+local cortex = require("cortex")
+local wizard = require("cortex.wizard")
+cortex.setup({ cmd = { server }, model_dirs = { dir .. "/models" }, cortex_home = dir .. "/home", progress_interval_ms = 0 })
+local model_path = dir .. "/models/tiny-llama"
+
+local function run_wizard(answers, timeout)
+  script, asked, notes = answers, {}, {}
+  wizard.last = nil
+  cortex.last_error = nil
+  vim.cmd("CortexFinetune")
+  wait_for("the wizard", timeout or 120000, function()
+    return cortex.last_error ~= nil or (wizard.last ~= nil and wizard.last.result ~= nil)
+  end)
+  if cortex.last_error then error(cortex.last_error, 0) end
+  return wizard.last
+end
+
+local function codes(diagnostics)
+  local list = {}
+  for _, d in ipairs(diagnostics) do
+    if d.severity == vim.diagnostic.severity.ERROR then table.insert(list, { d.lnum, d.code }) end
+  end
+  table.sort(list, function(a, b) return a[1] < b[1] end)
+  return list
+end
+
+test("a broken JSONL buffer gets native diagnostics with lines and codes", function()
+  vim.cmd("edit " .. dir .. "/broken.jsonl")
+  local buf = vim.api.nvim_get_current_buf()
+  wait_for("diagnostics", 20000, function() return #vim.diagnostic.get(buf) > 0 end)
+  eq(#vim.lsp.buf_get_clients(buf), 1, "clients attached")
+  eq(codes(vim.diagnostic.get(buf)), { { 1, "missing-field" }, { 2, "json-syntax" }, { 3, "empty-field" } }, "errors")
+  if capture then
+    local lines = { "$ nvim broken.jsonl   (vim.diagnostic.get, Neovim " .. tostring(vim.version().major) .. "." ..
+      tostring(vim.version().minor) .. "." .. tostring(vim.version().patch) .. ")" }
+    local diagnostics = vim.diagnostic.get(buf)
+    table.sort(diagnostics, function(a, b) return a.lnum < b.lnum end)
+    for _, d in ipairs(diagnostics) do
+      table.insert(lines, string.format("broken.jsonl:%d:%d: %s [%s] %s", d.lnum + 1, d.col + 1,
+        ({ "E", "W", "I", "H" })[d.severity], d.code, d.message))
+    end
+    vim.fn.writefile(lines, capture)
+  end
+end)
+
+test("editing the buffer updates the diagnostics (incremental sync)", function()
+  local buf = vim.api.nvim_get_current_buf()
+  vim.api.nvim_buf_set_lines(buf, 2, 3, false, { '{"prompt": "Fixed", "response": "Now valid."}' })
+  wait_for("updated diagnostics", 20000, function()
+    return vim.deep_equal(codes(vim.diagnostic.get(buf)), { { 1, "missing-field" }, { 3, "empty-field" } })
+  end)
+end)
+
+test("hover on a record answers from the server", function()
+  local buf = vim.api.nvim_get_current_buf()
+  local responses = vim.lsp.buf_request_sync(buf, "textDocument/hover",
+    { textDocument = { uri = vim.uri_from_bufnr(buf) }, position = { line = 1, character = 3 } }, 10000)
+  local contents
+  for _, response in pairs(responses or {}) do contents = response.result and response.result.contents end
+  assert(contents ~= nil and vim.inspect(contents):len() > 4, "hover: " .. vim.inspect(responses))
+end)
+
+test(":CortexValidate fills the quickfix list and notifies", function()
+  notes = {}
+  cortex.last_validation = nil
+  vim.cmd("CortexValidate")
+  wait_for("validation", 20000, function() return cortex.last_validation ~= nil end)
+  local qf = vim.fn.getqflist()
+  local errors = vim.tbl_filter(function(i) return i.type == "E" end, qf)
+  eq(vim.tbl_map(function(i) return i.lnum end, errors), { 2, 4 }, "quickfix lines")
+  assert(errors[1].text:find("^%[missing%-field%]"), errors[1].text)
+  assert(noted("Dataset has 2 error"), vim.inspect(notes))
+  -- A path argument validates the file on disk (the original, with the JSON error).
+  cortex.last_validation = nil
+  vim.cmd("CortexValidate " .. dir .. "/broken.jsonl")
+  wait_for("validation", 20000, function() return cortex.last_validation ~= nil end)
+  assert(noted("broken.jsonl:3:1: error %[json%-syntax%]"), vim.inspect(notes))
+  cortex.last_validation = nil
+  vim.cmd("CortexValidate " .. dir .. "/good.jsonl")
+  wait_for("validation", 20000, function() return cortex.last_validation ~= nil end)
+  assert(noted("✓ Dataset validated: 6 examples"), vim.inspect(notes))
+end)
+
+test(":CortexFinetune: sample data, Quick preset, progress, result, Try it", function()
+  local state = run_wizard({
+    model = { function(m) return m.path == model_path end },
+    dataOption = { "sample" },
+    preset = { "quick" },
+    name = { DEFAULT },
+    confirm = { "Yes" },
+    tryIt = { "Yes" },
+    chatPrompt = { "What is Python?", "" },
+  })
+  eq(state.result, "completed", "result " .. vim.inspect(state.error) .. vim.inspect(notes))
+  eq(state.name, "tiny-llama-custom", "suggested name")
+  assert(noted("✓ Dataset validated: %d+ examples"), "validated")
+  assert(noted("Smart Configuration detected"), "detected")
+  assert(noted("Config source: Smart Quick"), "summary")
+  assert(noted("Estimated time: ~"), "estimate")
+  assert(noted("tiny%-llama%-custom: Epoch %d/%d | step %d+/%d+ | Loss"), "progress " .. vim.inspect(notes))
+  assert(noted("tiny%-llama%-custom: Completed"), "completed")
+  assert(noted("✓ Fine%-tuning completed!"), "result")
+  eq(vim.fn.filereadable(dir .. "/home/mlx_models/tiny-llama-custom/fine-tuned.marker"), 1, "marker")
+  eq(#state.replies, 1, "one reply")
+  assert(cortex.statusline():find("^Cortex:"), cortex.statusline())
+end)
+
+test(":CortexFinetune: create data (warned under 5), Expert with a rejected value, bad names re-asked", function()
+  local expert = {}
+  for _, f in ipairs(wizard.EXPERT_FIELDS) do expert["expert." .. f[1]] = { DEFAULT } end
+  expert["expert.epochs"] = { "1" }
+  expert["expert.loraRank"] = { "-3", "4" }
+  local answers = vim.tbl_extend("error", expert, {
+    model = { function(m) return m.path == model_path end },
+    dataOption = { "create" },
+    createPath = { dir .. "/made.jsonl" },
+    examplePrompt = { "What is Python?", "What is MLX?", "done", "What is LoRA?", "What is JSONL?", "What is a GPU?", "done" },
+    exampleResponse = { "A language.", "An array framework.", "Low-rank adapters.", "One JSON per line.", "A graphics chip." },
+    addMore = { "Yes" },
+    preset = { "expert" },
+    name = { "../escape", "tiny-expert" },
+    confirm = { "Yes" },
+    tryIt = { "No" },
+  })
+  local state = run_wizard(answers)
+  eq(state.result, "completed", "result " .. vim.inspect(notes))
+  eq(#vim.fn.readfile(dir .. "/made.jsonl"), 5, "examples written")
+  eq(state.overrides, { epochs = 1, loraRank = 4 }, "overrides")
+  assert(noted("loraRank"), "server refused -3")
+  assert(noted("Use a plain name"), "bad name refused")
+  eq(state.name, "tiny-expert", "name")
+end)
+
+test("a broken file is refused, then the sample; declining the summary starts nothing", function()
+  local state = run_wizard({
+    model = { function(m) return m.path == model_path end },
+    dataOption = { "file", "sample" },
+    datasetPath = { dir .. "/broken.jsonl" },
+    preset = { "balanced" },
+    name = { DEFAULT },
+    confirm = { "No" },
+  })
+  eq(state.result, "not-started", "result")
+  assert(noted("Dataset has 3 error"), vim.inspect(notes))
+  assert(noted("broken.jsonl:2:1: error %[missing%-field%]"), "line numbers")
+  eq(state.name, "tiny-llama-custom-2", "suggestion avoids the existing name")
+end)
+
+test(":CortexModels lists base and fine-tuned models", function()
+  local seen
+  script = { models = { function(m) seen = seen or {}; table.insert(seen, m.name); return m.name == "tiny-llama" end } }
+  notes = {}
+  vim.cmd("CortexModels")
+  wait_for("inspect", 20000, function() return noted("tiny%-llama: llama") ~= nil end)
+  assert(vim.tbl_contains(seen, "tiny-llama"), vim.inspect(seen))
+end)
+
+test(":CortexCancel cancels a running job", function()
+  local expert = {}
+  for _, f in ipairs(wizard.EXPERT_FIELDS) do expert["expert." .. f[1]] = { DEFAULT } end
+  expert["expert.epochs"] = { "400" }
+  script = vim.tbl_extend("error", expert, {
+    model = { function(m) return m.path == model_path end },
+    dataOption = { "sample" }, preset = { "expert" }, name = { "tiny-long" }, confirm = { "Yes" },
+  })
+  asked, notes, wizard.last, cortex.last_error = {}, {}, nil, nil
+  vim.cmd("CortexFinetune")
+  wait_for("the job to run", 60000, function()
+    local s = wizard.last
+    local job = s and s.job_id and cortex.jobs[s.job_id]
+    return job ~= nil and job.state == "running" and (job.iteration or 0) > 0
+  end)
+  vim.cmd("CortexCancel")
+  wait_for("the wizard to end", 60000, function() return wizard.last.result ~= nil end)
+  eq(wizard.last.result, "cancelled", "result")
+  assert(noted("Cancelling "), vim.inspect(notes))
+end)
+
+test(":CortexGpu shows the backend", function()
+  notes = {}
+  vim.cmd("CortexGpu")
+  wait_for("systemInfo", 30000, function() return noted("^Backend: ") ~= nil end)
+end)
+
+out(string.format("# neovim %s: %d passed, %d failed", tostring(vim.version().major) .. "." .. tostring(vim.version().minor) .. "." ..
+  tostring(vim.version().patch), passed, failed))
+-- Stop the server cleanly, then leave with the right status.
+for _, client in ipairs(vim.lsp.get_active_clients()) do client.stop() end
+vim.wait(3000, function() return #vim.lsp.get_active_clients() == 0 end, 50)
+if failed > 0 then vim.cmd("cquit 1") else vim.cmd("qall!") end

@@ -1,0 +1,200 @@
+// Human-readable text for models, datasets, configs and progress: the same numbers the
+// terminal wizard shows (cortex_rpc/units.py). This module must not import `vscode`.
+
+import type { Diagnostic, ModelEntry, Proposal, SystemInfo, TrainingProgress, ValidationReport } from "./types";
+
+/** `7.2B` / `3.5M` / `140K`. */
+export function humanParams(count: number | null | undefined): string {
+  if (!count) return "?";
+  for (const [unit, scale] of [["T", 1e12], ["B", 1e9], ["M", 1e6]] as const) {
+    if (count >= scale) return `${(count / scale).toFixed(1)}${unit}`;
+  }
+  return `${Math.round(count / 1e3)}K`;
+}
+
+/** `2.3 MB` (decimal units, as the guide shows). */
+export function humanBytes(size: number | null | undefined): string {
+  if (size === null || size === undefined) return "?";
+  if (Math.abs(size) < 1000) return `${Math.trunc(size)} B`;
+  let value = size;
+  let unit = "KB";
+  for (unit of ["KB", "MB", "GB", "TB"]) {
+    value /= 1000;
+    if (Math.abs(value) < 1000 || unit === "TB") break;
+  }
+  return `${value.toFixed(1)} ${unit}`;
+}
+
+/** `1h 02m`, `3m 05s` or `42s`. */
+export function humanDuration(seconds: number): string {
+  const total = Math.max(0, Math.round(seconds));
+  const hours = Math.floor(total / 3600);
+  const minutes = Math.floor((total % 3600) / 60);
+  const secs = total % 60;
+  const pad = (n: number) => String(n).padStart(2, "0");
+  if (hours) return `${hours}h ${pad(minutes)}m`;
+  if (minutes) return `${minutes}m ${pad(secs)}s`;
+  return `${secs}s`;
+}
+
+/** Like Python's `{:g}`: 0.0001 -> `1e-4`, 3 -> `3`, 0.5 -> `0.5`. */
+export function shortNumber(value: number): string {
+  if (value !== 0 && Math.abs(value) < 1e-3) {
+    const [mantissa, exponent] = value.toExponential().split("e");
+    return `${Number(mantissa).toPrecision(6).replace(/\.?0+$/, "")}e${Number(exponent)}`;
+  }
+  return String(Number(value.toPrecision(6)));
+}
+
+export function capitalize(text: string | null | undefined): string {
+  if (!text) return "?";
+  return text[0].toUpperCase() + text.slice(1);
+}
+
+/** One line per model for pickers: name, category, parameters, size. */
+export function modelDescription(model: ModelEntry): string {
+  if (model.error) return `unreadable: ${model.error}`;
+  const parts = [capitalize(model.category ?? undefined), `${humanParams(model.parameters)} params`, humanBytes(model.sizeBytes)];
+  if (model.kind === "fine-tuned" || model.fineTuned) parts.push("fine-tuned");
+  return parts.join(" · ");
+}
+
+/** `Epoch 2/4`, 1-based and clamped, from a progress event (epochs may be fractional). */
+export function epochText(event: TrainingProgress): string | undefined {
+  if (!event.totalEpochs) return undefined;
+  const total = Math.max(1, Math.ceil(event.totalEpochs - 1e-9));
+  const current = Math.min(total, Math.max(1, Math.ceil(event.epoch ?? 0)));
+  return `Epoch ${current}/${total}`;
+}
+
+/** The live line: `Epoch 1/2 | step 5/18 | Loss 6.8356 | Val 7.1057 | 9534 tok/s | ETA 3s`. */
+export function progressLine(event: TrainingProgress): string {
+  if (event.state !== "running") return event.message ?? capitalize(event.state);
+  const parts: string[] = [];
+  const epoch = epochText(event);
+  if (epoch) parts.push(epoch);
+  if (event.totalIterations) parts.push(`step ${event.iteration ?? 0}/${event.totalIterations}`);
+  if (event.trainLoss !== undefined && event.trainLoss !== null) parts.push(`Loss ${event.trainLoss.toFixed(4)}`);
+  if (event.valLoss !== undefined && event.valLoss !== null) parts.push(`Val ${event.valLoss.toFixed(4)}`);
+  if (event.tokensPerSecond) parts.push(`${Math.round(event.tokensPerSecond)} tok/s`);
+  if (event.etaSeconds !== undefined && event.etaSeconds !== null) parts.push(`ETA ${humanDuration(event.etaSeconds)}`);
+  if (event.peakMemoryBytes) parts.push(`mem ${humanBytes(event.peakMemoryBytes)}`);
+  return parts.join(" | ") || event.message || "Training";
+}
+
+/** Percent done (0-100) or undefined when the total is unknown. */
+export function progressPercent(event: TrainingProgress): number | undefined {
+  if (!event.totalIterations) return undefined;
+  return Math.min(100, Math.floor((100 * (event.iteration ?? 0)) / event.totalIterations));
+}
+
+/** The status bar text for a job: `Cortex: Epoch 1/2 · loss 6.836`. */
+export function statusBarText(event: TrainingProgress): string {
+  const name = event.outputName ? `${event.outputName} ` : "";
+  if (event.state === "queued") return `Cortex: ${name}queued`;
+  if (event.state !== "running") return `Cortex: ${name}${event.state}`;
+  const parts = [epochText(event), event.trainLoss !== undefined ? `loss ${event.trainLoss.toFixed(3)}` : undefined];
+  return `Cortex: ${parts.filter(Boolean).join(" · ") || "starting"}`;
+}
+
+const SEVERITY = ["", "error", "warning", "info", "hint"];
+
+/** `data.jsonl:3:1: error [json-syntax] Invalid JSON ...` (1-based line and column). */
+export function diagnosticLine(file: string, diagnostic: Diagnostic): string {
+  const { line, character } = diagnostic.range.start;
+  const severity = SEVERITY[diagnostic.severity ?? 1] ?? "error";
+  return `${file}:${line + 1}:${character + 1}: ${severity} [${diagnostic.code ?? "?"}] ${diagnostic.message}`;
+}
+
+export interface ValidationSummary { ok: boolean; errors: number; warnings: number; headline: string; lines: string[] }
+
+/** The wizard's verdict: `Dataset validated: N examples`, or the problems with line numbers. */
+export function summarizeValidation(file: string, report: ValidationReport, limit = 20): ValidationSummary {
+  const errors = report.diagnostics.filter((d) => (d.severity ?? 1) === 1).length;
+  const warnings = report.diagnostics.filter((d) => d.severity === 2).length;
+  const ok = report.ok && errors === 0;
+  const lines = report.diagnostics.slice(0, limit).map((d) => diagnosticLine(file, d));
+  const total = report.total ?? report.diagnostics.length;
+  if (total > limit) lines.push(`... and ${total - limit} more`);
+  const headline = ok
+    ? `Dataset validated: ${report.examples} examples${warnings ? ` (${warnings} warning${warnings > 1 ? "s" : ""})` : ""}`
+    : `Dataset has ${errors} error${errors === 1 ? "" : "s"}: ${report.diagnostics.find((d) => (d.severity ?? 1) === 1)?.message ?? "see the log"}`;
+  return { ok, errors, warnings, headline, lines };
+}
+
+/** The guide's "Smart Configuration detected" lines. */
+export function detectedLines(proposal: Proposal): string[] {
+  const model = proposal.model;
+  const data = proposal.dataset;
+  return [
+    `Model: ${capitalize(model.category)} (${humanParams(model.parameters)} params, ${humanBytes(model.sizeBytes)})`,
+    `Dataset: ${capitalize(data?.sizeClass)} (${data?.examples ?? "?"} examples)`,
+    `Task type: ${capitalize(data?.taskType)}`,
+  ];
+}
+
+/** One-line gist of a proposal for a preset picker: `3 epochs · lr 1e-3 · rank 8 · ~5s`. */
+export function proposalGist(proposal: Proposal): string {
+  const c = proposal.config;
+  const parts = [`${shortNumber(c.epochs)} epochs`, `lr ${shortNumber(c.learningRate)}`, `rank ${c.loraRank}`];
+  if (c.quantizationBits) parts.push(`${c.quantizationBits}-bit`);
+  if (proposal.estimate?.seconds !== undefined) parts.push(`~${humanDuration(proposal.estimate.seconds)}`);
+  return parts.join(" · ");
+}
+
+export interface SummaryInput { baseModel: string; outputName: string; datasetPath: string; examples: number; preset: string; proposal: Proposal }
+
+/** The guide's Training Summary block, as lines. */
+export function trainingSummary(input: SummaryInput): string[] {
+  const { proposal } = input;
+  const c = proposal.config;
+  const file = input.datasetPath.split(/[\\/]/).pop();
+  let batch = `${c.batchSize}`;
+  if ((c.gradAccumulationSteps ?? 1) > 1) batch += ` (x${c.gradAccumulationSteps} acc.)`;
+  const rows: [string, string][] = [
+    ["Base model", input.baseModel],
+    ["Output model", input.outputName],
+    ["Dataset", `${file} (${input.examples} examples)`],
+    ["", ""],
+    ["Model size", `${capitalize(proposal.model.category)} (${humanParams(proposal.model.parameters)} params)`],
+    ["Task type", capitalize(proposal.dataset?.taskType)],
+    ["Config source", `Smart ${capitalize(input.preset)}`],
+    ["", ""],
+    ["Epochs", `${shortNumber(c.epochs)} (${c.iterations} iterations)`],
+    ["Learning rate", shortNumber(c.learningRate)],
+    ["LoRA rank", String(c.loraRank)],
+    ["Batch size", batch],
+  ];
+  if (c.quantizationBits) rows.push(["Quantization", `${c.quantizationBits}-bit (QLoRA)`]);
+  const lines = rows.map(([label, value]) => (label ? `${(label + ":").padEnd(15)}${value}` : ""));
+  if (proposal.estimate?.seconds !== undefined) lines.push("", `Estimated time: ~${humanDuration(proposal.estimate.seconds)}`);
+  if (proposal.fitsInMemory === false) lines.push("Warning: this configuration may not fit in memory.");
+  return lines;
+}
+
+/** The result block after a completed job. */
+export function resultLines(event: TrainingProgress, baseModel: string, basePath: string): string[] {
+  const path = event.outputPath ?? "?";
+  return [
+    "Fine-tuning completed!",
+    `Model saved to: ${path}`,
+    "To load your fine-tuned model:",
+    `  cortex-finetune chat ${event.outputName ?? ""}`.trimEnd(),
+    `  python -c "from mlx_lm import load; load('${basePath}', adapter_path='${path}')"`,
+    `LoRA adapter size: ${humanBytes(event.adapterBytes)}`,
+    `Base model: ${baseModel}`,
+  ];
+}
+
+/** `/gpu`-style lines for cortex/systemInfo. */
+export function systemInfoLines(info: SystemInfo): string[] {
+  const lines = [
+    `Backend: ${info.backend} (${info.device})`,
+    `Memory: ${humanBytes(info.memory?.availableBytes)} available of ${humanBytes(info.memory?.totalBytes)}`,
+    `BLAS: ${info.blas ? `${info.blas.name}${info.blas.path ? ` (${info.blas.path})` : ""}` : "none found (slow reference BLAS)"}`,
+    `Versions: ${Object.entries(info.versions ?? {}).map(([k, v]) => `${k} ${v}`).join(", ")}`,
+    `Cortex home: ${info.cortexHome}`,
+  ];
+  for (const warning of info.warnings ?? []) lines.push(`Warning: ${warning}`);
+  return lines;
+}

@@ -1,0 +1,145 @@
+// Wire shapes of the cortex-rpc methods this extension uses (see docs/protocol.md).
+// Only the fields the clients read are typed; the server may send more.
+
+export interface Position { line: number; character: number }
+export interface Range { start: Position; end: Position }
+
+/** An LSP Diagnostic as cortex-rpc sends it: `code` is a stable string such as `json-syntax`. */
+export interface Diagnostic {
+  range: Range;
+  severity?: 1 | 2 | 3 | 4;
+  code?: string;
+  source?: string;
+  message: string;
+  data?: Record<string, unknown>;
+}
+
+export interface SystemInfo {
+  backend: string;
+  device: string;
+  memory: { totalBytes: number; availableBytes: number };
+  blas: { name: string; path?: string } | null;
+  versions: Record<string, string>;
+  cortexHome: string;
+  warnings?: string[];
+}
+
+export interface ModelEntry {
+  name: string;
+  path: string;
+  kind?: "base" | "fine-tuned";
+  source?: string;
+  category?: string | null;
+  parameters?: number | null;
+  sizeBytes?: number | null;
+  quantizationBits?: number | null;
+  fineTuned?: boolean;
+  baseModel?: string;
+  adapterBytes?: number;
+  error?: string;
+}
+
+export interface ModelInfo extends ModelEntry {
+  architecture?: string;
+  parameterSource?: string;
+  dtype?: string;
+  numLayers?: number;
+  contextLength?: number;
+  recommendedQuantizationBits?: number | null;
+}
+
+export type Preset = "quick" | "balanced" | "quality" | "expert";
+
+export interface TrainingConfig {
+  fineTuneType: string;
+  epochs: number;
+  iterations: number;
+  learningRate: number;
+  loraRank: number;
+  loraAlpha: number;
+  loraDropout: number;
+  numLayers: number;
+  batchSize: number;
+  gradAccumulationSteps: number;
+  maxSeqLength: number;
+  quantizationBits: number | null;
+  gradCheckpoint: boolean;
+  seed: number;
+  [field: string]: unknown;
+}
+
+export interface Estimate { seconds: number; peakMemoryBytes?: number; tokens?: number; basis?: string }
+
+export interface Proposal {
+  preset: Preset;
+  config: TrainingConfig;
+  model: ModelInfo;
+  dataset?: { examples: number; sizeClass?: string; taskType?: string; meanChars?: number };
+  explanations: string[];
+  estimate?: Estimate | null;
+  fitsInMemory?: boolean;
+}
+
+export interface ValidationReport {
+  ok: boolean;
+  format: string;
+  shape?: string | null;
+  examples: number;
+  diagnostics: Diagnostic[];
+  total: number;
+  truncated: boolean;
+}
+
+export interface WrittenDataset { path: string; examples: number; warnings: string[] }
+
+export type JobState = "queued" | "running" | "completed" | "failed" | "cancelled" | "interrupted";
+export const TERMINAL_STATES: readonly JobState[] = ["completed", "failed", "cancelled", "interrupted"];
+
+export interface TrainingProgress {
+  jobId: string;
+  state: JobState;
+  event?: string;
+  outputName?: string;
+  iteration?: number;
+  totalIterations?: number;
+  epoch?: number;
+  totalEpochs?: number;
+  trainLoss?: number;
+  valLoss?: number;
+  learningRate?: number;
+  tokensPerSecond?: number;
+  etaSeconds?: number;
+  peakMemoryBytes?: number;
+  message?: string;
+  outputPath?: string;
+  adapterBytes?: number;
+  [field: string]: unknown;
+}
+
+export interface StartedJob {
+  jobId: string;
+  state: JobState;
+  outputPath: string;
+  config: TrainingConfig;
+  explanations?: string[];
+  estimate?: Estimate | null;
+}
+
+export interface JobEntry {
+  jobId: string;
+  state: JobState;
+  outputName: string;
+  outputPath?: string;
+  model?: string;
+  iteration?: number;
+  totalIterations?: number;
+  trainLoss?: number;
+  message?: string;
+  resumable?: boolean;
+  [field: string]: unknown;
+}
+
+export interface Generation { text: string; tokens: number; tokensPerSecond: number; finishReason?: string }
+
+/** `$/progress` values (LSP work-done progress). */
+export interface WorkDoneProgress { kind: "begin" | "report" | "end"; title?: string; message?: string; percentage?: number }
