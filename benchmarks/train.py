@@ -8,8 +8,9 @@ through each runner; each reports tokens per second over the iterations after th
     .venv/bin/python benchmarks/train.py --size 34m --iters 20 --skip-stock   # DESIGN.md's figure
     .venv/bin/python benchmarks/train.py --torch-python /path/to/venv/bin/python
 
-(c) drives cortex-rpc's job manager (``TrainingJobs``) and its worker process, i.e. everything
-the server does for ``cortex/train`` except the JSON-RPC framing.
+(c) is cortex-rpc end to end: a ``cortex-rpc`` server over stdio, ``cortex/startTraining`` on
+the sample file (prepared by the server into the same split the other runners use), tokens/s
+read from the ``cortex/trainingProgress`` notifications.
 """
 
 from __future__ import annotations
@@ -73,27 +74,29 @@ MLX_LM_RUNNER = textwrap.dedent(
 )
 
 
-def make_fixture(root: Path, size: str) -> tuple[Path, Path]:
-    """Generate the model and the chat data directory (20 train / 4 valid)."""
+def make_fixture(root: Path, size: str) -> tuple[Path, Path, Path]:
+    """Generate the model, and prepare the sample exactly as cortex-rpc does for a job.
+
+    Every runner trains on the same split: the one ``prepare_dataset`` makes (seed 0), which
+    is also what (c) gets when the server prepares the same file.
+    """
     from cortex_rpc.accel import preload_fast_blas
 
     preload_fast_blas()
+    from cortex_rpc.datasets import prepare_dataset
     from cortex_rpc.models.tiny import TinyModelSpec, generate_tiny_model
 
     model = generate_tiny_model(root / f"llama-{size}", TinyModelSpec(**SIZES[size]))
     sample = ROOT / "cortex_rpc" / "data" / "sample_dataset.jsonl"
-    chats = []
-    for line in sample.read_text().splitlines():
-        record = json.loads(line)
-        chats.append({"messages": [
-            {"role": "user", "content": record["prompt"]},
-            {"role": "assistant", "content": record["response"]},
-        ]})  # fmt: skip
     data = root / "data"
-    data.mkdir(exist_ok=True)
-    (data / "train.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats[:20]))
-    (data / "valid.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats[20:]))
-    return model, data
+    prepare_dataset(sample, data, seed=0)
+    # mlx_lm refuses a validation set smaller than the batch even when it never evaluates
+    # (steps-per-eval is out of reach here): pad valid.jsonl; train.jsonl stays identical.
+    valid = (data / "valid.jsonl").read_text().splitlines()
+    train = (data / "train.jsonl").read_text().splitlines()
+    padded = (valid + train)[: max(4, len(valid))]
+    (data / "valid.jsonl").write_text("".join(line + "\n" for line in padded))
+    return model, data, sample
 
 
 def params_of(model: Path) -> int:
@@ -147,25 +150,31 @@ def run_mlx_lm(model: Path, data: Path, args: argparse.Namespace, blas: bool, wo
     )  # fmt: skip
 
 
-def run_cortex(model: Path, data: Path, args: argparse.Namespace, work: Path) -> float:
-    """(c): cortex-rpc's job manager and worker process, as the server runs them."""
-    from cortex_rpc.config.training_config import TrainingConfig
-    from cortex_rpc.training.jobs import TrainingJobs
+def run_cortex(model: Path, sample: Path, args: argparse.Namespace, work: Path) -> float:
+    """(c): cortex-rpc end to end: a real server over stdio, startTraining, notifications."""
+    import asyncio
 
-    events: list[dict] = []
-    jobs = TrainingJobs(work / "cortex-home", events.append)
-    config = TrainingConfig(
-        iterations=args.iters, batch_size=4, num_layers=100, learning_rate=1e-4,
-        lora_rank=8, lora_alpha=16, max_seq_length=args.seq, seed=0,
-    )  # fmt: skip
-    job_id = jobs.start(
-        model, data, f"bench-{int(time.time())}", config, {},
-        {"stepsPerReport": 1, "stepsPerEval": 100000, "stepsPerCheckpoint": 100000,
-         "valBatches": 1, "maskPrompt": False, "loraKeys": LORA_KEYS},
-    )["jobId"]  # fmt: skip
-    job = jobs.wait(job_id)
-    if job["state"] != "completed":
-        raise RuntimeError(f"cortex job {job['state']}: {job['message']}")
+    from cortex_client import CortexClient
+
+    async def train() -> list[dict]:
+        env = dict(os.environ, CORTEX_HOME=str(work / "cortex-home"))
+        async with CortexClient(env=env) as client:
+            queue = client.subscribe("cortex/trainingProgress")
+            job = await client.request("cortex/startTraining", {
+                "model": str(model), "dataset": str(sample), "outputName": "bench",
+                "config": {"iterations": args.iters, "batchSize": 4,
+                           "numLayers": SIZES[args.size]["num_hidden_layers"],
+                           "learningRate": 1e-4, "loraRank": 8, "loraAlpha": 16,
+                           "maxSeqLength": args.seq, "seed": 0},
+                "options": {"stepsPerReport": 1, "stepsPerEval": 100000,
+                            "stepsPerCheckpoint": 100000, "valBatches": 1,
+                            "maskPrompt": False, "loraKeys": LORA_KEYS},
+            })  # fmt: skip
+            return [note async for note in client.training_progress(job["jobId"], queue)]
+
+    events = asyncio.run(train())
+    if events[-1]["state"] != "completed":
+        raise RuntimeError(f"cortex job {events[-1]['state']}: {events[-1].get('message')}")
     windows, previous = [], 0
     for event in events:
         if event["event"] == "progress":
@@ -253,15 +262,15 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="cortex-bench-") as tmp:
         work = Path(tmp)
-        model, data = make_fixture(work, args.size)
+        model, data, sample = make_fixture(work, args.size)
         print(f"model: generated Llama '{args.size}', {params_of(model) / 1e6:.1f}M parameters; "
               f"{args.iters} iterations, batch 4, max seq {args.seq}, LoRA r8 alpha16 on all "
-              f"linear layers of every block, 20 chat examples")  # fmt: skip
+              f"linear layers of every block, the sample's 22 training examples")  # fmt: skip
         results: dict[str, float | None] = {}
         labels = {
             "a": "(a) mlx_lm.lora, stock mlx[cpu] wheel",
             "b": "(b) mlx_lm.lora + OpenBLAS preloaded",
-            "c": "(c) cortex-rpc worker (TrainingJobs)",
+            "c": "(c) cortex-rpc over stdio (startTraining)",
             "d": "(d) torch + PEFT LoRA (CPU)",
         }
         for key in "abcd":
@@ -281,7 +290,7 @@ def main() -> int:
             elif key in "ab":
                 results[key] = run_mlx_lm(model, data, args, key == "b", work)
             else:
-                results[key] = run_cortex(model, data, args, work)
+                results[key] = run_cortex(model, sample, args, work)
             print(f"{labels[key]:<42} {results[key]:>10.0f} tok/s  "
                   f"(run {time.perf_counter() - tic:.0f} s)")  # fmt: skip
         c = results["c"]

@@ -583,7 +583,10 @@ def start_training(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
         config=params.get("config"),
         dataset_format=params.get("format"),
         model_dirs=ls.options.model_dirs,
-        options={"distributed": params["distributed"]} if params.get("distributed") else None,
+        options={
+            **params.get("options", {}),
+            **({"distributed": params["distributed"]} if params.get("distributed") else {}),
+        },
     )
     _begin_progress(ls, result["jobId"], params["outputName"], params.get("workDoneToken"))
     return result
