@@ -20,6 +20,7 @@ bench: setup
 	$(VENV)/bin/python benchmarks/inspect.py
 	$(VENV)/bin/python benchmarks/datasets.py
 	$(VENV)/bin/python benchmarks/train.py
+	$(VENV)/bin/python benchmarks/adapters.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
