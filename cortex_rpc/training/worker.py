@@ -513,6 +513,11 @@ class EventCallback:
         self.batch_size = batch_size
         self.examples = max(1, examples)
         self.epochs = epochs
+        # Epochs as configured (what the user chose and the summary showed); without a
+        # configured count, passes over the training split.
+        self.total_epochs = round(
+            epochs if epochs and epochs > 0 else total * batch_size / self.examples, 4
+        )
         self.val_loss: float | None = None
         self.train_loss: float | None = None
         self.started = time.monotonic()
@@ -525,7 +530,7 @@ class EventCallback:
             self.history.append(iteration=int(info["iteration"]), valLoss=self.val_loss)
 
     def on_train_loss_report(self, info: dict) -> None:
-        """Emit one progress event (epochs = iteration * batch / examples)."""
+        """Emit one progress event (epoch = iteration / total x configured epochs)."""
         it = int(info["iteration"])
         if self.first_iteration is None:
             self.first_iteration = it - 1
@@ -539,8 +544,8 @@ class EventCallback:
             "progress",
             iteration=it,
             totalIterations=self.total,
-            epoch=round(it * self.batch_size / self.examples, 4),
-            totalEpochs=round(self.total * self.batch_size / self.examples, 4),
+            epoch=round(it / self.total * self.total_epochs, 4),
+            totalEpochs=self.total_epochs,
             trainLoss=self.train_loss,
             valLoss=self.val_loss,
             learningRate=float(info["learning_rate"]),

@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("directory", type=Path)
     chat = _sub(commands, "chat", help="chat with a (fine-tuned) model")
     chat.add_argument("model_name", metavar="MODEL")
+    compare = _sub(commands, "compare", help="answer prompts with a base and its adapters")
+    compare.add_argument("base_model", metavar="BASE")
+    compare.add_argument("adapters", metavar="ADAPTER", nargs="*",
+                         help="fine-tuned models of BASE (default: all of them)")
+    compare.add_argument("--prompt", dest="prompts", action="append", required=True)
     resume = _sub(commands, "resume", help="resume a cancelled or interrupted job")
     resume.add_argument("job_id", metavar="JOB")
     cancel = _sub(commands, "cancel", help="cancel a running job")
@@ -250,6 +255,29 @@ async def run_batch(client: CortexClient, term: Terminal, args: argparse.Namespa
     return 1 if failures else 0
 
 
+async def run_compare(client: CortexClient, term: Terminal, args: argparse.Namespace) -> int:
+    """Show the base's and each adapter's answer to the same prompts side by side."""
+    from rich.table import Table
+
+    adapters = args.adapters or [
+        a["name"] for a in (await client.request(
+            "cortex/listAdapters", {"baseModel": args.base_model}))["adapters"]
+    ]
+    if not adapters:
+        term.say(f"No fine-tuned models of {args.base_model} yet.")
+        return 1
+    result = await client.request("cortex/compareAdapters", {
+        "baseModel": args.base_model, "adapters": adapters, "prompts": args.prompts})
+    term.event("comparison", **result)
+    if term.json_mode:
+        return 0
+    table = Table("Prompt", *[o["model"] for o in result["rows"][0]["outputs"]], show_lines=True)
+    for row in result["rows"]:
+        table.add_row(row["prompt"], *[o["text"].strip() for o in row["outputs"]])
+    term.rich(table)
+    return 0
+
+
 async def run_resume(client: CortexClient, term: Terminal, job_id: str) -> int:
     queue = client.subscribe("cortex/trainingProgress")
     job = await client.resume_training(job_id)
@@ -277,6 +305,8 @@ async def main_async(args: argparse.Namespace) -> int:
             if args.command == "chat":
                 await chat_loop(client, term, args.model_name, list(args.chat))
                 return 0
+            if args.command == "compare":
+                return await run_compare(client, term, args)
             if args.command == "resume":
                 return await run_resume(client, term, args.job_id)
             if args.command == "cancel":
