@@ -597,7 +597,12 @@ class TrainingJobs:
         else:
             how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
             tail = log_tail(self._job_dir(job_id) / "worker.log")
-            changes = {"state": "failed", "message": f"The worker stopped ({how}). {tail}".strip()}
+            hint = ""
+            if returncode == -signal.SIGKILL and not cancel_requested:
+                # Nobody here sent it: on Linux that is usually the kernel's OOM killer.
+                hint = " If the system ran out of memory, try a smaller batch or 4-bit."
+            message = f"The worker stopped ({how}).{hint} {tail}".strip()
+            changes = {"state": "failed", "message": message}
             extra = {"code": "worker-crashed"}
         changes["returnCode"] = returncode
         status = self._update_status(job_id, **changes)

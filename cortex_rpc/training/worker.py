@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -690,6 +691,25 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> dict:
     return result
 
 
+_OOM_PATTERN = re.compile(
+    r"out of memory|insufficient memory|failed to allocate|\[metal::malloc\]|std::bad_alloc",
+    re.IGNORECASE,
+)
+OOM_ADVICE = (
+    "Training ran out of memory. Try the Quick preset, 4-bit quantization "
+    "(quantizationBits: 4), a smaller batchSize or maxSeqLength, or gradCheckpoint: true; "
+    "close other applications."
+)
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """Return the (data.code, message) a client shows for an unexpected training error."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError) or _OOM_PATTERN.search(str(exc)):
+        return "out-of-memory", f"{OOM_ADVICE} ({text})"
+    return "training-failed", text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one job; exit 0 on done or cancelled, 1 on error (after an ``error`` event)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -715,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:  # noqa: BLE001 - every failure must reach the client as an event
         traceback.print_exc()
-        events.emit("error", code="training-failed", message=f"{type(exc).__name__}: {exc}")
+        code, message = describe_failure(exc)
+        events.emit("error", code=code, message=message)
         return 1
     if result:
         events.emit("done", **result)

@@ -36,3 +36,12 @@ def test_units():
     assert human_bytes(14.5e9) == "14.5 GB"
     assert human_duration(42) == "42s"
     assert human_duration(3725) == "1h 02m"
+
+
+def test_memory_failures_get_advice():
+    from cortex_rpc.training.worker import describe_failure
+
+    code, message = describe_failure(RuntimeError("[metal::malloc] Attempting to allocate 9 GB"))
+    assert code == "out-of-memory" and "Quick preset" in message and "4-bit" in message
+    assert describe_failure(MemoryError())[0] == "out-of-memory"
+    assert describe_failure(ValueError("bad shape")) == ("training-failed", "ValueError: bad shape")
