@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -85,6 +86,10 @@ async def test_live_diagnostics(client, tmp_path):
     assert capabilities.hover_provider and capabilities.code_action_provider
 
     uri = (tmp_path / "data.jsonl").as_uri()
+    # Registered before the document opens: the summary follows the diagnostics at once.
+    summary_sent = asyncio.wrap_future(
+        client.protocol.wait_for_notification("cortex/datasetSummary")
+    )
     client.text_document_did_open(
         types.DidOpenTextDocumentParams(
             text_document=types.TextDocumentItem(
@@ -95,7 +100,7 @@ async def test_live_diagnostics(client, tmp_path):
     params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
     codes = {(d.code, d.range.start.line) for d in params.diagnostics}
     assert ("missing-field", 1) in codes and ("duplicate", 2) in codes
-    summary = await client.wait_for_notification("cortex/datasetSummary")
+    summary = await summary_sent
     assert summary.text == "3 examples · chat · 3 problems"
 
     hover = await client.text_document_hover_async(
