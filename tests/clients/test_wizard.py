@@ -235,3 +235,47 @@ def test_guide_scripting_api(cortex_home, tiny_model, sample_dataset_path):
     assert final["state"] == "completed"
     marker = json.loads((Path(final["outputPath"]) / "fine-tuned.marker").read_text())
     assert marker["config"]["loraRank"] == 4
+
+
+def test_ctrl_c_then_detach_lets_the_job_finish(wizard_env, cortex_home, tmp_path):
+    import time
+
+    child = spawn(["--sample", "--preset", "quick", "--name", "detached",
+                   "--set", "iterations=300", "--set", "maxSeqLength=128"],
+                  wizard_env, tmp_path)
+    pick_model(child)
+    child.expect_exact("Start fine-tuning? [Y/n]: ")
+    child.sendline("")
+    child.expect_exact("Loss:")
+    child.sendintr()
+    child.expect_exact("[c]ancel training")
+    child.sendline("d")
+    child.expect_exact("Detached: job")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    marker = cortex_home / "mlx_models" / "detached" / "fine-tuned.marker"
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the detached job did not finish"
+
+
+def test_batch_trains_one_model_per_dataset(wizard_env, cortex_home, tmp_path,
+                                            sample_dataset_path):
+    batch = tmp_path / "domains"
+    batch.mkdir()
+    lines = sample_dataset_path.read_text().splitlines()
+    (batch / "python.jsonl").write_text("\n".join(lines[:12]) + "\n")
+    (batch / "tools.jsonl").write_text("\n".join(lines[12:]) + "\n")
+    (batch / "notes.md").write_text("not a dataset")
+    done = subprocess.run(
+        WIZARD + ["batch", str(batch), "--model", "tiny-llama", "--preset", "quick", "--yes",
+                  *FAST],
+        env=wizard_env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Batch finished: 2 of 2 trained." in done.stdout
+    for name in ("tiny-llama-python", "tiny-llama-tools"):
+        assert (cortex_home / "mlx_models" / name / "fine-tuned.marker").exists()
