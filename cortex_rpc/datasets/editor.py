@@ -167,6 +167,23 @@ def _action(
     return action
 
 
+def _convert_to_chat(
+    doc: DatasetDocument, state: Any, diagnostic: dict[str, Any] | None, kind: str
+) -> dict[str, Any] | None:
+    """Return the action that rewrites a JSONL record in the chat shape, if it converts."""
+    record = to_chat_record(state)
+    if record is None:
+        return None
+    line = doc.lines[state.line].rstrip("\r")
+    edit = _edit(
+        doc,
+        (state.line, 0),
+        (state.line, col16(line, len(line))),
+        json.dumps(record, ensure_ascii=False),
+    )
+    return _action("Convert this record to the chat shape", edit, diagnostic, kind)
+
+
 def _remove_lines(doc: DatasetDocument, first: int, last: int) -> dict[str, Any]:
     if last + 1 < len(doc.lines):
         return _edit(doc, (first, 0), (last + 1, 0), "")
@@ -221,39 +238,16 @@ def code_actions(
             actions.append(_action(title, _edit(doc, start_pos, end_pos, ""), diagnostic))
         elif code == "mixed-shapes" and data.get("shape") == "chat" and doc.format == "jsonl":
             state = doc.state_at(start["line"])
-            record = to_chat_record(state) if state else None
-            if record is not None:
-                line = doc.lines[state.line].rstrip("\r")
-                actions.append(
-                    _action(
-                        "Convert this record to the chat shape",
-                        _edit(
-                            doc,
-                            (state.line, 0),
-                            (state.line, col16(line, len(line))),
-                            json.dumps(record, ensure_ascii=False),
-                        ),
-                        diagnostic,
-                    )
-                )
+            if state is not None:
+                action = _convert_to_chat(doc, state, diagnostic, "quickfix")
+                if action is not None:
+                    actions.append(action)
     if doc.format == "jsonl" and not any(a["title"].startswith("Convert") for a in actions):
         state = doc.state_at(range[0])
-        record = to_chat_record(state) if state is not None else None
-        if record is not None and not state.has_error:
-            line = doc.lines[state.line].rstrip("\r")
-            actions.append(
-                _action(
-                    "Convert this record to the chat shape",
-                    _edit(
-                        doc,
-                        (state.line, 0),
-                        (state.line, col16(line, len(line))),
-                        json.dumps(record, ensure_ascii=False),
-                    ),
-                    None,
-                    "refactor.rewrite",
-                )
-            )
+        if state is not None and not state.has_error:
+            action = _convert_to_chat(doc, state, None, "refactor.rewrite")
+            if action is not None:
+                actions.append(action)
     return actions
 
 

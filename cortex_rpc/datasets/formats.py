@@ -136,17 +136,7 @@ def _syntax_diagnostic(
         comma_column = column - (pos - back)
         comma_line = line
         if "\n" in text[back:pos]:  # the comma is on an earlier line (multi-line JSON)
-            index = LineIndex(text)
-            comma_line, comma_column = index.position(back)
-            return Diagnostic(
-                comma_line,
-                comma_column,
-                comma_line,
-                comma_column + 1,
-                "trailing-comma",
-                "Trailing comma: JSON allows no comma before a closing bracket; remove it",
-                {"fix": "remove-comma"},
-            )
+            comma_line, comma_column = LineIndex(text).position(back)
         return Diagnostic(
             comma_line,
             comma_column,
