@@ -179,16 +179,21 @@ def test_sample_dataset_with_quality_and_expert(wizard_env, cortex_home, tmp_pat
         assert marker["config"]["epochs"] == 2
 
 
-def test_ctrl_c_asks_then_cancels_keeping_the_checkpoint(wizard_env, cortex_home, tmp_path):
-    child = spawn(["--sample", "--preset", "quick", "--name", "stopped",
-                   "--set", "iterations=3000", "--set", "maxSeqLength=128"],
-                  wizard_env, tmp_path)
+def interrupt_training(env: dict[str, str], cwd: Path, name: str, iterations: int):
+    """Start a sample run and press Ctrl-C once it reports a loss; return at the question."""
+    child = spawn(["--sample", "--preset", "quick", "--name", name,
+                   "--set", f"iterations={iterations}", "--set", "maxSeqLength=128"], env, cwd)
     pick_model(child)
     child.expect_exact("Start fine-tuning? [Y/n]: ")
     child.sendline("")
     child.expect_exact("Loss:")
     child.sendintr()
     child.expect_exact("[c]ancel training")
+    return child
+
+
+def test_ctrl_c_asks_then_cancels_keeping_the_checkpoint(wizard_env, cortex_home, tmp_path):
+    child = interrupt_training(wizard_env, tmp_path, "stopped", iterations=3000)
     child.sendline("c")
     child.expect_exact("Training cancelled. Resume it with: cortex-finetune resume")
     child.expect(pexpect.EOF)
@@ -240,15 +245,7 @@ def test_guide_scripting_api(cortex_home, tiny_model, sample_dataset_path):
 def test_ctrl_c_then_detach_lets_the_job_finish(wizard_env, cortex_home, tmp_path):
     import time
 
-    child = spawn(["--sample", "--preset", "quick", "--name", "detached",
-                   "--set", "iterations=300", "--set", "maxSeqLength=128"],
-                  wizard_env, tmp_path)
-    pick_model(child)
-    child.expect_exact("Start fine-tuning? [Y/n]: ")
-    child.sendline("")
-    child.expect_exact("Loss:")
-    child.sendintr()
-    child.expect_exact("[c]ancel training")
+    child = interrupt_training(wizard_env, tmp_path, "detached", iterations=300)
     child.sendline("d")
     child.expect_exact("Detached: job")
     child.expect(pexpect.EOF)
