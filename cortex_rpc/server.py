@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import logging
 import sys
 import threading
@@ -51,6 +52,15 @@ _EXPECTED_CODES = {INVALID_PARAMS, APPLICATION_ERROR, METHOD_NOT_FOUND}
 logging.getLogger("pygls.protocol.json_rpc").addFilter(_ExpectedErrorFilter())
 
 Handler = Callable[["CortexServer", dict[str, Any]], Any]
+
+
+def file_error_message(error: OSError) -> str:
+    """Return ``reason: path`` with an absurdly long path cut short."""
+    name = str(error.filename) if error.filename is not None else ""
+    if len(name) > 200:
+        name = name[:200] + f"… ({len(name)} characters)"
+    reason = error.strerror or type(error).__name__
+    return f"{reason}: {name}" if name else reason
 
 
 class CortexProtocol(LanguageServerProtocol):
@@ -179,6 +189,13 @@ class CortexServer(LanguageServer):
                 except CortexError as error:
                     raise JsonRpcException(
                         code=error.rpc_code, message=error.message, data=error.data
+                    ) from error
+                except OSError as error:
+                    # A path the user gave that the OS refuses (too long, no permission, a
+                    # directory, disk full): an application error naming it, not a crash.
+                    raise JsonRpcException(
+                        code=APPLICATION_ERROR, message=file_error_message(error),
+                        data={"code": "file-error", "errno": errno.errorcode.get(error.errno)},
                     ) from error
                 finally:
                     ls.protocol.cancel_events.pop(msg_id, None)

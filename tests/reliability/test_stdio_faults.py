@@ -188,3 +188,18 @@ def test_hostile_output_names_are_invalid_params_and_write_nothing(
     created = _tree_snapshot(outside) - before
     assert not [p for p in created if not p.startswith(str(cortex_home))], created
     assert not (cortex_home / "jobs").exists() or not any((cortex_home / "jobs").iterdir())
+
+
+def test_paths_the_os_refuses_are_application_errors(server, tmp_path):
+    long_path = "/tmp/" + "z" * 5000 + ".jsonl"
+    reply = server.request("cortex/analyzeDataset", {"path": long_path})
+    assert reply["error"]["code"] == -32000, reply
+    assert reply["error"]["data"]["code"] in ("file-error", "dataset-not-found")
+    assert len(reply["error"]["message"]) < 600
+    directory = tmp_path / "a-directory.jsonl"
+    directory.mkdir()
+    reply = server.request("cortex/createDataset", {
+        "path": str(directory), "examples": [{"prompt": "a", "response": "b"}],
+        "overwrite": True})
+    assert reply["error"]["code"] in (-32000, -32602), reply
+    alive(server)
