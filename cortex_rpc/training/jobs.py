@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -35,6 +36,8 @@ from ..errors import CortexError, InvalidParams
 from ..paths import validate_model_name
 from .events import EVENT_FD_ENV
 from .output import output_path
+
+logger = logging.getLogger(__name__)
 
 ACTIVE_STATES = ("queued", "running", "cancelling")
 RESUMABLE_STATES = ("cancelled", "interrupted", "failed")
@@ -77,8 +80,13 @@ def _now() -> str:
 
 def _write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _process_alive(pid: int | None, create_time: float | None) -> bool:
@@ -173,7 +181,13 @@ class TrainingJobs:
                 status = {"jobId": job_id}
             status.update(changes)
             status["updatedAt"] = _now()
-            _write_json_atomic(job_dir / "status.json", status)
+            try:
+                _write_json_atomic(job_dir / "status.json", status)
+            except OSError as exc:
+                # A full disk must not silence the job: the client still hears every state
+                # (the file keeps its last good state, which later reads as interrupted).
+                logger.warning("could not write %s: %s", job_dir / "status.json", exc)
+                status["storageError"] = str(exc)
         return status
 
     def _notify(self, status: dict, event: str, **extra: Any) -> None:

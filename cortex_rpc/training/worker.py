@@ -13,6 +13,8 @@ a deterministic batch schedule and checkpoints holding everything needed to cont
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -591,6 +593,13 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> dict:
     model, tokenizer, info = prepare_model(spec["model"], config, spec.get("loraKeys"))
     for warning in info["warnings"]:
         events.emit("warning", message=warning)
+    if spec.get("initAdapters"):
+        # Continual learning: start from the previous version's adapter (same layout).
+        model.load_weights(spec["initAdapters"], strict=False)
+        mx.eval(model.parameters())
+    replay = (spec.get("datasetInfo") or {}).get("replay") or {}
+    if replay.get("warning"):
+        events.emit("warning", message=replay["warning"])
     mask_prompt = spec.get("maskPrompt", True)
     if mask_prompt and _is_text_data(Path(spec["dataDir"])):
         # Plain {"text"} records have no prompt to mask; mlx_lm refuses masking for them.
@@ -681,6 +690,10 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> dict:
             models_dir=Path(spec["outputDir"]) if spec.get("outputDir") else None,
             evaluation=evaluation,
             extra_files={CURVE_FILE: loss_curve_svg(entries, f"{spec['outputName']}: loss")},
+            marker_extra=(
+                {"continuedFrom": {**spec["continuedFrom"], "replay": replay}}
+                if spec.get("continuedFrom") else None
+            ),
         )
         result.update(
             lossCurvePath=str(out / CURVE_FILE),
@@ -702,11 +715,20 @@ OOM_ADVICE = (
 )
 
 
+DISK_FULL_ADVICE = (
+    "The disk holding CORTEX_HOME is full. Free some space (or point CORTEX_HOME at a larger "
+    "disk) and resume the job: it continues from its last checkpoint."
+)
+
+
 def describe_failure(exc: BaseException) -> tuple[str, str]:
     """Return the (data.code, message) a client shows for an unexpected training error."""
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, MemoryError) or _OOM_PATTERN.search(str(exc)):
         return "out-of-memory", f"{OOM_ADVICE} ({text})"
+    # mlx reports a failed save as "[write] Unable to write N bytes to file."
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "Unable to write" in str(exc):
+        return "disk-full", f"{DISK_FULL_ADVICE} ({text})"
     return "training-failed", text
 
 
@@ -734,9 +756,10 @@ def main(argv: list[str] | None = None) -> int:
         events.emit("error", code=exc.code, message=exc.message)
         return 1
     except Exception as exc:  # noqa: BLE001 - every failure must reach the client as an event
-        traceback.print_exc()
         code, message = describe_failure(exc)
-        events.emit("error", code=code, message=message)
+        events.emit("error", code=code, message=message)  # first: the log may be unwritable
+        with contextlib.suppress(OSError):
+            traceback.print_exc()
         return 1
     if result:
         events.emit("done", **result)

@@ -45,3 +45,13 @@ def test_memory_failures_get_advice():
     assert code == "out-of-memory" and "Quick preset" in message and "4-bit" in message
     assert describe_failure(MemoryError())[0] == "out-of-memory"
     assert describe_failure(ValueError("bad shape")) == ("training-failed", "ValueError: bad shape")
+
+
+def test_disk_full_failures_say_so():
+    import errno
+
+    from cortex_rpc.training.worker import describe_failure
+
+    assert describe_failure(OSError(errno.ENOSPC, "No space left on device"))[0] == "disk-full"
+    code, message = describe_failure(RuntimeError("[write] Unable to write 2809 bytes to file."))
+    assert code == "disk-full" and "resume" in message
