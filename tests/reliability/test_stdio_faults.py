@@ -145,7 +145,9 @@ def test_editor_killed_during_training_cancels_cleanly_leaving_no_orphans(
         tic = time.monotonic()
         server.process.stdin.close()  # the editor vanished (no shutdown: exit code 1, as LSP says)
         server.process.wait(15)
-        assert time.monotonic() - tic < 10
+        elapsed = time.monotonic() - tic
+        print(f"EOF -> exit in {elapsed:.2f} s")
+        assert elapsed < 5, elapsed
     finally:
         server.close()
     deadline = time.monotonic() + 10
