@@ -26,6 +26,8 @@ DELETE_MODEL = "cortex/deleteModel"
 FUSE_MODEL = "cortex/fuseModel"
 LIST_ADAPTERS = "cortex/listAdapters"
 COMPARE_ADAPTERS = "cortex/compareAdapters"
+EVALUATE = "cortex/evaluate"
+TUNE_HYPERPARAMETERS = "cortex/tuneHyperparameters"
 # Client -> server notification: keep running jobs alive after the client goes away.
 DETACH = "cortex/detach"
 
@@ -33,5 +35,6 @@ DETACH = "cortex/detach"
 TRAINING_PROGRESS = "cortex/trainingProgress"
 GENERATE_CHUNK = "cortex/generateChunk"
 DATASET_SUMMARY = "cortex/datasetSummary"
+TUNING_PROGRESS = "cortex/tuningProgress"
 
 SERVER_NAME = "cortex-rpc"

@@ -113,6 +113,10 @@ class CortexProtocol(LanguageServerProtocol):
         # ``msg_id`` would be None: run them in a copy of the context that holds it.
         if not is_thread_function(handler):
             super()._execute_handler(msg_id, handler, callback, args, kwargs)
+            if getattr(callback, "func", None) == self._run_generator:
+                # A step yielded by a generator handler (hover, code actions) is filed under a
+                # fresh id that nothing ever removes or cancels: drop it, or it leaks.
+                self._request_futures.pop(msg_id, None)
             return
         context = contextvars.copy_context()
         future = self._server.thread_pool.submit(
@@ -485,23 +489,32 @@ def did_close(ls: CortexServer, params: types.DidCloseTextDocumentParams) -> Non
     docs.submit(docs.close, uri)
 
 
+async def _document_result(job: Any) -> Any:
+    return await asyncio.wrap_future(job)
+
+
+# Hover and code actions are generator handlers, not coroutines: pygls runs a generator at once,
+# so the document work is queued behind the edits that came before the request and ahead of
+# those after it. A coroutine would start a loop turn later, after edits sent after the request
+# (LSP forbids reordering a request with didChange).
 @server.feature(types.TEXT_DOCUMENT_HOVER)
-async def hover(ls: CortexServer, params: types.HoverParams) -> types.Hover | None:
+def hover(ls: CortexServer, params: types.HoverParams) -> Any:
     from .datasets.editor import hover
 
     docs, uri = ls.dataset_documents, params.text_document.uri
     if uri not in docs:
         return None
     position = params.position
-    text = await asyncio.wrap_future(docs.submit(
-        lambda: docs.docs.get(uri) and hover(docs.docs[uri], position.line, position.character)))
+    text = yield _document_result, (docs.submit(
+        lambda: docs.docs.get(uri) and hover(docs.docs[uri], position.line, position.character)),
+    ), {}
     if not text:
         return None
     return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))
 
 
 @server.feature(types.TEXT_DOCUMENT_CODE_ACTION)
-async def code_action(ls: CortexServer, params: types.CodeActionParams) -> Any:
+def code_action(ls: CortexServer, params: types.CodeActionParams) -> Any:
     from .datasets.editor import code_actions
 
     docs, uri = ls.dataset_documents, params.text_document.uri
@@ -509,10 +522,11 @@ async def code_action(ls: CortexServer, params: types.CodeActionParams) -> Any:
         return None
     r = params.range
     diagnostics = [ls.protocol._converter.unstructure(d) for d in params.context.diagnostics]
-    actions = await asyncio.wrap_future(docs.submit(
+    actions = yield _document_result, (docs.submit(
         lambda: docs.docs.get(uri) and code_actions(
             docs.docs[uri], (r.start.line, r.start.character, r.end.line, r.end.character),
-            diagnostics)))
+            diagnostics)),
+    ), {}
     if not actions:
         return None
     return [ls.protocol._converter.structure(a, types.CodeAction) for a in actions]
@@ -604,6 +618,8 @@ def start_training(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
             **params.get("options", {}),
             **({"distributed": params["distributed"]} if params.get("distributed") else {}),
         },
+        continue_from=params.get("continueFrom"),
+        replay_fraction=params.get("replayFraction"),
     )
     _begin_progress(ls, result["jobId"], params["outputName"], params.get("workDoneToken"))
     return result
@@ -700,3 +716,46 @@ def generate(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
             protocol.GENERATE_CHUNK, {"requestId": request_id, "text": text}
         ),
     )
+
+
+# -- tuning, evaluation, continual learning ---------------------------------------------------
+# (continual learning is startTraining's ``continueFrom``, wired above)
+
+
+@server.cortex_method(protocol.EVALUATE)
+def evaluate(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .models.registry import resolve_model
+    from .training.evaluate import evaluate_model
+
+    return evaluate_model(
+        resolve_model(params["model"], ls.options.model_dirs), params["dataset"],
+        split=params.get("split", "valid"), max_examples=params.get("maxExamples"),
+        cancel=ls.request.cancel,
+    )
+
+
+@server.cortex_method(protocol.TUNE_HYPERPARAMETERS)
+def tune_hyperparameters(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .training.tuning import tune_hyperparameters, tuning_work_done
+
+    token = params.get("workDoneToken")
+    if token is not None:
+        ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+            title="Tuning hyperparameters", cancellable=True, message="Starting", percentage=0))
+
+    def on_progress(payload: dict[str, Any]) -> None:
+        ls.notify(protocol.TUNING_PROGRESS, payload)
+        if token is not None and payload["event"] != "done":
+            message, percentage = tuning_work_done(payload)
+            ls.work_done_progress.report(token, types.WorkDoneProgressReport(
+                message=message, percentage=percentage))
+
+    try:
+        return tune_hyperparameters(
+            params["model"], params["dataset"], params["budgetSeconds"],
+            trials=params.get("trials", 8), seed=params.get("seed", 0),
+            model_dirs=ls.options.model_dirs, on_progress=on_progress, cancel=ls.request.cancel,
+        )
+    finally:
+        if token is not None:
+            ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message="Done"))

@@ -82,11 +82,13 @@ def assemble_model(
     models_dir: Path | None = None,
     evaluation: dict[str, Any] | None = None,
     extra_files: dict[str, str] | None = None,
+    marker_extra: dict[str, Any] | None = None,
 ) -> Path:
     """Build the model folder in a temp dir next to its target and rename it into place.
 
     ``evaluation`` (base vs fine-tuned validation loss) goes into the marker; ``extra_files``
-    (name -> text, e.g. the loss curve) are written next to the adapter.
+    (name -> text, e.g. the loss curve) are written next to the adapter; ``marker_extra``
+    adds marker fields (``continuedFrom`` of a continued model).
 
     Raises CortexError("model-exists") rather than overwrite; the temp dir is removed on failure.
     """
@@ -113,6 +115,7 @@ def assemble_model(
             "evaluation": evaluation,
             "adapterBytes": (tmp / ADAPTERS).stat().st_size,
             "cortexRpc": __version__,
+            **(marker_extra or {}),
         }
         for file_name, text in (extra_files or {}).items():
             (tmp / file_name).write_text(text, encoding="utf-8")
@@ -167,7 +170,11 @@ def load_with_adapter(
     from mlx_lm.tuner.utils import load_adapters
     from mlx_lm.utils import load
 
-    model, tokenizer, model_config = load(str(base), return_config=True)
+    # Never run code shipped with a model (auto_map in its config or tokenizer config).
+    model, tokenizer, model_config = load(
+        str(base), tokenizer_config={"trust_remote_code": False}, return_config=True,
+        trust_remote_code=False,
+    )
     if quantization_bits and "quantization" not in model_config:
         nn.quantize(
             model,

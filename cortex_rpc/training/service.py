@@ -33,20 +33,36 @@ def start_training(
     dataset_format: str | None = None,
     model_dirs: Iterable[str] = (),
     options: dict[str, Any] | None = None,
+    continue_from: str | None = None,
+    replay_fraction: float | None = None,
 ) -> dict[str, Any]:
     """Start a job training ``model`` on ``dataset``; return at once with its id and config.
 
     Everything that can be checked before the worker starts is checked here, so a bad name,
     an existing model, a broken dataset or an invalid config field is an error reply and not
-    a failed job.
+    a failed job. With ``continue_from`` (a fine-tuned model) the job trains a new version of
+    it: from its adapter, with its layout and a replay of its data (see ``continual.py``).
     """
     from ..config.proposal import propose_for_model
     from ..datasets import prepare_dataset
+    from .continual import DEFAULT_REPLAY_FRACTION, continuation, mix_replay
 
     validate_model_name(output_name)
     output_path(output_name, jobs.models_dir)
     model_dir = resolve_model(model, model_dirs)
     marker = read_marker(model_dir)
+    previous = None
+    if continue_from is not None:
+        previous = continuation(resolve_model(continue_from, model_dirs), config)
+        if model_dir.resolve() not in (previous["base"].resolve(),
+                                       previous["adapterDir"].resolve()):
+            raise InvalidParams(
+                f"{continue_from} was trained on {previous['base']}, not {model_dir}",
+                field="model",
+            )
+        model_dir, marker, config = previous["base"], None, previous["overrides"]
+        continued = {"name": previous["adapterDir"].name, "path": str(previous["adapterDir"])}
+        options = {**(options or {}), **previous["options"], "continuedFrom": continued}
     if marker is not None:
         raise InvalidParams(
             f"{model_dir.name} is a fine-tuned adapter, not a base model; train on its base "
@@ -67,12 +83,22 @@ def start_training(
         overrides_field="config",
     )
     chosen = proposal.config
+    replayed: dict[str, Any] = {}
 
     def prepare(data_dir: Path) -> dict[str, Any]:
         prepared = prepare_dataset(dataset, data_dir, format=dataset_format, seed=chosen.seed)
-        return prepared.to_wire()
+        info = prepared.to_wire()
+        if previous is not None:
+            fraction = DEFAULT_REPLAY_FRACTION if replay_fraction is None else replay_fraction
+            replay = mix_replay(Path(info["trainPath"]), previous["marker"], fraction,
+                                chosen.seed)
+            info["replay"] = replay  # the worker records it under continuedFrom too
+            replayed.update(replay)
+        return info
 
     started = jobs.start(model_dir, None, output_name, chosen, options=options, prepare=prepare)
+    if previous is not None:
+        started["continuedFrom"] = {**options["continuedFrom"], "replay": replayed}
     return {
         **started,
         "preset": preset,
