@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from . import __version__
@@ -25,6 +26,22 @@ def _protect_stdout() -> None:
 
 
 _protocol_out = None
+
+
+def _stop_gracefully_on_signals() -> None:
+    """SIGTERM and SIGHUP end the server the way stdin EOF does: jobs cancelled, resumable.
+
+    Python's default would end the process at once and leave training workers (which run in
+    their own session) training for nobody. A second signal ends it at once.
+    """
+
+    def stop(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     _protect_stdout()
+    _stop_gracefully_on_signals()
     from .server import server
 
     server.start_io(sys.stdin.buffer, _protocol_out)

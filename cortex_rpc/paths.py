@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import InvalidParams
+from .errors import CortexError, InvalidParams
 
 MAX_NAME_LENGTH = 96
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -19,6 +19,22 @@ _RESERVED_NAMES = {
     "con", "prn", "aux", "nul", "com1", "com2", "com3", "com4", "lpt1", "lpt2", "lpt3",
     "jobs", "tmp", "models", "mlx_models", "cache",
 }
+
+
+def user_path(path: str | os.PathLike[str]) -> Path:
+    """Return a path a client gave, with a leading ``~`` or ``~user`` expanded.
+
+    pathlib raises RuntimeError for ``~user`` when no such user exists; that is the client's
+    mistake (a file error), not a server fault.
+    """
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as error:
+        user = str(path).split("/", 1)[0][:100]
+        raise CortexError(
+            "file-error", f"Cannot open {str(path)[:300]!r}: there is no user {user!r} whose home "
+            "folder it could be in", path=str(path)[:1000],
+        ) from error
 
 
 def cortex_home() -> Path:

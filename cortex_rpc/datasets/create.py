@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError, InvalidParams
+from ..paths import user_path
 
 MIN_EXAMPLES = 5
 
@@ -52,7 +53,7 @@ def create_dataset(
                     f"examples[{index}].{key} must be non-empty text",
                     field=f"examples[{index}].{key}",
                 )
-    path = Path(path).expanduser()
+    path = user_path(path)
     lines = "".join(
         json.dumps({"prompt": e["prompt"], "response": e["response"]}, ensure_ascii=False) + "\n"
         for e in examples
@@ -67,7 +68,7 @@ def sample_dataset_bytes() -> bytes:
 
 def write_sample_dataset(path: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Copy the bundled sample dataset (24 prompt/response pairs) to ``path``."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     data = sample_dataset_bytes()
     _atomic_write(path, data, overwrite)
     count = sum(1 for line in data.splitlines() if line.strip())

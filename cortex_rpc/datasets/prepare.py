@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
+from ..paths import user_path
 from .formats import RecordState, detect_format
 from .validate import FileChecks, build_states, read_dataset_text, result_from
 
@@ -114,7 +115,7 @@ def prepare_dataset(
     chat messages, or ``{"text"}`` when the whole file is plain text. The split is a
     shuffle by ``seed``, so the same seed gives the same split. The source is only read.
     """
-    source = Path(source).expanduser()
+    source = user_path(source)
     fmt, _, states = load_checked(source, format)
     all_text = all(s.shape == "text" for s in states)
     if not all_text:  # a text record in a chat file becomes a one-turn assistant message

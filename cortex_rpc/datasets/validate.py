@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import CortexError, InvalidParams
+from ..paths import user_path
 from .diagnostics import MAX_DIAGNOSTICS, Diagnostic, ValidationResult, sort_key
 from .formats import (
     FORMATS,
@@ -220,7 +221,7 @@ def result_from(
 
 def read_dataset_text(path: str | Path) -> tuple[str, list[Diagnostic]]:
     """Return a dataset file's text and its UTF-8 problems; CortexError if it is missing."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     if not path.is_file():
         raise CortexError(
             "dataset-not-found", f"Dataset {path} does not exist or is not a file", path=str(path)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError, InvalidParams
+from ..paths import user_path
 from .categories import category_for, recommended_quantization_bits
 from .safetensors_header import DTYPE_BYTES, SafetensorsHeader, read_safetensors_header
 
@@ -70,13 +71,28 @@ class ModelInspection:
 
 
 def _first(config: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        value = config.get(key)
-        if value is not None:
-            return value
-    text_config = config.get("text_config")
-    if isinstance(text_config, dict):
-        return _first(text_config, *keys)
+    while isinstance(config, dict):  # a loop: text_config may be nested absurdly deep
+        for key in keys:
+            value = config.get(key)
+            if value is not None:
+                return value
+        config = config.get("text_config")
+    return None
+
+
+def _first_int(config: dict[str, Any], *keys: str) -> int | None:
+    """Like ``_first``, but only a positive integer counts (config.json is untrusted input)."""
+    value = _first(config, *keys)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _architecture(config: dict[str, Any]) -> str | None:
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and model_type:
+        return model_type
+    architectures = config.get("architectures")
+    if isinstance(architectures, list) and architectures and isinstance(architectures[0], str):
+        return architectures[0]
     return None
 
 
@@ -87,7 +103,7 @@ def read_config(directory: Path) -> dict[str, Any]:
         return {}
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise CortexError(
             "invalid-config", f"{path} is not valid JSON: {error}", path=str(path)
         ) from error
@@ -147,7 +163,9 @@ def _quantization(config: dict[str, Any]) -> tuple[int | None, int]:
         return None, 64
     bits = quant.get("bits")
     group = quant.get("group_size", 64)
-    return (int(bits) if isinstance(bits, int) else None), (int(group) if group else 64)
+    group = group if isinstance(group, int) and not isinstance(group, bool) and group > 0 else 64
+    bits = bits if isinstance(bits, int) and not isinstance(bits, bool) and 0 < bits <= 32 else None
+    return bits, group
 
 
 def count_safetensors_parameters(
@@ -177,7 +195,8 @@ def count_safetensors_parameters(
             if leaf == "weight":
                 layer_bits = bits
                 override = quant_config.get(prefix) if quant_config else None
-                if isinstance(override, dict) and isinstance(override.get("bits"), int):
+                if isinstance(override, dict) and isinstance(override.get("bits"), int) and \
+                        0 < override["bits"] <= 32:
                     layer_bits = override["bits"]
                 if not layer_bits:
                     # Infer from the scales: in_features = groups * group_size.
@@ -225,15 +244,15 @@ def count_mlx_structure_parameters(config: dict[str, Any]) -> int | None:
 
 def count_config_parameters(config: dict[str, Any]) -> int | None:
     """Return the parameter count implied by a decoder-only transformer config, or None."""
-    hidden = _first(config, "hidden_size", "n_embd", "d_model")
-    layers = _first(config, "num_hidden_layers", "n_layer", "num_layers")
-    vocab = _first(config, "vocab_size")
-    if not all(isinstance(v, int) and v > 0 for v in (hidden, layers, vocab)):
+    hidden = _first_int(config, "hidden_size", "n_embd", "d_model")
+    layers = _first_int(config, "num_hidden_layers", "n_layer", "num_layers")
+    vocab = _first_int(config, "vocab_size")
+    if hidden is None or layers is None or vocab is None:
         return None
-    heads = _first(config, "num_attention_heads", "n_head") or max(1, hidden // 128)
-    kv_heads = _first(config, "num_key_value_heads", "num_kv_heads") or heads
-    head_dim = _first(config, "head_dim") or hidden // heads
-    intermediate = _first(config, "intermediate_size", "n_inner", "ffn_dim") or 4 * hidden
+    heads = _first_int(config, "num_attention_heads", "n_head") or max(1, hidden // 128)
+    kv_heads = _first_int(config, "num_key_value_heads", "num_kv_heads") or heads
+    head_dim = _first_int(config, "head_dim") or max(1, hidden // heads)
+    intermediate = _first_int(config, "intermediate_size", "n_inner", "ffn_dim") or 4 * hidden
     model_type = str(config.get("model_type", "")).lower()
     q = hidden * heads * head_dim
     kv = 2 * hidden * kv_heads * head_dim
@@ -243,8 +262,8 @@ def count_config_parameters(config: dict[str, Any]) -> int | None:
     gated = model_type not in ("gpt2", "phi", "gpt_neox", "opt", "starcoder2")
     mlp = (3 if gated else 2) * hidden * intermediate
     norms = 2 * hidden
-    experts = _first(config, "num_local_experts", "num_experts")
-    if isinstance(experts, int) and experts > 1:
+    experts = _first_int(config, "num_local_experts", "num_experts")
+    if experts is not None and experts > 1:
         mlp = mlp * experts + hidden * experts
     per_layer = q + kv + o + bias + mlp + norms
     embeddings = vocab * hidden
@@ -263,7 +282,7 @@ def _weights_size(directory: Path) -> int:
 
 def inspect_model(path: str | Path) -> ModelInspection:
     """Return what is known about the model in ``path`` without loading its weights."""
-    directory = Path(path).expanduser()
+    directory = user_path(path)
     if not directory.exists():
         raise CortexError(
             "model-not-found",
@@ -321,17 +340,18 @@ def inspect_model(path: str | Path) -> ModelInspection:
     return ModelInspection(
         path=str(directory),
         name=directory.name,
-        architecture=config.get("model_type") or (config.get("architectures") or [None])[0],
+        architecture=_architecture(config),
         parameters=parameters,
         parameter_source=source,
         category=category_for(parameters),
         size_bytes=size_bytes,
-        dtype=dtype or config.get("torch_dtype"),
+        dtype=dtype or (config.get("torch_dtype") if isinstance(config.get("torch_dtype"), str)
+                        else None),
         quantization_bits=quant_bits,
-        num_layers=_first(config, "num_hidden_layers", "n_layer", "num_layers"),
-        hidden_size=_first(config, "hidden_size", "n_embd", "d_model"),
-        vocab_size=_first(config, "vocab_size"),
-        context_length=_first(
+        num_layers=_first_int(config, "num_hidden_layers", "n_layer", "num_layers"),
+        hidden_size=_first_int(config, "hidden_size", "n_embd", "d_model"),
+        vocab_size=_first_int(config, "vocab_size"),
+        context_length=_first_int(
             config, "max_position_embeddings", "n_positions", "max_seq_len", "seq_length"
         ),
         fine_tuned=marker is not None,

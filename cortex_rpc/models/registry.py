@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
-from ..paths import cortex_home, fine_tuned_models_dir
+from ..paths import cortex_home, fine_tuned_models_dir, user_path
 from .inspect import FINE_TUNED_MARKER, inspect_model
 
 
@@ -63,7 +63,7 @@ def model_search_dirs(extra_dirs: Iterable[str] = ()) -> list[tuple[Path, str]]:
         (fine_tuned_models_dir(), "cortex"),
         (cortex_home() / "models", "cortex"),
     ]
-    dirs += [(Path(d).expanduser(), "modelDirs") for d in extra_dirs]
+    dirs += [(user_path(d), "modelDirs") for d in extra_dirs]
     return dirs
 
 
@@ -138,7 +138,7 @@ def list_models(extra_dirs: Iterable[str] = ()) -> list[ModelEntry]:
 
 def resolve_model(name_or_path: str, extra_dirs: Iterable[str] = ()) -> Path:
     """Return the directory of a model given by path or by a name from ``list_models``."""
-    candidate = Path(name_or_path).expanduser()
+    candidate = user_path(name_or_path)
     if candidate.is_dir():
         return candidate
     if "/" not in name_or_path or name_or_path.count("/") == 1:

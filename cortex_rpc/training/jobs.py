@@ -35,7 +35,7 @@ from ..config.training_config import TrainingConfig
 from ..errors import CortexError, InvalidParams
 from ..paths import validate_model_name
 from .events import EVENT_FD_ENV
-from .output import output_path
+from .output import output_path, read_job_result
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,9 @@ class TrainingJobs:
         self._running: dict[str, _Running] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._closed = False
+        # Jobs whose worker has exited while _finish records and announces the outcome: still
+        # ours, so no reader calls them interrupted and wait() returns only once it is told.
+        self._finishing: set[str] = set()
 
     # -- status files ---------------------------------------------------------------------------
 
@@ -388,7 +391,8 @@ class TrainingJobs:
         while True:
             job = self.get(job_id)
             with self._lock:
-                ours = job_id in self._running or job_id in self._queue
+                ours = job_id in self._running or job_id in self._queue or \
+                    job_id in self._finishing
             if job["state"] not in ACTIVE_STATES and not ours:
                 return job
             if deadline is not None and time.monotonic() > deadline:
@@ -399,7 +403,7 @@ class TrainingJobs:
         """Block until every queued and running job of this manager has finished."""
         while True:
             with self._lock:
-                pending = list(self._running) + list(self._queue)
+                pending = list(self._running) + list(self._queue) + list(self._finishing)
             if not pending:
                 return
             self.wait(pending[0])
@@ -435,10 +439,13 @@ class TrainingJobs:
         return entry
 
     def _effective_status(self, status: dict) -> dict:
-        """Return the status with a vanished worker or owner shown as ``interrupted``."""
+        """Return the status with a vanished worker or owner shown as ``interrupted``.
+
+        A worker that recorded its result before it vanished finished its job: ``completed``.
+        """
         job_id = status["jobId"]
         with self._lock:
-            if job_id in self._running or job_id in self._queue:
+            if job_id in self._running or job_id in self._queue or job_id in self._finishing:
                 return status
         state = status.get("state")
         if state in ("running", "cancelling"):
@@ -449,10 +456,23 @@ class TrainingJobs:
                 return status
         else:
             return status
-        message = "The worker stopped without finishing (server restart or crash)"
+        result = read_job_result(self._job_dir(job_id))
+        if result is not None and state != "queued":
+            # The worker finished after its server died (kill -9): the model is saved.
+            changes = {
+                "state": "completed",
+                "message": "Completed (while no server was listening)",
+                **{key: result.get(key) for key in (
+                    "iteration", "trainLoss", "valLoss", "outputPath", "adapterBytes")},
+            }
+        else:
+            changes = {
+                "state": "interrupted",
+                "message": "The worker stopped without finishing (server restart or crash)",
+            }
         with contextlib.suppress(OSError):
-            return self._update_status(job_id, state="interrupted", message=message)
-        return {**status, "state": "interrupted", "message": message}
+            return self._update_status(job_id, **changes)
+        return {**status, **changes}
 
     def _start_next(self) -> None:
         with self._lock:
@@ -577,6 +597,17 @@ class TrainingJobs:
     def _finish(self, job_id: str, returncode: int, final: dict | None) -> None:
         with self._lock:
             running = self._running.pop(job_id, None)
+            self._finishing.add(job_id)
+        try:
+            self._record_outcome(job_id, returncode, final, running)
+        finally:
+            with self._lock:
+                self._finishing.discard(job_id)
+        self._start_next()
+
+    def _record_outcome(
+        self, job_id: str, returncode: int, final: dict | None, running: _Running | None
+    ) -> None:
         cancel_requested = running is not None and running.cancel_requested
         kind = (final or {}).get("event")
         extra: dict[str, Any] = {}
@@ -622,7 +653,6 @@ class TrainingJobs:
         status = self._update_status(job_id, **changes)
         event = {"completed": "done", "cancelled": "cancelled"}.get(status["state"], "error")
         self._notify(status, event, message=status["message"], **extra)
-        self._start_next()
 
     @staticmethod
     def _signal(process: subprocess.Popen, signum: int) -> None:

@@ -188,3 +188,26 @@ def load_with_adapter(
         load_adapters(model, str(adapter_dir))
     model.eval()
     return model, tokenizer
+
+
+JOB_RESULT = "result.json"
+
+
+def write_job_result(job_dir: Path, result: dict[str, Any]) -> None:
+    """Record a finished job's result in its folder (atomically), for a server that missed it.
+
+    The worker outlives a server killed with SIGKILL; the next server finds the job's worker
+    gone and reads this to report the job completed instead of interrupted.
+    """
+    tmp = job_dir / f".{JOB_RESULT}.tmp"
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    os.replace(tmp, job_dir / JOB_RESULT)
+
+
+def read_job_result(job_dir: Path) -> dict[str, Any] | None:
+    """Return the result a worker recorded with ``write_job_result``, or None."""
+    try:
+        result = json.loads((job_dir / JOB_RESULT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None

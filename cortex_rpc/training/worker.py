@@ -762,6 +762,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         return 1
     if result:
+        from .output import write_job_result
+
+        with contextlib.suppress(OSError):  # a full disk: the event still tells the server
+            write_job_result(job_dir, result)
         events.emit("done", **result)
     return 0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +28,7 @@ class RawServer:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
         )  # fmt: skip
         self.ids = iter(range(1000, 100000))
+        self.buffer = bytearray()
 
     def send_bytes(self, data: bytes) -> None:
         self.process.stdin.write(data)
@@ -34,14 +37,29 @@ class RawServer:
     def send(self, message: dict) -> None:
         self.send_bytes(frame(message))
 
-    def read(self) -> dict:
-        headers = b""
-        while b"\r\n\r\n" not in headers:
-            chunk = self.process.stdout.read(1)
+    def read(self, timeout: float | None = None) -> dict:
+        """The next message; TimeoutError if none is complete within ``timeout`` seconds.
+
+        Reads into its own buffer, so a select() on the pipe never misses messages that an
+        io.BufferedReader would already have taken off it.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd = self.process.stdout.fileno()
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                length = int(self.buffer[:end].split(b"Content-Length:")[1].split(b"\r\n")[0])
+                if len(self.buffer) >= end + 4 + length:
+                    body = bytes(self.buffer[end + 4:end + 4 + length])
+                    del self.buffer[:end + 4 + length]
+                    return json.loads(body)
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                    raise TimeoutError(f"no message from the server within {timeout} s")
+            chunk = os.read(fd, 1 << 16)
             assert chunk, "server closed the stream"
-            headers += chunk
-        length = int(headers.split(b"Content-Length:")[1].split(b"\r\n")[0])
-        return json.loads(self.process.stdout.read(length))
+            self.buffer += chunk
 
     def response(self, msg_id) -> dict:
         while True:
@@ -99,6 +117,34 @@ def test_malformed_frames_get_an_error_and_the_server_keeps_serving(server, payl
     alive(server)
 
 
+@pytest.mark.timeout(60)
+def test_truncated_body_is_an_error_and_the_reader_resynchronises(server):
+    # The body claims 60 bytes but stops after 34: the reader takes the start of the next
+    # frame as the rest of it. That frame is lost (its bytes are the garbage), but the reader
+    # finds the following Content-Length header and serves that request.
+    truncated = b'Content-Length: 60\r\n\r\n{"jsonrpc": "2.0", "id": 5, "meth'
+    lost = frame({"jsonrpc": "2.0", "id": 6, "method": "cortex/systemInfo", "params": {}})
+    served = frame({"jsonrpc": "2.0", "id": 8, "method": "cortex/systemInfo", "params": {}})
+    server.send_bytes(truncated + lost + served)
+    errors = []
+    while True:
+        message = server.read()
+        if message.get("id") == 8:
+            break
+        errors.append(message)
+    assert "backend" in message["result"]
+    assert errors and all(e["error"]["code"] in (-32700, -32600) for e in errors), errors
+    alive(server)
+
+
+def test_header_without_body_then_eof_ends_the_server(server):
+    server.send_bytes(b"Content-Length: 100\r\n\r\n")
+    tic = time.monotonic()
+    server.process.stdin.close()
+    server.process.wait(10)
+    assert time.monotonic() - tic < 5
+
+
 def test_huge_message_is_refused_without_exhausting_memory(server):
     body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "cortex/validateDataset",
                        "params": {"text": "x" * (64 * 1024 * 1024), "format": "txt"}}).encode()
@@ -126,8 +172,9 @@ def _worker_processes(home: Path) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.parametrize("how", ["stdin-eof", "sigterm", "sighup"])
 def test_editor_killed_during_training_cancels_cleanly_leaving_no_orphans(
-    cortex_home, tiny_model, sample_dataset_path
+    cortex_home, tiny_model, sample_dataset_path, how
 ):
     server = RawServer(env=dict(os.environ, CORTEX_HOME=str(cortex_home)))
     try:
@@ -143,10 +190,13 @@ def test_editor_killed_during_training_cancels_cleanly_leaving_no_orphans(
                 break
         assert _worker_processes(cortex_home)
         tic = time.monotonic()
-        server.process.stdin.close()  # the editor vanished (no shutdown: exit code 1, as LSP says)
+        if how == "stdin-eof":  # the editor vanished (no shutdown: exit code 1, as LSP says)
+            server.process.stdin.close()
+        else:  # the editor (or the terminal) stopped the server with a signal
+            server.process.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGHUP)
         server.process.wait(15)
         elapsed = time.monotonic() - tic
-        print(f"EOF -> exit in {elapsed:.2f} s")
+        print(f"{how} -> exit in {elapsed:.2f} s")
         assert elapsed < 5, elapsed
     finally:
         server.close()
@@ -174,9 +224,9 @@ def _tree_snapshot(root: Path) -> set[str]:
 @pytest.mark.parametrize(
     "name",
     ["..", "../escape", "/abs/path", "a/b", "a\\b", "nul\x00name", "x" * 300, ".hidden", "CON",
-     "", "-dash", "name with space"],
+     "con.txt", "", ".", "-dash", "name with space", "~root", "a\nb"],
     ids=["dotdot", "parent", "absolute", "slash", "backslash", "nul", "long", "hidden",
-         "reserved", "empty", "dash", "space"],
+         "reserved", "reserved-ext", "empty", "dot", "dash", "space", "tilde", "newline"],
 )
 def test_hostile_output_names_are_invalid_params_and_write_nothing(
     server, cortex_home, tiny_model, sample_dataset_path, tmp_path, name
@@ -192,6 +242,52 @@ def test_hostile_output_names_are_invalid_params_and_write_nothing(
     assert not (cortex_home / "jobs").exists() or not any((cortex_home / "jobs").iterdir())
 
 
+def test_delete_fuse_resume_and_cancel_never_reach_outside_cortex_home(
+    server, cortex_home, tmp_path
+):
+    # Bait outside CORTEX_HOME that looks exactly like a fine-tuned model and a job.
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "fine-tuned.marker").write_text("{}")
+    (victim / "status.json").write_text(json.dumps({"state": "interrupted", "jobId": "victim"}))
+    (cortex_home / "mlx_models").mkdir()
+    (cortex_home / "jobs").mkdir()
+    before = {p: p.read_bytes() for p in victim.iterdir()}
+    for hostile in ("../../victim", str(victim), "..", "victim/../../..", "\x00victim"):
+        for method, params in (
+            ("cortex/deleteModel", {"name": hostile}),
+            ("cortex/fuseModel", {"name": hostile, "outputName": "fused"}),
+            ("cortex/fuseModel", {"name": "anything", "outputName": hostile}),
+            ("cortex/resumeTraining", {"jobId": hostile}),
+            ("cortex/cancelTraining", {"jobId": hostile}),
+        ):
+            reply = server.request(method, params)
+            assert "error" in reply, (method, hostile, reply)
+            assert reply["error"]["code"] in (-32602, -32000), reply
+            assert reply["error"]["data"]["code"] in (
+                "invalid-params", "job-not-found", "model-not-found"), reply
+    assert {p: p.read_bytes() for p in victim.iterdir()} == before
+    assert not any((cortex_home / "mlx_models").iterdir())
+    alive(server)
+
+
+def test_the_name_of_an_existing_model_is_refused_and_the_model_untouched(
+    server, cortex_home, tiny_model, sample_dataset_path
+):
+    taken = cortex_home / "mlx_models" / "taken"
+    taken.mkdir(parents=True)
+    (taken / "adapters.safetensors").write_bytes(b"precious")
+    reply = server.request("cortex/startTraining", {
+        "model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": "taken",
+    })
+    # Documented in docs/protocol.md as an application error, so clients can offer a new name.
+    assert reply["error"]["code"] == -32000, reply
+    assert reply["error"]["data"]["code"] == "model-exists", reply
+    assert [p.name for p in taken.iterdir()] == ["adapters.safetensors"]
+    assert (taken / "adapters.safetensors").read_bytes() == b"precious"
+    assert not (cortex_home / "jobs").exists() or not any((cortex_home / "jobs").iterdir())
+
+
 def test_paths_the_os_refuses_are_application_errors(server, tmp_path):
     long_path = "/tmp/" + "z" * 5000 + ".jsonl"
     reply = server.request("cortex/analyzeDataset", {"path": long_path})
@@ -204,4 +300,19 @@ def test_paths_the_os_refuses_are_application_errors(server, tmp_path):
         "path": str(directory), "examples": [{"prompt": "a", "response": "b"}],
         "overwrite": True})
     assert reply["error"]["code"] in (-32000, -32602), reply
+    # ~user of a user that does not exist: pathlib raises RuntimeError (was -32603).
+    nobody = "~no-such-user-here/data.jsonl"
+    for method, params in (
+        ("cortex/validateDataset", {"path": nobody}),
+        ("cortex/analyzeDataset", {"path": nobody}),
+        ("cortex/prepareDataset", {"path": nobody, "outDir": str(tmp_path / "out")}),
+        ("cortex/createDataset", {"path": nobody, "examples": [{"prompt": "a",
+                                                                "response": "b"}]}),
+        ("cortex/sampleDataset", {"path": nobody}),
+        ("cortex/inspectModel", {"path": "~no-such-user-here/model"}),
+        ("cortex/proposeConfig", {"model": "~no-such-user-here/model"}),
+    ):
+        reply = server.request(method, params)
+        assert reply["error"]["code"] == -32000, (method, reply)
+        assert reply["error"]["data"]["code"] in ("file-error", "model-not-found"), reply
     alive(server)

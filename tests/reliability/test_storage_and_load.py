@@ -48,6 +48,38 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.fixture
+def read_only_home(tmp_path):
+    """A read-only tmpfs: chmod alone would not stop root, which the tests may run as."""
+    mount = tmp_path / "read-only"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): " + done.stderr.decode()[-200:])
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_read_only_cortex_home_is_a_clear_error_before_training(
+    read_only_home, tiny_model, sample_dataset_path
+):
+    server = RawServer(env=dict(os.environ, CORTEX_HOME=str(read_only_home)))
+    try:
+        server.initialize()
+        reply = server.request("cortex/startTraining", {
+            "model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": "ro"})
+        assert reply["error"]["code"] == -32000, reply
+        assert reply["error"]["data"]["code"] == "file-error", reply
+        assert "read-only" in reply["error"]["message"].lower(), reply
+        # Reading still works: the listings are empty, not errors.
+        assert server.request("cortex/listJobs", {})["result"]["jobs"] == []
+        assert server.request("cortex/listModels", {})["result"]["models"] is not None
+    finally:
+        server.close()
+    assert list(read_only_home.iterdir()) == []
+
+
 def test_full_disk_fails_the_job_and_leaves_no_partial_model(
     tiny_disk, tiny_model, sample_dataset_path
 ):
