@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -276,3 +277,46 @@ def test_batch_trains_one_model_per_dataset(wizard_env, cortex_home, tmp_path,
     assert "Batch finished: 2 of 2 trained." in done.stdout
     for name in ("tiny-llama-python", "tiny-llama-tools"):
         assert (cortex_home / "mlx_models" / name / "fine-tuned.marker").exists()
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> list[dict]:
+    done = subprocess.run(WIZARD + args + ["--json"], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_evaluate_compare_and_tune_commands(wizard_env, tmp_path, sample_dataset_path):
+    run_cli(["--model", "tiny-llama", "--sample", "--preset", "quick", "--name", "after",
+             "--yes", *FAST], wizard_env, tmp_path)
+    data = str(sample_dataset_path)
+
+    evaluation = run_cli(["evaluate", "after", data, "--all"], wizard_env, tmp_path)[-1]
+    assert evaluation["event"] == "evaluation" and evaluation["split"] == "all"
+    assert evaluation["examples"] == 24
+    assert evaluation["perplexity"] == pytest.approx(math.exp(evaluation["loss"]), rel=1e-3)
+
+    comparison = run_cli(["compare", "tiny-llama", "--prompt", "What is Git?"],
+                         wizard_env, tmp_path)[-1]
+    assert [o["model"] for o in comparison["rows"][0]["outputs"]] == ["base", "after"]
+
+    events = run_cli(["tune", "tiny-llama", data, "--budget", "12", "--trials", "2"],
+                     wizard_env, tmp_path)
+    trials = [e for e in events if e["event"] == "tuning" and e.get("trial")]
+    tuned = events[-1]
+    assert tuned["event"] == "tuned" and trials
+    assert tuned["best"]["valLoss"] == min(
+        t["trial"]["valLoss"] for t in trials if t["trial"].get("valLoss") is not None)
+
+
+def test_tuning_lines_read_like_the_table():
+    from cortex_client.cli import tuning_line
+
+    note = {"event": "trial", "usedSeconds": 7.2, "budgetSeconds": 60, "trial": {
+        "index": 3, "round": 1, "config": {"learningRate": 0.0015, "loraRank": 16},
+        "iterations": 28, "seconds": 3.25, "valLoss": 5.77731}}
+    assert tuning_line(note) == ("  trial 3 (round 1): lr 0.0015, rank 16, 28 it, 3.2 s · "
+                                 "val loss 5.7773  [7/60 s]")
+    assert tuning_line({"event": "plan", "candidates": 8, "firstRoundIterations": 14}) == (
+        "Plan: 8 candidates, 14 iterations each in round 1")
+    assert tuning_line({"event": "done"}) is None

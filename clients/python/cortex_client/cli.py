@@ -83,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("adapters", metavar="ADAPTER", nargs="*",
                          help="fine-tuned models of BASE (default: all of them)")
     compare.add_argument("--prompt", dest="prompts", action="append", required=True)
+    evaluate = _sub(commands, "evaluate",
+                    help="validation loss and perplexity of a fine-tuned model vs its base")
+    evaluate.add_argument("model_name", metavar="MODEL")
+    evaluate.add_argument("dataset", metavar="DATASET")
+    evaluate.add_argument("--all", dest="split", action="store_const", const="all",
+                          default="valid", help="score every record, not the held-out split")
+    tune = _sub(commands, "tune", help="search learning rate and rank within a time budget")
+    tune.add_argument("model_name", metavar="MODEL")
+    tune.add_argument("dataset", metavar="DATASET")
+    tune.add_argument("--budget", type=float, default=120.0, metavar="SECONDS",
+                      help="total search time (default 120)")
+    tune.add_argument("--trials", type=int, default=None, help="number of candidates")
     resume = _sub(commands, "resume", help="resume a cancelled or interrupted job")
     resume.add_argument("job_id", metavar="JOB")
     cancel = _sub(commands, "cancel", help="cancel a running job")
@@ -260,14 +272,11 @@ async def run_compare(client: CortexClient, term: Terminal, args: argparse.Names
     from rich.table import Table
 
     adapters = args.adapters or [
-        a["name"] for a in (await client.request(
-            "cortex/listAdapters", {"baseModel": args.base_model}))["adapters"]
-    ]
+        a["name"] for a in await client.list_adapters(args.base_model)]
     if not adapters:
         term.say(f"No fine-tuned models of {args.base_model} yet.")
         return 1
-    result = await client.request("cortex/compareAdapters", {
-        "baseModel": args.base_model, "adapters": adapters, "prompts": args.prompts})
+    result = await client.compare_adapters(args.base_model, adapters, args.prompts)
     term.event("comparison", **result)
     if term.json_mode:
         return 0
@@ -275,6 +284,56 @@ async def run_compare(client: CortexClient, term: Terminal, args: argparse.Names
     for row in result["rows"]:
         table.add_row(row["prompt"], *[o["text"].strip() for o in row["outputs"]])
     term.rich(table)
+    return 0
+
+
+async def run_evaluate(client: CortexClient, term: Terminal, args: argparse.Namespace) -> int:
+    """Score base and fine-tuned model on the same held-out records."""
+    term.say(f"Evaluating {args.model_name} and its base on {args.dataset} ({args.split})…")
+    result = await client.evaluate(args.model_name, args.dataset, split=args.split)
+    term.event("evaluation", **result)
+    term.say(f"{result['examples']} examples · loss {result['baseLoss']:.3f} -> "
+             f"{result['loss']:.3f} · perplexity {result['basePerplexity']:.1f} -> "
+             f"{result['perplexity']:.1f}  ({result['seconds']:.1f} s)")
+    return 0
+
+
+def tuning_line(note: dict[str, Any]) -> str | None:
+    """One terminal line for a ``cortex/tuningProgress`` payload (None: nothing to show)."""
+    trial = note.get("trial")
+    if note.get("event") == "plan":
+        return (f"Plan: {note.get('candidates')} candidates, "
+                f"{note.get('firstRoundIterations')} iterations each in round 1")
+    if not trial:
+        return None
+    config = trial.get("config", {})
+    val = trial.get("valLoss")
+    score = f"val loss {val:.4f}" if isinstance(val, (int, float)) else trial.get("state", "")
+    return (f"  trial {trial.get('index')} (round {trial.get('round')}): lr "
+            f"{config.get('learningRate'):g}, rank {config.get('loraRank')}, "
+            f"{trial.get('iterations')} it, {trial.get('seconds', 0):.1f} s · {score}  "
+            f"[{note.get('usedSeconds', 0):.0f}/{note.get('budgetSeconds', 0):.0f} s]")
+
+
+async def run_tune(client: CortexClient, term: Terminal, args: argparse.Namespace) -> int:
+    """Search hyperparameters within the budget and print the config to train with."""
+    def show(note: dict[str, Any]) -> None:
+        term.event("tuning", **note)
+        line = tuning_line(note)
+        if line:
+            term.say(line)
+
+    term.say(f"Searching for {args.budget:.0f} s on {args.model_name} with {args.dataset}…")
+    result = await client.tune_hyperparameters(args.model_name, args.dataset, args.budget,
+                                               trials=args.trials, on_progress=show)
+    term.event("tuned", **result)
+    best = result["bestConfig"]
+    overrides = " ".join(f"--set {key}={best[key]}" for key in
+                         ("learningRate", "loraRank", "loraAlpha", "iterations") if key in best)
+    term.say(f"Best: val loss {result['best']['valLoss']:.4f} "
+             f"(Balanced: {result.get('balancedValLoss')}) after {result['usedSeconds']:.0f} s")
+    term.say(f"Train with it: cortex-finetune --model {args.model_name} --data {args.dataset} "
+             f"{overrides}")
     return 0
 
 
@@ -307,6 +366,10 @@ async def main_async(args: argparse.Namespace) -> int:
                 return 0
             if args.command == "compare":
                 return await run_compare(client, term, args)
+            if args.command == "evaluate":
+                return await run_evaluate(client, term, args)
+            if args.command == "tune":
+                return await run_tune(client, term, args)
             if args.command == "resume":
                 return await run_resume(client, term, args.job_id)
             if args.command == "cancel":

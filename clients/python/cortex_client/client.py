@@ -312,32 +312,77 @@ class CortexClient:
         finally:
             self.unsubscribe("cortex/trainingProgress", queue)
 
+    @contextlib.asynccontextmanager
+    async def _forwarding(self, method: str,
+                          callback: Callable[[dict[str, Any]], None] | None) -> AsyncIterator[None]:
+        """Pass each ``method`` notification to ``callback`` while the body runs.
+
+        Notifications arrive before the reply that ends the body; any not yet delivered
+        then are delivered on the way out, so none is lost.
+        """
+        if callback is None:
+            yield
+            return
+        queue = self.subscribe(method)
+
+        async def forward() -> None:
+            while not (note := await queue.get()).get("__closed__"):
+                callback(note)
+
+        pump = asyncio.create_task(forward())
+        try:
+            yield
+        finally:
+            self.unsubscribe(method, queue)
+            pump.cancel()
+            while not queue.empty():
+                note = queue.get_nowait()
+                if not note.get("__closed__"):
+                    callback(note)
+
     async def generate(self, model: str, prompt: str, *, max_tokens: int = 64,
                        temperature: float = 0.0, adapter: str | None = None,
                        on_chunk: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Generate from a model; ``on_chunk`` receives text as it streams."""
-        queue = self.subscribe("cortex/generateChunk")
-        pump: asyncio.Task[None] | None = None
-        if on_chunk is not None:
-            async def forward() -> None:
-                while True:
-                    chunk = await queue.get()
-                    if chunk.get("__closed__"):
-                        return
-                    on_chunk(chunk.get("text", ""))
-            pump = asyncio.create_task(forward())
-        try:
-            params: dict[str, Any] = {"model": str(model), "prompt": prompt,
-                                      "maxTokens": max_tokens, "temperature": temperature}
-            if adapter:
-                params["adapter"] = str(adapter)
+        params: dict[str, Any] = {"model": str(model), "prompt": prompt,
+                                  "maxTokens": max_tokens, "temperature": temperature}
+        if adapter:
+            params["adapter"] = str(adapter)
+        callback = None if on_chunk is None else (lambda chunk: on_chunk(chunk.get("text", "")))
+        async with self._forwarding("cortex/generateChunk", callback):
             return await self.request("cortex/generate", params)
-        finally:
-            self.unsubscribe("cortex/generateChunk", queue)
-            if pump is not None:
-                pump.cancel()
-                # Chunks arrive before the reply; deliver any the pump has not reached yet.
-                while not queue.empty():
-                    chunk = queue.get_nowait()
-                    if not chunk.get("__closed__"):
-                        on_chunk(chunk.get("text", ""))
+
+    async def list_adapters(self, base_model: str) -> list[dict[str, Any]]:
+        return (await self.request("cortex/listAdapters", {"baseModel": str(base_model)}))[
+            "adapters"]
+
+    async def compare_adapters(self, base_model: str, adapters: list[str], prompts: list[str],
+                               max_tokens: int = 64) -> dict[str, Any]:
+        return await self.request("cortex/compareAdapters", {
+            "baseModel": str(base_model), "adapters": list(adapters), "prompts": list(prompts),
+            "maxTokens": max_tokens})
+
+    async def evaluate(self, model: str, dataset: str, *, split: str = "valid",
+                       max_examples: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": str(model), "dataset": str(dataset), "split": split}
+        if max_examples is not None:
+            params["maxExamples"] = max_examples
+        return await self.request("cortex/evaluate", params)
+
+    async def tune_hyperparameters(
+        self, model: str, dataset: str, budget_seconds: float, *, trials: int | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run the search; ``on_progress`` receives each ``cortex/tuningProgress`` payload."""
+        params: dict[str, Any] = {"model": str(model), "dataset": str(dataset),
+                                  "budgetSeconds": budget_seconds}
+        if trials is not None:
+            params["trials"] = trials
+        async with self._forwarding("cortex/tuningProgress", on_progress):
+            return await self.request("cortex/tuneHyperparameters", params)
+
+    async def fuse_model(self, name: str, output_name: str) -> dict[str, Any]:
+        return await self.request("cortex/fuseModel", {"name": name, "outputName": output_name})
+
+    async def delete_model(self, name: str) -> dict[str, Any]:
+        return await self.request("cortex/deleteModel", {"name": name})
