@@ -161,6 +161,8 @@ test(":CortexFinetune: sample data, Quick preset, progress, result, Try it", fun
   assert(noted("tiny%-llama%-custom: Epoch %d/%d | step %d+/%d+ | Loss"), "progress " .. vim.inspect(notes))
   assert(noted("tiny%-llama%-custom: Completed"), "completed")
   assert(noted("✓ Fine%-tuning completed!"), "result")
+  assert(noted("Validation perplexity: [%d.]+ %-> [%d.]+ %(loss"), "evaluation in the result step")
+  assert(noted("Loss curve: .*loss%-curve%.svg"), "loss curve in the result step")
   eq(vim.fn.filereadable(dir .. "/home/mlx_models/tiny-llama-custom/fine-tuned.marker"), 1, "marker")
   eq(#state.replies, 1, "one reply")
   assert(cortex.statusline():find("^Cortex:"), cortex.statusline())

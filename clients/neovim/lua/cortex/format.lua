@@ -133,6 +133,17 @@ function M.summary(s)
   return lines
 end
 
+--- Evaluation and loss-curve lines of the result step (empty when the job recorded neither).
+function M.evaluation(final)
+  local lines, e = {}, final.evaluation
+  if present(e) and present(e.basePerplexity) and present(e.perplexity) then
+    table.insert(lines, string.format("   Validation perplexity: %.1f -> %.1f (loss %.3f -> %.3f)",
+      e.basePerplexity, e.perplexity, e.baseValLoss, e.valLoss))
+  end
+  if present(final.lossCurvePath) then table.insert(lines, "   Loss curve: " .. final.lossCurvePath) end
+  return lines
+end
+
 -- Model names: the server's rules (cortex_rpc/paths.py), checked while asking.
 local RESERVED = { con = 1, prn = 1, aux = 1, nul = 1, com1 = 1, com2 = 1, com3 = 1, com4 = 1, lpt1 = 1, lpt2 = 1,
   lpt3 = 1, jobs = 1, tmp = 1, models = 1, mlx_models = 1, cache = 1 }

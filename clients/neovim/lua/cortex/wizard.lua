@@ -257,14 +257,16 @@ local function train(state)
       vim.log.levels.ERROR)
     return
   end
-  say(table.concat({
+  local lines = {
     "✓ Fine-tuning completed!",
     "📁 Model saved to: " .. (final.outputPath or started.outputPath),
     "💡 To load your fine-tuned model:",
     "   cortex-finetune chat " .. state.name,
     "   LoRA adapter size: " .. format.bytes(final.adapterBytes),
     "   Base model: " .. state.model.name,
-  }, "\n"))
+  }
+  vim.list_extend(lines, format.evaluation(final))
+  say(table.concat(lines, "\n"))
   try_it(state, final)
 end
 
