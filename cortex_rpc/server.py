@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import errno
 import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from lsprotocol import types
@@ -685,19 +686,42 @@ def list_adapters(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     return list_adapters(params["baseModel"], ls.options.model_dirs)
 
 
+@contextlib.contextmanager
+def _work_done(
+    ls: CortexServer, token: str | int | None, title: str
+) -> Iterator[Callable[[str, int], None]]:
+    """Report ``$/progress`` under the client's ``workDoneToken`` (a no-op without one)."""
+    if token is None:
+        yield lambda message, percentage: None
+        return
+    ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+        title=title, cancellable=True, message="Starting", percentage=0))
+
+    def report(message: str, percentage: int) -> None:
+        ls.work_done_progress.report(token, types.WorkDoneProgressReport(
+            message=message, percentage=percentage))
+
+    try:
+        yield report
+    finally:
+        ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message="Done"))
+
+
 @server.cortex_method(protocol.COMPARE_ADAPTERS)
 def compare_adapters(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .models.registry import resolve_model
     from .training.generate import compare_adapters
 
     dirs = ls.options.model_dirs
-    return compare_adapters(
-        _runner(ls),
-        resolve_model(params["baseModel"], dirs),
-        [resolve_model(name, dirs) for name in params["adapters"]],
-        params["prompts"],
-        max_tokens=params.get("maxTokens", 64),
-    )
+    base = resolve_model(params["baseModel"], dirs)
+    adapters = [resolve_model(name, dirs) for name in params["adapters"]]
+    with _work_done(ls, params.get("workDoneToken"), "Comparing adapters") as report:
+        return compare_adapters(
+            _runner(ls), base, adapters, params["prompts"],
+            max_tokens=params.get("maxTokens", 64), cancel=ls.request.cancel,
+            on_output=lambda done, total: report(
+                f"{done}/{total} generations", round(100 * done / total)),
+        )
 
 
 @server.cortex_method(protocol.GENERATE)
@@ -738,24 +762,15 @@ def evaluate(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
 def tune_hyperparameters(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .training.tuning import tune_hyperparameters, tuning_work_done
 
-    token = params.get("workDoneToken")
-    if token is not None:
-        ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-            title="Tuning hyperparameters", cancellable=True, message="Starting", percentage=0))
+    with _work_done(ls, params.get("workDoneToken"), "Tuning hyperparameters") as report:
 
-    def on_progress(payload: dict[str, Any]) -> None:
-        ls.notify(protocol.TUNING_PROGRESS, payload)
-        if token is not None and payload["event"] != "done":
-            message, percentage = tuning_work_done(payload)
-            ls.work_done_progress.report(token, types.WorkDoneProgressReport(
-                message=message, percentage=percentage))
+        def on_progress(payload: dict[str, Any]) -> None:
+            ls.notify(protocol.TUNING_PROGRESS, payload)
+            if payload["event"] != "done":
+                report(*tuning_work_done(payload))
 
-    try:
         return tune_hyperparameters(
             params["model"], params["dataset"], params["budgetSeconds"],
             trials=params.get("trials", 8), seed=params.get("seed", 0),
             model_dirs=ls.options.model_dirs, on_progress=on_progress, cancel=ls.request.cancel,
         )
-    finally:
-        if token is not None:
-            ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message="Done"))

@@ -170,16 +170,25 @@ def compare_adapters(
     adapters: list[Path],
     prompts: list[str],
     max_tokens: int = 64,
+    *,
+    cancel: threading.Event | None = None,
+    on_output: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Answer each prompt with the base and with every adapter, on one warm base model.
 
     Prompts are the outer loop so a table row is complete as soon as it is computed; the
-    worker switches adapters without reloading the base.
+    worker switches adapters without reloading the base. ``on_output(done, total)`` follows
+    each generation; ``cancel`` is checked between them (a generation is short).
     """
+    models: list[Path | None] = [None, *adapters]
+    total, done = len(prompts) * len(models), 0
     rows = []
     for prompt in prompts:
         outputs = []
-        for adapter in [None, *adapters]:
+        for adapter in models:
+            if cancel is not None and cancel.is_set():
+                raise CortexError("cancelled", f"Comparison cancelled after {done} of {total} "
+                                  "generations")
             reply = runner.generate(
                 base_model, prompt, max_tokens=max_tokens, adapter=adapter
             )
@@ -188,5 +197,8 @@ def compare_adapters(
                 "text": reply["text"],
                 "tokens": reply["tokens"],
             })
+            done += 1
+            if on_output is not None:
+                on_output(done, total)
         rows.append({"prompt": prompt, "outputs": outputs})
     return {"baseModel": str(base_model), "rows": rows}

@@ -143,6 +143,7 @@ async def test_existing_model_name_is_refused(client, tiny_model, sample_dataset
     assert error.value.data["code"] == "model-exists"
 
 
+@pytest.mark.filterwarnings("ignore:Unknown progress token")  # pytest-lsp: token is ours
 async def test_adapter_library_and_comparison(client, tiny_model, sample_dataset_path):
     events = collect_progress(client)
     for name in ("ada-one", "ada-two"):
@@ -158,7 +159,11 @@ async def test_adapter_library_and_comparison(client, tiny_model, sample_dataset
     compared = await request(client, "cortex/compareAdapters", {
         "baseModel": str(tiny_model), "adapters": ["ada-one", "ada-two"],
         "prompts": ["What is Python?", "What is Git?"], "maxTokens": 6,
+        "workDoneToken": "compare-1",
     })
+    reports = client.progress_reports["compare-1"]
+    assert [r.message for r in reports[1:-1]] == [f"{n}/6 generations" for n in range(1, 7)]
+    assert reports[-2].percentage == 100
     assert [row["prompt"] for row in compared["rows"]] == ["What is Python?", "What is Git?"]
     for row in compared["rows"]:
         assert [o["model"] for o in row["outputs"]] == ["base", "ada-one", "ada-two"]

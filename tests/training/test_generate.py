@@ -54,3 +54,28 @@ def test_generate_streams_text_and_survives_a_worker_crash(
         assert again["tokens"] > 0 and runner._process.pid != pid
     finally:
         runner.close()
+
+
+def test_a_comparison_stops_between_generations_when_cancelled(tiny_model: Path, tmp_path: Path):
+    import threading
+
+    from cortex_rpc.errors import CortexError
+    from cortex_rpc.training.generate import compare_adapters
+
+    runner = ModelRunner(log_path=tmp_path / "generate.log")
+    cancel = threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def on_output(done: int, total: int) -> None:
+        seen.append((done, total))
+        cancel.set()  # as if the client cancelled while the first answer was computed
+
+    try:
+        with pytest.raises(CortexError) as error:
+            compare_adapters(runner, tiny_model, [], ["one", "two", "three"], max_tokens=2,
+                             cancel=cancel, on_output=on_output)
+    finally:
+        runner.close()
+    assert error.value.code == "cancelled"
+    assert "after 1 of 3" in error.value.message
+    assert seen == [(1, 3)]
