@@ -4,9 +4,15 @@
 import * as path from "path";
 import * as vscode from "vscode";
 import { LanguageClient, State, WorkDoneProgress, type LanguageClientOptions, type ServerOptions } from "vscode-languageclient/node";
-import { CortexApi, onWorkDoneProgress, type RpcTransport } from "./core/api";
-import { modelDescription, statusBarText, summarizeValidation, systemInfoLines, humanBytes } from "./core/format";
-import type { JobEntry, TrainingProgress } from "./core/types";
+import { asRpcError, CortexApi, isCancelled, onWorkDoneProgress, type CancellationLike, type RpcTransport } from "./core/api";
+import {
+  baseModelChoices, datasetPrompts, joinPrompts, MAX_COMPARE_ADAPTERS, promptsProblem, splitPrompts,
+} from "./core/compare";
+import {
+  baseName, compareAdaptersHtml, compareAdaptersMarkdown, datasetFixLines, datasetReportTitle, humanBytes, isDatasetFile,
+  modelDescription, statusBarText, summarizeValidation, systemInfoLines, withContentSecurityPolicy,
+} from "./core/format";
+import type { AdapterComparison, DatasetReport, JobEntry, TrainingProgress } from "./core/types";
 import { FineTuneWizard, type PickItem, type WizardUI } from "./core/wizard";
 
 let client: LanguageClient | undefined;
@@ -14,6 +20,8 @@ let api: CortexApi | undefined;
 let output: vscode.OutputChannel;
 let serverLog: vscode.LogOutputChannel;
 let statusItem: vscode.StatusBarItem;
+/** Open webview panels by what they show (a dataset file, a base model), reused on refresh. */
+const panels = new Map<string, vscode.WebviewPanel>();
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   output = vscode.window.createOutputChannel("Cortex");
@@ -22,10 +30,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   statusItem.command = "cortex.cancelTraining";
   context.subscriptions.push(output, serverLog, statusItem);
 
-  const command = (id: string, run: () => Promise<unknown>) =>
-    context.subscriptions.push(vscode.commands.registerCommand(id, async () => {
+  const command = (id: string, run: (...args: any[]) => Promise<unknown>) =>
+    context.subscriptions.push(vscode.commands.registerCommand(id, async (...args: any[]) => {
       try {
-        await run();
+        await run(...args);
       } catch (error) {
         output.appendLine(`✗ ${(error as Error).stack ?? error}`);
         void vscode.window.showErrorMessage(`Cortex: ${(error as Error).message}`);
@@ -36,6 +44,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   command("cortex.showModels", showModels);
   command("cortex.cancelTraining", cancelTraining);
   command("cortex.gpuStatus", gpuStatus);
+  command("cortex.compareAdapters", () => compareAdapters(context));
+  command("cortex.datasetReport", (uri?: vscode.Uri) => datasetReport(context, uri));
 
   context.subscriptions.push(vscode.workspace.onDidChangeConfiguration(async (event) => {
     if (event.affectsConfiguration("cortex")) {
@@ -85,7 +95,9 @@ async function ensureClient(): Promise<CortexApi> {
   await client.start();
   const lc = client;
   const transport: RpcTransport = {
-    sendRequest: (method, params) => lc.sendRequest(method, params),
+    sendRequest: (method, params, token) => (token
+      ? lc.sendRequest(method, params, token as vscode.CancellationToken)
+      : lc.sendRequest(method, params)),
     onNotification: (method, handler) => lc.onNotification(method, handler),
     onProgress: (token, handler) => lc.onProgress(WorkDoneProgress.type, token, handler),
   };
@@ -177,7 +189,7 @@ async function fineTune(context: vscode.ExtensionContext): Promise<void> {
   const wizard = new FineTuneWizard(cortex, new VsCodeWizardUI(), {
     workDoneToken,
     lastModel: context.globalState.get<string>("cortex.lastModel"),
-    defaultDataset: active && !active.isUntitled && /\.(jsonl|json|csv|txt)$/i.test(active.fileName) ? active.fileName : undefined,
+    defaultDataset: active && !active.isUntitled && isDatasetFile(active.fileName) ? active.fileName : undefined,
     datasetDir: home ? path.join(home, "datasets") : undefined,
   });
   output.appendLine("== Cortex: Fine-Tune Model");
@@ -253,4 +265,162 @@ async function gpuStatus(): Promise<void> {
   for (const line of lines) output.appendLine(`  ${line}`);
   const answer = await vscode.window.showInformationMessage(`Cortex: ${info.backend} · ${humanBytes(info.memory.availableBytes)} available · BLAS ${info.blas?.name ?? "none"}`, "Details");
   if (answer) output.show();
+}
+
+/** Whether the running server has `method` (its `capabilities.experimental.cortex.methods`). */
+function serverHas(method: string): boolean {
+  const methods: unknown = client?.initializeResult?.capabilities.experimental?.cortex?.methods;
+  return !Array.isArray(methods) || methods.includes(method);
+}
+
+/** Show `html` in a webview without scripts (the HTML carries its own CSP), one panel per `key`. */
+function showHtml(key: string, title: string, html: string): void {
+  let panel = panels.get(key);
+  if (!panel) {
+    panel = vscode.window.createWebviewPanel(key.split(":")[0], title, vscode.ViewColumn.Active,
+      { enableScripts: false, enableFindWidget: true, localResourceRoots: [] });
+    const created = panel;
+    panel.onDidDispose(() => { if (panels.get(key) === created) panels.delete(key); });
+    panels.set(key, panel);
+  }
+  panel.title = title;
+  panel.webview.html = html;
+  panel.reveal();
+}
+
+/** Run `work` in a cancellable progress notification; undefined (and a note) when cancelled. */
+async function cancellable<T>(title: string, message: string, work: (token: CancellationLike) => Promise<T>): Promise<T | undefined> {
+  try {
+    return await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title, cancellable: true }, (progress, token) => {
+      progress.report({ message });
+      return work(token);
+    });
+  } catch (error) {
+    if (!isCancelled(error)) throw error;
+    output.appendLine(`${title}: cancelled`);
+    void vscode.window.showInformationMessage(`${title}: cancelled.`);
+    return undefined;
+  }
+}
+
+async function compareAdapters(context: vscode.ExtensionContext): Promise<void> {
+  const cortex = await ensureClient();
+  // 1. The base model: the wizard's last one first, then bases that have adapters.
+  const bases = baseModelChoices(await cortex.listModels(), context.globalState.get<string>("cortex.lastModel"));
+  const baseItems: (vscode.QuickPickItem & { value: string | null })[] = bases.map((b) => ({
+    label: b.last ? `$(history) ${b.name}` : b.name,
+    description: [b.last ? "last used" : undefined, b.adapters ? `${b.adapters} fine-tuned model${b.adapters === 1 ? "" : "s"}` : "no fine-tuned models listed"]
+      .filter(Boolean).join(" · "),
+    detail: b.path,
+    value: b.path,
+  }));
+  baseItems.push({ label: "$(folder) Enter a path…", description: "a local base model directory", value: null });
+  const pickedBase = await vscode.window.showQuickPick(baseItems, {
+    title: "Compare adapters (1/3): base model", placeHolder: "The base the adapters were trained on", matchOnDescription: true, ignoreFocusOut: true,
+  });
+  if (!pickedBase) return;
+  const basePath = pickedBase.value ?? await vscode.window.showInputBox({
+    title: "Compare adapters: path to the base model", prompt: "A folder with config.json and *.safetensors", ignoreFocusOut: true,
+  });
+  if (!basePath) return;
+
+  // 2. Its adapters (all of them picked to start with).
+  const adapters = await cortex.listAdapters(basePath);
+  if (!adapters.length) {
+    const answer = await vscode.window.showInformationMessage(`No fine-tuned models of ${baseName(basePath)} yet.`, "Fine-Tune Model…");
+    if (answer) await vscode.commands.executeCommand("cortex.fineTune");
+    return;
+  }
+  const adapterItems = adapters.map((a, index) => ({
+    label: a.name, description: `adapter ${humanBytes(a.adapterBytes)}`, detail: a.path, picked: index < MAX_COMPARE_ADAPTERS, adapter: a,
+  }));
+  const chosen = await vscode.window.showQuickPick(adapterItems, {
+    title: `Compare adapters (2/3): fine-tuned models of ${baseName(basePath)}`, placeHolder: `Up to ${MAX_COMPARE_ADAPTERS}; the base is always shown`,
+    canPickMany: true, matchOnDescription: true, ignoreFocusOut: true,
+  });
+  if (!chosen?.length) return;
+  if (chosen.length > MAX_COMPARE_ADAPTERS) throw new Error(`Pick at most ${MAX_COMPARE_ADAPTERS} adapters (${chosen.length} picked).`);
+
+  // 3. The prompts: typed (";;" between them), or the first ones of the dataset in the editor.
+  const prompts = await askComparePrompts(context);
+  if (!prompts) return;
+
+  const maxTokens = vscode.workspace.getConfiguration("cortex").get<number>("compareMaxTokens") ?? 64;
+  const count = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  const result: AdapterComparison | undefined = await cancellable(
+    `Comparing ${count(chosen.length, "adapter")} of ${baseName(basePath)}`,
+    `${count(prompts.length, "prompt")} × ${chosen.length + 1} models, up to ${maxTokens} tokens each`,
+    (token) => cortex.compareAdapters({ baseModel: basePath, adapters: chosen.map((c) => c.adapter.path), prompts, maxTokens }, token),
+  );
+  if (!result) return;
+  await context.globalState.update("cortex.comparePrompts", prompts);
+  output.appendLine(`== Compare adapters of ${result.baseModel}`);
+  output.appendLine(compareAdaptersMarkdown(result, { maxTokens }));
+  showHtml(`cortex.compareAdapters:${result.baseModel}`, `Adapters — ${baseName(result.baseModel)}`, compareAdaptersHtml(result, { maxTokens }));
+}
+
+async function askComparePrompts(context: vscode.ExtensionContext): Promise<string[] | undefined> {
+  const document = vscode.window.activeTextEditor?.document;
+  const fromDataset = document && isDatasetFile(document.fileName) ? datasetPrompts(document.getText(), 3) : [];
+  if (fromDataset.length) {
+    const choice = await vscode.window.showQuickPick([
+      { label: "$(edit) Type prompts…", description: "separated by ;;", value: "type" as const },
+      {
+        label: `$(file) The first ${fromDataset.length === 1 ? "prompt" : `${fromDataset.length} prompts`} of ${baseName(document!.fileName)}`,
+        detail: fromDataset.map((p) => p.replace(/\s+/g, " ").slice(0, 60)).join(" · "), value: "dataset" as const,
+      },
+    ], { title: "Compare adapters (3/3): prompts", ignoreFocusOut: true });
+    if (!choice) return undefined;
+    if (choice.value === "dataset") return fromDataset;
+  }
+  const previous = context.globalState.get<string[]>("cortex.comparePrompts") ?? [];
+  const text = await vscode.window.showInputBox({
+    title: "Compare adapters (3/3): prompts",
+    prompt: "One prompt, or several separated by ;; (each is answered by the base and by every adapter)",
+    placeHolder: "What is Git? ;; Explain LoRA in one sentence",
+    value: joinPrompts(previous),
+    ignoreFocusOut: true,
+    validateInput: (value) => promptsProblem(splitPrompts(value)),
+  });
+  return text === undefined ? undefined : splitPrompts(text);
+}
+
+async function datasetReport(context: vscode.ExtensionContext, uri?: vscode.Uri): Promise<void> {
+  const cortex = await ensureClient();
+  if (!serverHas("cortex/datasetReport")) throw new Error("This cortex-rpc has no cortex/datasetReport; update the server.");
+  // The explorer's file, else the active editor's dataset, else ask.
+  let file = uri instanceof vscode.Uri && uri.scheme === "file" ? uri.fsPath : undefined;
+  const active = vscode.window.activeTextEditor?.document;
+  if (!file && active && active.uri.scheme === "file" && isDatasetFile(active.fileName)) file = active.fileName;
+  if (!file) {
+    const picked = await vscode.window.showOpenDialog({ canSelectMany: false, title: "Dataset to report on", filters: { Datasets: ["jsonl", "json", "csv", "txt"] } });
+    if (!picked?.length) return;
+    file = picked[0].fsPath;
+  }
+  // The server reads the file on disk: offer to save unsaved edits first.
+  const open = vscode.workspace.textDocuments.find((d) => d.uri.scheme === "file" && d.fileName === file);
+  if (open?.isDirty) {
+    const answer = await vscode.window.showWarningMessage(`${baseName(file)} has unsaved changes; the report reads the file on disk.`,
+      "Save and Continue", "Use Saved File");
+    if (!answer) return;
+    if (answer === "Save and Continue" && !(await open.save())) return;
+  }
+  // Token lengths with the tokenizer of the wizard's last model, when it is still there.
+  const model = context.globalState.get<string>("cortex.lastModel");
+  const target = file;
+  const report: DatasetReport | undefined = await cancellable(`Dataset report: ${baseName(target)}`, "analyzing", async (token) => {
+    try {
+      return await cortex.datasetReport(target, model, token);
+    } catch (error) {
+      const code = String(asRpcError(error).data?.code ?? "");
+      if (!model || isCancelled(error) || !/model/.test(code)) throw error;
+      output.appendLine(`Dataset report: ${model} not usable (${code}); reporting without a tokenizer`);
+      return cortex.datasetReport(target, undefined, token);
+    }
+  });
+  if (!report) return;
+  const title = datasetReportTitle(target, report.score);
+  output.appendLine(`== ${title}${model ? ` (tokens counted with ${baseName(model)})` : ""}`);
+  for (const line of datasetFixLines(report.fixes ?? [])) output.appendLine(`  ${line}`);
+  showHtml(`cortex.datasetReport:${target}`, title, withContentSecurityPolicy(report.html ?? ""));
 }

@@ -4,9 +4,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, test } from "node:test";
 import { pathToFileURL } from "node:url";
-import { CortexRpcError } from "../src/core/api";
-import { summarizeValidation } from "../src/core/format";
-import { makeFixture, removeFixture, startServer, type Fixture } from "./helpers";
+import { CancellationTokenSource } from "vscode-jsonrpc";
+import { CortexRpcError, isCancelled } from "../src/core/api";
+import { compareAdaptersHtml, compareAdaptersMarkdown, summarizeValidation, withContentSecurityPolicy } from "../src/core/format";
+import { makeFixture, removeFixture, SAMPLE_DATASET, startServer, type Fixture } from "./helpers";
 
 let fixture: Fixture;
 let session: Awaited<ReturnType<typeof startServer>>;
@@ -147,4 +148,48 @@ test("live diagnostics: didOpen then an incremental didChange", async (t) => {
     assert.ok(Array.isArray(actions ?? []), "codeAction answers a list");
   }
   await session.connection.sendNotification("textDocument/didClose", { textDocument: { uri } });
+});
+
+test("listAdapters and compareAdapters on a freshly trained tiny adapter; cancelling a comparison", async (t) => {
+  const needs = ["cortex/startTraining", "cortex/listAdapters", "cortex/compareAdapters"];
+  const absent = needs.filter((m) => !session.methods.includes(m));
+  if (absent.length) return t.skip(`server lacks ${absent.join(", ")}`);
+  const started = await session.api.startTraining({
+    model: fixture.modelPath, dataset: SAMPLE_DATASET, outputName: "tiny-compare", preset: "quick", config: { iterations: 4 },
+  });
+  const final = await session.api.followJob(started.jobId);
+  assert.equal(final.state, "completed", JSON.stringify(final));
+
+  const adapters = await session.api.listAdapters(fixture.modelPath);
+  assert.deepEqual(adapters.map((a) => a.name), ["tiny-compare"]);
+  const result = await session.api.compareAdapters({
+    baseModel: fixture.modelPath, adapters: [adapters[0].path], prompts: ["What is Git?", "a | b\nc"], maxTokens: 4,
+  });
+  assert.equal(result.rows.length, 2);
+  assert.deepEqual(result.rows[0].outputs.map((o) => o.model), ["base", "tiny-compare"]);
+  assert.equal(result.rows[1].prompt, "a | b\nc");
+  for (const output of result.rows.flatMap((r) => r.outputs)) assert.ok(output.tokens >= 0 && output.tokens <= 4, JSON.stringify(output));
+  const markdown = compareAdaptersMarkdown(result, { maxTokens: 4 }).trimEnd().split("\n");
+  assert.equal(markdown[4], "| Prompt | base (tiny-llama) | tiny-compare |");
+  assert.ok(markdown[7].startsWith("| a \\| b<br>c | "), markdown[7]);
+  assert.equal(compareAdaptersHtml(result).match(/<tr>/g)?.length, 3);
+
+  // Cancelled through its token: rejected at once; the server keeps answering afterwards.
+  const source = new CancellationTokenSource();
+  const cancelled = session.api.compareAdapters({ baseModel: fixture.modelPath, adapters: ["tiny-compare"], prompts: ["Hello"], maxTokens: 64 }, source.token);
+  source.cancel();
+  await assert.rejects(cancelled, isCancelled);
+  assert.equal((await session.api.listAdapters(fixture.modelPath)).length, 1);
+});
+
+test("datasetReport scores a file and its HTML takes the webview's CSP", async (t) => {
+  if (!session.methods.includes("cortex/datasetReport")) return t.skip("cortex/datasetReport not in this server yet");
+  const report = await session.api.datasetReport(SAMPLE_DATASET);
+  assert.equal(typeof report.score, "number");
+  assert.ok(report.markdown.length > 0 && report.html.length > 0);
+  assert.ok(Array.isArray(report.fixes));
+  for (const fix of report.fixes) assert.equal(typeof fix.code, "string");
+  const html = withContentSecurityPolicy(report.html);
+  assert.match(html, /<head[^>]*><meta http-equiv="Content-Security-Policy" content="default-src &#39;none&#39;; style-src &#39;unsafe-inline&#39;">/i);
+  await assert.rejects(session.api.datasetReport(path.join(fixture.root, "missing.jsonl")), (error: unknown) => error instanceof CortexRpcError);
 });

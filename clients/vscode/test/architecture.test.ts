@@ -22,9 +22,15 @@ test("every contributed command is registered, and settings are declared", () =>
   const glue = fs.readFileSync(path.join(ROOT, "src", "extension.ts"), "utf8");
   const commands: { command: string; title: string }[] = manifest.contributes.commands;
   assert.deepEqual(commands.map((c) => c.title).sort(), [
-    "Cancel Training", "Fine-Tune Model…", "GPU Status", "Show Models", "Validate Dataset",
+    "Cancel Training", "Compare Adapters", "Dataset Quality Report", "Fine-Tune Model…", "GPU Status", "Show Models",
+    "Validate Dataset",
   ]);
   for (const { command } of commands) assert.ok(glue.includes(`"${command}"`), command);
+  // Menu entries name contributed commands only.
+  const known = new Set(commands.map((c) => c.command));
+  for (const [menu, entries] of Object.entries(manifest.contributes.menus ?? {})) {
+    for (const entry of entries as { command: string }[]) assert.ok(known.has(entry.command), `${menu}: ${entry.command}`);
+  }
   const settings = Object.keys(manifest.contributes.configuration.properties);
   for (const key of ["cortex.serverPath", "cortex.modelDirs", "cortex.home"]) assert.ok(settings.includes(key), key);
   assert.ok(manifest.contributes.languages.some((l: { id: string; extensions: string[] }) => l.id === "jsonl" && l.extensions.includes(".jsonl")));

@@ -3,16 +3,30 @@
 // This module must not import `vscode`.
 
 import type {
-  Generation, JobEntry, ModelEntry, ModelInfo, Preset, Proposal, StartedJob, SystemInfo,
-  TrainingProgress, ValidationReport, WorkDoneProgress, WrittenDataset,
+  AdapterComparison, AdapterList, CompareAdaptersParams, DatasetReport, Generation, JobEntry, ModelEntry,
+  ModelInfo, Preset, Proposal, StartedJob, SystemInfo, TrainingProgress, ValidationReport, WorkDoneProgress,
+  WrittenDataset,
 } from "./types";
 import { TERMINAL_STATES } from "./types";
 
 export interface Disposable { dispose(): void }
 
+/**
+ * A cancellation token as both `vscode.CancellationToken` and vscode-jsonrpc's
+ * `CancellationToken` are shaped: pass either.
+ */
+export interface CancellationLike {
+  readonly isCancellationRequested: boolean;
+  onCancellationRequested(listener: (e: any) => any, thisArgs?: any, disposables?: Disposable[]): Disposable;
+}
+
+/** JSON-RPC's RequestCancelled code: what a request cancelled through its token rejects with. */
+export const REQUEST_CANCELLED = -32800;
+
 /** The two things the API needs from a connection; adapters wrap the real clients. */
 export interface RpcTransport {
-  sendRequest(method: string, params: unknown): Promise<unknown>;
+  /** `token`, when given, sends `$/cancelRequest` for this request once it is cancelled. */
+  sendRequest(method: string, params: unknown, token?: CancellationLike): Promise<unknown>;
   onNotification(method: string, handler: (params: any) => void): Disposable;
   /** `$/progress` for one token (vscode-jsonrpc routes those past onNotification). */
   onProgress(token: string, handler: (value: any) => void): Disposable;
@@ -31,6 +45,15 @@ export function asRpcError(error: unknown): CortexRpcError {
   if (error instanceof CortexRpcError) return error;
   const e = error as { message?: string; code?: number; data?: any };
   return new CortexRpcError(String(e?.message ?? error), typeof e?.code === "number" ? e.code : 0, e?.data);
+}
+
+/** True for the rejection of a request that was cancelled through its token. */
+export function isCancelled(error: unknown): boolean {
+  return (error as { code?: unknown })?.code === REQUEST_CANCELLED;
+}
+
+function cancelledError(method: string): CortexRpcError {
+  return new CortexRpcError(`${method} cancelled`, REQUEST_CANCELLED, { code: "cancelled" });
 }
 
 type ProgressListener = (event: TrainingProgress) => void;
@@ -63,12 +86,36 @@ export class CortexApi {
     this.listeners.clear();
   }
 
-  async request<R>(method: string, params: object = {}): Promise<R> {
-    try {
-      return (await this.transport.sendRequest(method, params)) as R;
-    } catch (error) {
-      throw asRpcError(error);
+  /**
+   * Send a request. With a `token`, cancelling it sends `$/cancelRequest` and rejects at once
+   * with a CortexRpcError of code REQUEST_CANCELLED (see isCancelled), without waiting for
+   * the server, which may finish the work it had started before it notices.
+   */
+  async request<R>(method: string, params: object = {}, token?: CancellationLike): Promise<R> {
+    if (!token) {
+      try {
+        return (await this.transport.sendRequest(method, params)) as R;
+      } catch (error) {
+        throw asRpcError(error);
+      }
     }
+    if (token.isCancellationRequested) throw cancelledError(method);
+    return new Promise<R>((resolve, reject) => {
+      let settled = false;
+      let subscription: Disposable | undefined;
+      const settle = (finish: () => void) => {
+        if (settled) return;
+        settled = true;
+        subscription?.dispose();
+        finish();
+      };
+      subscription = token.onCancellationRequested(() => settle(() => reject(cancelledError(method))));
+      if (settled) subscription.dispose();
+      this.transport.sendRequest(method, params, token).then(
+        (result) => settle(() => resolve(result as R)),
+        (error) => settle(() => reject(token.isCancellationRequested ? cancelledError(method) : asRpcError(error))),
+      );
+    });
   }
 
   systemInfo(): Promise<SystemInfo> { return this.request("cortex/systemInfo"); }
@@ -99,6 +146,19 @@ export class CortexApi {
   resumeTraining(jobId: string, workDoneToken?: string): Promise<JobEntry> {
     return this.request("cortex/resumeTraining", dropUndefined({ jobId, workDoneToken }));
   }
+  /** The fine-tuned models trained on `baseModel` (a path or a name from listModels). */
+  async listAdapters(baseModel: string): Promise<ModelEntry[]> {
+    return (await this.request<AdapterList>("cortex/listAdapters", { baseModel })).adapters;
+  }
+  /** Answer each prompt with the base and with every adapter; cancellable through `token`. */
+  compareAdapters(params: CompareAdaptersParams, token?: CancellationLike): Promise<AdapterComparison> {
+    return this.request("cortex/compareAdapters", dropUndefined({ ...params }), token);
+  }
+  /** The dataset quality report (score, fixes, Markdown and HTML) for a file on disk. */
+  datasetReport(path: string, model?: string, token?: CancellationLike): Promise<DatasetReport> {
+    return this.request("cortex/datasetReport", dropUndefined({ path, model }), token);
+  }
+
   async listJobs(): Promise<JobEntry[]> { return (await this.request<{ jobs: JobEntry[] }>("cortex/listJobs")).jobs; }
 
   /** Generate a reply; chunks stream to `onChunk`. One generation at a time per connection. */

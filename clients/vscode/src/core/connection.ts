@@ -3,7 +3,8 @@
 
 import { spawn, type ChildProcess } from "child_process";
 import {
-  createMessageConnection, ProgressType, StreamMessageReader, StreamMessageWriter, type MessageConnection,
+  createMessageConnection, ProgressType, StreamMessageReader, StreamMessageWriter, type CancellationToken,
+  type MessageConnection,
 } from "vscode-jsonrpc/node";
 import { CortexApi, type RpcTransport } from "./api";
 
@@ -33,7 +34,11 @@ export interface CortexSession {
 export function transportFor(connection: MessageConnection): RpcTransport {
   const progress = new ProgressType<any>();
   return {
-    sendRequest: (method, params) => connection.sendRequest(method, params),
+    // vscode-jsonrpc takes a trailing CancellationToken; an `undefined` there would be sent
+    // as a second positional parameter, so pass it only when there is one.
+    sendRequest: (method, params, token) => (token
+      ? connection.sendRequest(method, params, token as CancellationToken)
+      : connection.sendRequest(method, params)),
     onNotification: (method, handler) => connection.onNotification(method, handler),
     onProgress: (token, handler) => connection.onProgress(progress, token, handler),
   };

@@ -1,7 +1,9 @@
 // Human-readable text for models, datasets, configs and progress: the same numbers the
 // terminal wizard shows (cortex_rpc/units.py). This module must not import `vscode`.
 
-import type { Diagnostic, ModelEntry, Proposal, SystemInfo, TrainingProgress, ValidationReport } from "./types";
+import type {
+  AdapterComparison, DatasetFix, Diagnostic, ModelEntry, Proposal, SystemInfo, TrainingProgress, ValidationReport,
+} from "./types";
 
 /** `7.2B` / `3.5M` / `140K`. */
 export function humanParams(count: number | null | undefined): string {
@@ -197,4 +199,154 @@ export function systemInfoLines(info: SystemInfo): string[] {
   ];
   for (const warning of info.warnings ?? []) lines.push(`Warning: ${warning}`);
   return lines;
+}
+
+// -- Views: adapter comparison and dataset report -------------------------------------------
+
+/** Escape text for HTML element content and double- or single-quoted attribute values. */
+export function escapeHtml(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+}
+
+/**
+ * One GFM table cell: HTML escaped (model output is shown, never rendered), `|`, `\` and
+ * backticks escaped (no code span can swallow the `<br>`s), newlines as `<br>`,
+ * leading/trailing blanks trimmed, an empty text shown as such.
+ */
+export function markdownCell(text: string): string {
+  const cell = escapeHtml(text.trim())
+    .replace(/\\/g, "\\\\")
+    .replace(/([|`])/g, "\\$1")
+    .replace(/\r\n|\r|\n/g, "<br>");
+  return cell || "*(empty)*";
+}
+
+/** The last part of a model path (`/a/b/tiny-llama` -> `tiny-llama`). */
+export function baseName(file: string): string {
+  return file.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || file;
+}
+
+/** Dataset files the server reads: JSONL, JSON, CSV and TXT. */
+export function isDatasetFile(file: string): boolean {
+  return /\.(jsonl|json|csv|txt)$/i.test(file);
+}
+
+/** Column headings of a comparison: `base` (named after the base model) then each adapter. */
+export function comparisonColumns(result: AdapterComparison): string[] {
+  const first = result.rows[0]?.outputs ?? [];
+  return first.map((output, index) => (index === 0 && output.model === "base" ? `base (${baseName(result.baseModel)})` : output.model));
+}
+
+const plural = (count: number, word: string) => `${count} ${word}${count === 1 ? "" : "s"}`;
+
+/** A side-by-side Markdown table of `cortex/compareAdapters`: a row per prompt, a column per model. */
+export function compareAdaptersMarkdown(result: AdapterComparison, options: { maxTokens?: number } = {}): string {
+  const columns = comparisonColumns(result);
+  const lines = [
+    "# Adapter comparison",
+    "",
+    `Base model: \`${result.baseModel.replace(/`/g, "'")}\` · ${plural(result.rows.length, "prompt")} · ` +
+      `${plural(Math.max(0, columns.length - 1), "adapter")}${options.maxTokens ? ` · up to ${options.maxTokens} tokens` : ""}`,
+    "",
+    `| Prompt | ${columns.map(markdownCell).join(" | ")} |`,
+    `| --- |${columns.map(() => " --- |").join("")}`,
+  ];
+  for (const row of result.rows) {
+    const cells = columns.map((_, i) => {
+      const output = row.outputs[i];
+      return output ? `${markdownCell(output.text)}<br><sub>${plural(output.tokens, "token")}</sub>` : "";
+    });
+    lines.push(`| ${markdownCell(row.prompt)} | ${cells.join(" | ")} |`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** The policy the extension's webviews run under: no scripts, no fetches, inline styles only. */
+export const WEBVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'";
+
+/**
+ * Put a Content-Security-Policy `<meta>` first in the document's `<head>`: after the `<head>`
+ * tag when there is one, in a new `<head>` after `<html>` when there is only that, else wrap
+ * the fragment in a whole document. Comments are skipped when looking for the tags, so a
+ * `<head>` inside one is not taken for the real one.
+ */
+export function withContentSecurityPolicy(html: string, policy: string = WEBVIEW_CSP): string {
+  const meta = `<meta http-equiv="Content-Security-Policy" content="${escapeHtml(policy)}">`;
+  const tags = /<!--[\s\S]*?(?:-->|$)|<(head|html|body)(?=[\s>/])[^>]*>/gi;
+  let afterHtml = -1;
+  for (const match of html.matchAll(tags)) {
+    if (match[0].startsWith("<!--")) continue;
+    const end = match.index! + match[0].length;
+    const tag = match[1].toLowerCase();
+    if (tag === "head") return html.slice(0, end) + meta + html.slice(end);
+    if (tag === "html") {
+      afterHtml = end;
+      continue;
+    }
+    break; // <body> before any <head>
+  }
+  if (afterHtml >= 0) return `${html.slice(0, afterHtml)}<head>${meta}</head>${html.slice(afterHtml)}`;
+  return `<!DOCTYPE html>\n<html><head>${meta}<meta charset="utf-8"></head><body>${html}</body></html>\n`;
+}
+
+const VIEW_STYLE = `
+body { font-family: var(--vscode-font-family, sans-serif); font-size: var(--vscode-font-size, 13px);
+  color: var(--vscode-foreground, #222); background: var(--vscode-editor-background, #fff); padding: 0 1.2em 1.2em; }
+h1 { font-size: 1.4em; font-weight: 600; }
+.meta { color: var(--vscode-descriptionForeground, #666); }
+code { font-family: var(--vscode-editor-font-family, monospace); }
+table { border-collapse: collapse; width: 100%; table-layout: fixed; }
+th, td { border: 1px solid var(--vscode-panel-border, #ccc); padding: 6px 8px; vertical-align: top; text-align: left; }
+th { background: var(--vscode-editorWidget-background, #f3f3f3); font-weight: 600; }
+td { white-space: pre-wrap; overflow-wrap: anywhere; }
+td.prompt { font-weight: 600; }
+.tokens { display: block; margin-top: 4px; color: var(--vscode-descriptionForeground, #666); font-size: 0.85em; white-space: normal; }
+.empty { color: var(--vscode-descriptionForeground, #666); font-style: italic; }
+`;
+
+/** The comparison as a whole HTML document (strict CSP, no scripts) with a real table. */
+export function compareAdaptersHtml(result: AdapterComparison, options: { maxTokens?: number } = {}): string {
+  const columns = comparisonColumns(result);
+  const head = `<tr><th>Prompt</th>${columns.map((c) => `<th>${escapeHtml(c)}</th>`).join("")}</tr>`;
+  const body = result.rows.map((row) => {
+    const cells = columns.map((_, i) => {
+      const output = row.outputs[i];
+      if (!output) return "<td></td>";
+      const text = output.text.trim() ? escapeHtml(output.text) : `<span class="empty">(empty)</span>`;
+      return `<td>${text}<span class="tokens">${plural(output.tokens, "token")}</span></td>`;
+    });
+    return `<tr><td class="prompt">${escapeHtml(row.prompt)}</td>${cells.join("")}</tr>`;
+  }).join("\n");
+  const summary = `${plural(result.rows.length, "prompt")} · ${plural(Math.max(0, columns.length - 1), "adapter")}` +
+    (options.maxTokens ? ` · up to ${options.maxTokens} tokens` : "");
+  return withContentSecurityPolicy([
+    "<!DOCTYPE html>",
+    `<html lang="en"><head><meta charset="utf-8"><title>Adapter comparison</title><style>${VIEW_STYLE}</style></head><body>`,
+    "<h1>Adapter comparison</h1>",
+    `<p class="meta">Base model <code>${escapeHtml(result.baseModel)}</code> · ${summary}</p>`,
+    `<table><thead>${head}</thead><tbody>`,
+    body,
+    "</tbody></table></body></html>",
+    "",
+  ].join("\n"));
+}
+
+/** `87`, `87.5`: a score as the title shows it. */
+function scoreText(score: number): string {
+  return Number.isFinite(score) ? String(Number(score.toFixed(1))) : "?";
+}
+
+/** `Dataset report — train.jsonl (score 87)`. */
+export function datasetReportTitle(file: string, score: number): string {
+  return `Dataset report — ${baseName(file)} (score ${scoreText(score)})`;
+}
+
+/** Log lines for a report's fixes: `fix-code: title (3 lines: 4, 9, 12)`. */
+export function datasetFixLines(fixes: DatasetFix[], maxLines = 10): string[] {
+  return fixes.map((fix) => {
+    const lines = fix.lines ?? [];
+    const shown = lines.slice(0, maxLines).join(", ") + (lines.length > maxLines ? ", …" : "");
+    const where = lines.length ? `; line${lines.length === 1 ? "" : "s"} ${shown}` : "";
+    return `${fix.code}: ${fix.title} (${plural(fix.count, "occurrence")}${where})`;
+  });
 }

@@ -143,3 +143,31 @@ export interface Generation { text: string; tokens: number; tokensPerSecond: num
 
 /** `$/progress` values (LSP work-done progress). */
 export interface WorkDoneProgress { kind: "begin" | "report" | "end"; title?: string; message?: string; percentage?: number }
+
+/** `cortex/listAdapters`: the fine-tuned models trained on one base. */
+export interface AdapterList { baseModel: string; adapters: ModelEntry[] }
+
+export interface CompareAdaptersParams { baseModel: string; adapters: string[]; prompts: string[]; maxTokens?: number }
+/** One model's answer in a comparison row: `model` is `base` or the adapter's folder name. */
+export interface CompareOutput { model: string; text: string; tokens: number }
+export interface CompareRow { prompt: string; outputs: CompareOutput[] }
+/** `cortex/compareAdapters`: one row per prompt, the base's output first, then each adapter's. */
+export interface AdapterComparison { baseModel: string; rows: CompareRow[] }
+
+/** A suggested fix in `cortex/datasetReport`: `lines` are 1-based line numbers of the file. */
+export interface DatasetFix { code: string; title: string; detail: string; count: number; lines: number[] }
+
+/** `cortex/datasetReport {path, model?}`: a quality score with the report as Markdown and HTML. */
+export interface DatasetReport {
+  score: number;
+  markdown: string;
+  html: string;
+  fixes: DatasetFix[];
+  analysis?: Record<string, unknown>;
+  nearDuplicateClusters?: unknown[];
+  lengthHistograms?: unknown;
+  diversity?: unknown;
+  leaks?: unknown;
+  overContext?: unknown;
+  [field: string]: unknown;
+}
