@@ -9,8 +9,8 @@ import {
   baseModelChoices, datasetPrompts, joinPrompts, MAX_COMPARE_ADAPTERS, promptsProblem, splitPrompts,
 } from "./core/compare";
 import {
-  baseName, compareAdaptersHtml, compareAdaptersMarkdown, datasetFixLines, datasetReportTitle, humanBytes, isDatasetFile,
-  modelDescription, statusBarText, summarizeValidation, systemInfoLines, withContentSecurityPolicy,
+  baseName, compareAdaptersHtml, compareAdaptersMarkdown, datasetFixLines, datasetReportTitle, evaluationLines, humanBytes, isDatasetFile,
+  lossCurveHtml, modelDescription, statusBarText, summarizeValidation, systemInfoLines, withContentSecurityPolicy,
 } from "./core/format";
 import type { AdapterComparison, DatasetReport, JobEntry, TrainingProgress } from "./core/types";
 import { FineTuneWizard, type PickItem, type WizardUI } from "./core/wizard";
@@ -196,6 +196,16 @@ async function fineTune(context: vscode.ExtensionContext): Promise<void> {
   const result = await wizard.run().finally(() => progress.dispose());
   if (result.model) await context.globalState.update("cortex.lastModel", result.model.path);
   output.appendLine(`== wizard ended: ${result.state}`);
+  const curve = result.final?.lossCurvePath;
+  if (result.state === "completed" && curve) {
+    const summary = evaluationLines(result.final!)[0] ?? "Training finished.";
+    if (await vscode.window.showInformationMessage(summary, "Show Loss Curve")) await showLossCurve(curve, result.outputName ?? "");
+  }
+}
+
+async function showLossCurve(file: string, name: string): Promise<void> {
+  const svg = new TextDecoder().decode(await vscode.workspace.fs.readFile(vscode.Uri.file(file)));
+  showHtml(`cortex.lossCurve:${file}`, `Loss curve — ${name}`, lossCurveHtml(`Loss curve — ${name}`, svg));
 }
 
 async function validateDataset(): Promise<void> {

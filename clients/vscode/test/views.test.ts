@@ -6,7 +6,7 @@ import { CortexApi, isCancelled, REQUEST_CANCELLED, type CancellationLike, type 
 import { baseModelChoices, datasetPrompts, joinPrompts, promptsProblem, splitPrompts } from "../src/core/compare";
 import {
   compareAdaptersHtml, compareAdaptersMarkdown, comparisonColumns, datasetFixLines, datasetReportTitle, escapeHtml,
-  isDatasetFile, markdownCell, WEBVIEW_CSP, withContentSecurityPolicy,
+  evaluationLines, isDatasetFile, lossCurveHtml, markdownCell, WEBVIEW_CSP, withContentSecurityPolicy,
 } from "../src/core/format";
 import type { AdapterComparison, ModelEntry } from "../src/core/types";
 
@@ -215,4 +215,25 @@ test("cancelling a request's token rejects it at once with RequestCancelled", as
   await assert.rejects(failing, (error: { code: number; data?: { code?: string } }) => error.code === -32000 && error.data?.code === "model-not-found");
   assert.equal(other.listeners.size, 0);
   assert.equal(isCancelled(new Error("x")), false);
+});
+
+test("the result step shows evaluation and the loss curve when the job recorded them", () => {
+  const done = {
+    jobId: "j", state: "completed", outputPath: "/m/x", lossCurvePath: "/m/x/loss-curve.svg",
+    evaluation: { baseValLoss: 7.7581, valLoss: 6.5392, basePerplexity: 2340.94, perplexity: 691.88 },
+  } as const;
+  assert.deepEqual(evaluationLines(done as never), [
+    "Validation perplexity: 2340.9 -> 691.9 (loss 7.758 -> 6.539)",
+    "Loss curve: /m/x/loss-curve.svg",
+  ]);
+  assert.deepEqual(evaluationLines({ jobId: "j", state: "completed", evaluation: null } as never), []);
+});
+
+test("the loss-curve page embeds our SVG under the CSP and refuses anything else", () => {
+  const page = lossCurveHtml("Loss <curve>", `<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"><path d="M0 0"/></svg>`);
+  assert.ok(page.includes(META), page);
+  assert.ok(page.includes("<svg xmlns") && !page.includes("<?xml"));
+  assert.ok(page.includes("Loss &lt;curve&gt;"));
+  const other = lossCurveHtml("x", "<html><script>alert(1)</script></html>");
+  assert.ok(!other.includes("<script>") && other.includes("Not an SVG file."));
 });

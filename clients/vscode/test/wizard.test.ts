@@ -70,6 +70,8 @@ test("sample data, Quick preset, training with progress, then Try it", async (t)
   assert.equal(result.final?.outputPath, outputPath);
   assert.ok(fs.existsSync(path.join(outputPath, "fine-tuned.marker")));
   assert.ok(ui.logs.some((l) => l.startsWith("LoRA adapter size: ")));
+  assert.ok(ui.logs.some((l) => /^Validation perplexity: [\d.]+ -> [\d.]+ \(loss/.test(l)), JSON.stringify(ui.logs));
+  assert.ok(ui.logs.some((l) => l === `Loss curve: ${path.join(outputPath, "loss-curve.svg")}`), JSON.stringify(ui.logs));
   assert.equal(result.replies?.length, 1);
   const listed = (await session.api.listModels()).find((m) => m.name === "tiny-llama-custom");
   assert.equal(listed?.kind, "fine-tuned");

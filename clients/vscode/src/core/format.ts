@@ -185,7 +185,28 @@ export function resultLines(event: TrainingProgress, baseModel: string, basePath
     `  python -c "from mlx_lm import load; load('${basePath}', adapter_path='${path}')"`,
     `LoRA adapter size: ${humanBytes(event.adapterBytes)}`,
     `Base model: ${baseModel}`,
+    ...evaluationLines(event),
   ];
+}
+
+/** "Validation perplexity 12.4 -> 3.1" and the loss-curve path, when the job recorded them. */
+export function evaluationLines(event: TrainingProgress): string[] {
+  const lines: string[] = [];
+  const e = event.evaluation;
+  if (e && Number.isFinite(e.basePerplexity) && Number.isFinite(e.perplexity)) {
+    lines.push(`Validation perplexity: ${e.basePerplexity.toFixed(1)} -> ${e.perplexity.toFixed(1)} `
+      + `(loss ${e.baseValLoss.toFixed(3)} -> ${e.valLoss.toFixed(3)})`);
+  }
+  if (event.lossCurvePath) lines.push(`Loss curve: ${event.lossCurvePath}`);
+  return lines;
+}
+
+/** A page showing a loss-curve SVG (our own file, embedded inline: no resource loads). */
+export function lossCurveHtml(title: string, svg: string): string {
+  const body = /^\s*(<\?xml[^>]*>\s*)?<svg[\s>]/i.test(svg) ? svg.replace(/^\s*<\?xml[^>]*>\s*/i, "") : `<p>${escapeHtml("Not an SVG file.")}</p>`;
+  return withContentSecurityPolicy(`<!DOCTYPE html><html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>`
+    + `<style>body{background:#fff;color:#111;padding:1em} svg{max-width:100%;height:auto}</style></head>`
+    + `<body><h2>${escapeHtml(title)}</h2>${body}</body></html>`);
 }
 
 /** `/gpu`-style lines for cortex/systemInfo. */

@@ -113,6 +113,10 @@ export interface TrainingProgress {
   message?: string;
   outputPath?: string;
   adapterBytes?: number;
+  /** On `done`: held-out loss and perplexity, base vs fine-tuned. */
+  evaluation?: { baseValLoss: number; valLoss: number; basePerplexity: number; perplexity: number } | null;
+  /** On `done`: the SVG loss curve (train and validation) saved next to the model. */
+  lossCurvePath?: string | null;
   [field: string]: unknown;
 }
 
