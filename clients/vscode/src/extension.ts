@@ -299,11 +299,14 @@ function showHtml(key: string, title: string, html: string): void {
 }
 
 /** Run `work` in a cancellable progress notification; undefined (and a note) when cancelled. */
-async function cancellable<T>(title: string, message: string, work: (token: CancellationLike) => Promise<T>): Promise<T | undefined> {
+async function cancellable<T>(
+  title: string, message: string,
+  work: (token: CancellationLike, progress: vscode.Progress<{ message?: string; increment?: number }>) => Promise<T>,
+): Promise<T | undefined> {
   try {
     return await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title, cancellable: true }, (progress, token) => {
       progress.report({ message });
-      return work(token);
+      return work(token, progress);
     });
   } catch (error) {
     if (!isCancelled(error)) throw error;
@@ -360,7 +363,22 @@ async function compareAdapters(context: vscode.ExtensionContext): Promise<void> 
   const result: AdapterComparison | undefined = await cancellable(
     `Comparing ${count(chosen.length, "adapter")} of ${baseName(basePath)}`,
     `${count(prompts.length, "prompt")} × ${chosen.length + 1} models, up to ${maxTokens} tokens each`,
-    (token) => cortex.compareAdapters({ baseModel: basePath, adapters: chosen.map((c) => c.adapter.path), prompts, maxTokens }, token),
+    async (token, progress) => {
+      // The server reports each finished generation under our work-done token.
+      const workDoneToken = `cortex-compare-${Date.now()}`;
+      let shown = 0;
+      const reports = onWorkDoneProgress(cortex.transport, workDoneToken, (value) => {
+        if (value.kind !== "report") return;
+        const increment = value.percentage !== undefined ? value.percentage - shown : undefined;
+        if (value.percentage !== undefined) shown = value.percentage;
+        progress.report({ message: value.message, increment });
+      });
+      try {
+        return await cortex.compareAdapters({ baseModel: basePath, adapters: chosen.map((c) => c.adapter.path), prompts, maxTokens, workDoneToken }, token);
+      } finally {
+        reports.dispose();
+      }
+    },
   );
   if (!result) return;
   await context.globalState.update("cortex.comparePrompts", prompts);

@@ -5,7 +5,7 @@ import * as path from "node:path";
 import { after, before, test } from "node:test";
 import { pathToFileURL } from "node:url";
 import { CancellationTokenSource } from "vscode-jsonrpc";
-import { CortexRpcError, isCancelled } from "../src/core/api";
+import { CortexRpcError, isCancelled, onWorkDoneProgress } from "../src/core/api";
 import { compareAdaptersHtml, compareAdaptersMarkdown, summarizeValidation, withContentSecurityPolicy } from "../src/core/format";
 import { makeFixture, removeFixture, SAMPLE_DATASET, startServer, type Fixture } from "./helpers";
 
@@ -162,9 +162,13 @@ test("listAdapters and compareAdapters on a freshly trained tiny adapter; cancel
 
   const adapters = await session.api.listAdapters(fixture.modelPath);
   assert.deepEqual(adapters.map((a) => a.name), ["tiny-compare"]);
+  const workDone: string[] = [];
+  const reports = onWorkDoneProgress(session.api.transport, "compare-1", (v) => { if (v.kind === "report") workDone.push(`${v.message} ${v.percentage}`); });
   const result = await session.api.compareAdapters({
-    baseModel: fixture.modelPath, adapters: [adapters[0].path], prompts: ["What is Git?", "a | b\nc"], maxTokens: 4,
+    baseModel: fixture.modelPath, adapters: [adapters[0].path], prompts: ["What is Git?", "a | b\nc"], maxTokens: 4, workDoneToken: "compare-1",
   });
+  reports.dispose();
+  assert.deepEqual(workDone, ["1/4 generations 25", "2/4 generations 50", "3/4 generations 75", "4/4 generations 100"]);
   assert.equal(result.rows.length, 2);
   assert.deepEqual(result.rows[0].outputs.map((o) => o.model), ["base", "tiny-compare"]);
   assert.equal(result.rows[1].prompt, "a | b\nc");

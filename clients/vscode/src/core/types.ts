@@ -151,7 +151,8 @@ export interface WorkDoneProgress { kind: "begin" | "report" | "end"; title?: st
 /** `cortex/listAdapters`: the fine-tuned models trained on one base. */
 export interface AdapterList { baseModel: string; adapters: ModelEntry[] }
 
-export interface CompareAdaptersParams { baseModel: string; adapters: string[]; prompts: string[]; maxTokens?: number }
+/** `workDoneToken`: `$/progress` reports `3/6 generations` under it. */
+export interface CompareAdaptersParams { baseModel: string; adapters: string[]; prompts: string[]; maxTokens?: number; workDoneToken?: string }
 /** One model's answer in a comparison row: `model` is `base` or the adapter's folder name. */
 export interface CompareOutput { model: string; text: string; tokens: number }
 export interface CompareRow { prompt: string; outputs: CompareOutput[] }
