@@ -1,11 +1,22 @@
 """Adapter switching on a warm base vs loading base + adapter from disk.
 
 The generation worker keeps the base model in memory and swaps LoRA adapters in place
-(``LoadedModel.get``). Baseline: what a fresh ``mlx_lm.load(base, adapter_path=...)`` costs,
-which is what switching costs without the warm base. Run from the repository root::
+(``LoadedModel.get``). Baseline: what the server does without a warm base, a fresh
+``mlx_lm.load`` of the base (weights and tokenizer) plus ``load_adapters``
+(``load_with_adapter``), weights evaluated. Cases, each timed from the call until the
+adapter's weights are evaluated:
 
-    .venv/bin/python benchmarks/adapters.py            # 34M-parameter Llama, ~1 minute
-    .venv/bin/python benchmarks/adapters.py --hidden 1024 --layers 16
+- same layout: rank 8 -> another rank-8 adapter (only the weights change);
+- new layout: rank 8 -> a rank never seen before on this base (new adapter layers);
+- layout seen before: back to rank 8 (adapter layers kept from earlier, as when
+  ``cortex/compareAdapters`` goes base -> A -> B -> base).
+
+The base is a generated Llama (seeded random weights, float32, the small bundled
+tokenizer, so the baseline's tokenizer load is cheaper than a real model's). Run from
+the repository root::
+
+    .venv/bin/python benchmarks/adapters.py            # 238M parameters, 953 MB, ~15 s
+    .venv/bin/python benchmarks/adapters.py --hidden 512 --layers 8   # 42M, 168 MB
 """
 
 from __future__ import annotations
@@ -24,46 +35,55 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 
-def make_adapter(base: Path, target: Path, rank: int, seed: int) -> Path:
-    """Write a LoRA adapter with random (non-zero) weights for ``base``."""
+def make_adapters(base: Path, root: Path, ranks: list[int]) -> list[str]:
+    """Write LoRA adapters of ``ranks`` with random (non-zero) weights for ``base``."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import load
 
+    from cortex_rpc.training.generate_worker import remove_adapter_layers
+
     model, _ = load(str(base))
     model.freeze()
-    mx.random.seed(seed)
-    params = {"rank": rank, "scale": 2.0, "dropout": 0.0}
     layers = len(model.layers)
-    linear_to_lora_layers(model, layers, params)
-    weights = {
-        name: mx.random.normal(value.shape) * 0.01
-        for name, value in tree_flatten(model.trainable_parameters())
-    }
-    target.mkdir(parents=True)
-    mx.save_safetensors(str(target / "adapters.safetensors"), weights)
-    config = {"fine_tune_type": "lora", "num_layers": layers, "lora_parameters": params}
-    (target / "adapter_config.json").write_text(json.dumps(config))
-    return target
+    paths = []
+    for i, rank in enumerate(ranks):
+        mx.random.seed(i)
+        params = {"rank": rank, "scale": 2.0, "dropout": 0.0}
+        linear_to_lora_layers(model, layers, params)
+        weights = {
+            name: mx.random.normal(value.shape) * 0.01
+            for name, value in tree_flatten(model.trainable_parameters())
+        }
+        remove_adapter_layers(model)
+        target = root / f"a{i}-rank{rank}"
+        target.mkdir(parents=True)
+        mx.save_safetensors(str(target / "adapters.safetensors"), weights)
+        config = {"fine_tune_type": "lora", "num_layers": layers, "lora_parameters": params}
+        (target / "adapter_config.json").write_text(json.dumps(config))
+        paths.append(str(target))
+    return paths
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
     from cortex_rpc.accel import preload_fast_blas
 
     preload_fast_blas()
     import mlx.core as mx
+    from mlx_lm.utils import load_tokenizer
 
     from cortex_rpc.models.tiny import TinyModelSpec, generate_tiny_model
     from cortex_rpc.training.generate_worker import LoadedModel
     from cortex_rpc.training.output import load_with_adapter
 
+    median = statistics.median
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         spec = TinyModelSpec(
@@ -72,43 +92,63 @@ def main() -> int:
             num_key_value_heads=8, vocab_size=32000,
         )  # fmt: skip
         base = generate_tiny_model(root / "base", spec)
-        # Two adapters of one layout (rank 8) and one of another (rank 16).
-        adapters = [str(make_adapter(base, root / f"a{i}", r, i)) for i, r in enumerate((8, 8, 16))]
         size = sum(p.stat().st_size for p in base.iterdir()) / 1e6
+        # Two adapters of rank 8, then for each new-layout switch one of a rank not used
+        # before on this base: 16, 14, 18, 12, 20, ... (about 16 on average).
+        fresh = sorted((r for r in range(6, 16 + 2 * args.repeats, 2) if r != 8),
+                       key=lambda r: (abs(r - 16), r))[: args.repeats]  # fmt: skip
+        rank8, other8, *new = make_adapters(base, root / "adapters", [8, 8, *fresh])
+        megabytes = [Path(a, "adapters.safetensors").stat().st_size / 1e6 for a in (rank8, *new)]
 
-        loads = []
-        for i in range(args.repeats):
+        def timed(call) -> float:
             tic = time.perf_counter()
-            model, _ = load_with_adapter(base, Path(adapters[i % 2]))
+            model = call()
             mx.eval(model.parameters())  # mlx loads lazily: count the actual reading
-            loads.append(time.perf_counter() - tic)
-            del model
+            return time.perf_counter() - tic
+
+        loads, tokenizer = [], []
+        for i in range(args.repeats):
+            adapter = Path((rank8, other8)[i % 2])
+            loads.append(timed(lambda a=adapter: load_with_adapter(base, a)[0]))
+            tic = time.perf_counter()
+            load_tokenizer(base)
+            tokenizer.append(time.perf_counter() - tic)
 
         loaded = LoadedModel()
-        loaded.get(str(base), adapters[0], None)
-
-        def switch_times(pair: tuple[str, str]) -> list[float]:
-            times = []
-            for i in range(args.repeats * 2):
-                tic = time.perf_counter()
-                model, _ = loaded.get(str(base), pair[i % 2], None)
-                mx.eval(model.parameters())
-                times.append(time.perf_counter() - tic)
-            return times
-
-        same = switch_times((adapters[1], adapters[0]))
-        other = switch_times((adapters[2], adapters[0]))
+        loaded.get(str(base), rank8, None)
+        same, first, back = [], [], []
+        for i in range(args.repeats * 2):
+            adapter = (other8, rank8)[i % 2]
+            same.append(timed(lambda a=adapter: loaded.get(str(base), a, None)[0]))
+        for adapter in new:  # rank 8 in place before each
+            first.append(timed(lambda a=adapter: loaded.get(str(base), a, None)[0]))
+            back.append(timed(lambda: loaded.get(str(base), rank8, None)[0]))
         assert loaded.loads == 1, "switching reloaded the base"
 
-    load_s = statistics.median(loads)
-    same_s, other_s = statistics.median(same), statistics.median(other)
-    print(f"base model: hidden {args.hidden}, {args.layers} layers, {size:.0f} MB on disk "
-          f"(page cache warm); LoRA adapters on every linear layer")
-    print(f"(baseline) load base + adapter from disk:      median {load_s * 1000:8.1f} ms")
-    print(f"(cortex)   switch, same layout (rank 8 -> 8):   median {same_s * 1000:8.1f} ms"
-          f"  ratio {load_s / same_s:6.1f}x")
-    print(f"(cortex)   switch, new layout (rank 8 <-> 16):  median {other_s * 1000:8.1f} ms"
-          f"  ratio {load_s / other_s:6.1f}x")
+    load_s = median(loads)
+    print(
+        f"base model: hidden {args.hidden}, {args.layers} layers, {size / 4:.0f}M float32 "
+        f"parameters, {size:.0f} MB on disk (page cache warm); LoRA on all 7 linear layers "
+        f"of every block; medians of {args.repeats} loads, {len(same)} / {len(first)} / "
+        f"{len(back)} switches"
+    )
+    print(
+        f"adapter files: rank 8 {megabytes[0]:.1f} MB; unseen ranks {min(fresh)}..{max(fresh)} "
+        f"{min(megabytes[1:]):.1f}..{max(megabytes[1:]):.1f} MB"
+    )
+    print(
+        f"(baseline) load base + adapter from disk (mlx_lm)     median {load_s * 1000:8.1f} ms"
+        f"  (tokenizer: {median(tokenizer) * 1000:.1f} ms of it)"
+    )
+    for label, times in (
+        ("same layout (rank 8 -> 8)", same),
+        (f"new layout (8 -> unseen {min(fresh)}..{max(fresh)})", first),
+        ("layout seen before (-> rank 8)", back),
+    ):
+        print(
+            f"(cortex)   switch, {label:33s} median {median(times) * 1000:8.1f} ms"
+            f"  ratio {load_s / median(times):6.1f}x"
+        )
     print("target: >= 10x faster than a full load")
     return 0
 
