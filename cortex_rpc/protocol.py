@@ -13,6 +13,7 @@ PROPOSE_CONFIG = "cortex/proposeConfig"
 
 VALIDATE_DATASET = "cortex/validateDataset"
 ANALYZE_DATASET = "cortex/analyzeDataset"
+DATASET_REPORT = "cortex/datasetReport"
 CREATE_DATASET = "cortex/createDataset"
 SAMPLE_DATASET = "cortex/sampleDataset"
 PREPARE_DATASET = "cortex/prepareDataset"

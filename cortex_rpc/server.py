@@ -348,6 +348,17 @@ def analyze_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     return analyze_dataset(params["path"], model_path=model_path).to_wire()
 
 
+@server.cortex_method(protocol.DATASET_REPORT)
+def dataset_report(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .datasets.report import dataset_report
+    from .models.registry import resolve_model
+
+    model = params.get("model")
+    model_path = resolve_model(model, ls.options.model_dirs) if model else None
+    report = dataset_report(params["path"], model_path=model_path, cancel=ls.request.cancel)
+    return report.to_wire(render=params.get("format", "markdown"))
+
+
 @server.cortex_method(protocol.CREATE_DATASET)
 def create_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .datasets import create_dataset

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config.smart import size_class_for
+from .diagnostics import ValidationResult
 from .formats import LONG_CHARS, RecordState, detect_format
 from .validate import FileChecks, build_states, read_dataset_text, result_from
 
@@ -38,6 +40,8 @@ class DatasetAnalysis:
     long_examples: int
     warnings: list[str] = field(default_factory=list)
     quality: dict[str, Any] = field(default_factory=dict)
+    # What lowered quality.score: (code, how many, points taken off); not on the wire.
+    penalties: list[tuple[str, int, int]] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         wire = {
@@ -91,10 +95,13 @@ def task_type(states: list[RecordState]) -> str:
     return "completion" if completion * 2 > len(shapes) else "chat"
 
 
-def _load(path: str | Path) -> tuple[list[RecordState], Any]:
+def load_dataset(
+    path: str | Path, cancel: threading.Event | None = None
+) -> tuple[list[RecordState], ValidationResult]:
+    """Return every record state of a dataset file and all its diagnostics (no limit)."""
     text, decode_diagnostics = read_dataset_text(path)
     fmt = detect_format(path, text)
-    states, extra = build_states(text, fmt)
+    states, extra = build_states(text, fmt, cancel=cancel)
     checks = FileChecks()
     for state in states:
         checks.add(state)
@@ -124,7 +131,7 @@ def dataset_stats(path: str | Path) -> DatasetStats:
     )
 
 
-def _token_counts(states: list[RecordState], model_path: str | Path) -> list[int]:
+def token_counts(states: list[RecordState], model_path: str | Path) -> list[int]:
     """Count tokens with the model's own tokenizer (local files only, no remote code)."""
     from .tokens import load_tokenizer
 
@@ -136,7 +143,23 @@ def analyze_dataset(
     path: str | Path, *, model_path: str | Path | None = None, context_length: int | None = None
 ) -> DatasetAnalysis:
     """Return the analysis of a dataset (errors count against quality, they do not raise)."""
-    states, result = _load(path)
+    states, result = load_dataset(path)
+    counted = context = None
+    if model_path is not None:
+        from .tokens import model_context_length
+
+        context = context_length or model_context_length(model_path)
+        counted = token_counts([s for s in states if s.turns is not None], model_path)
+    return analyze_loaded(states, result, counted, context)
+
+
+def analyze_loaded(
+    states: list[RecordState],
+    result: ValidationResult,
+    counted: list[int] | None = None,
+    context: int | None = None,
+) -> DatasetAnalysis:
+    """Return the analysis of loaded states; ``counted``: tokens per record, given a model."""
     records = [s for s in states if s.turns is not None]
     chars = [s.chars for s in records]
     counts = {
@@ -148,15 +171,11 @@ def analyze_dataset(
             counts[d.code] += 1
     empty = counts["empty-field"]
     tokens = None
-    if model_path is not None:
-        from .tokens import model_context_length
-
-        context = context_length or model_context_length(model_path)
-        token_counts = _token_counts(records, model_path)
+    if counted is not None:
         tokens = {
-            **summarize(token_counts),
-            "total": sum(token_counts),
-            "overContext": sum(1 for t in token_counts if context and t > context),
+            **summarize(counted),
+            "total": sum(counted),
+            "overContext": sum(1 for t in counted if context and t > context),
             "contextLength": context,
         }
     warnings = sorted(
@@ -174,25 +193,30 @@ def analyze_dataset(
             f"{tokens['contextLength']} tokens and will be truncated"
         )
     issues = []
+    penalties = []
     score = 100
     n = max(1, len(records))
     if result.errors:
-        score -= min(40, 10 + result.errors)
+        penalties.append(("errors", result.errors, min(40, 10 + result.errors)))
+        score -= penalties[-1][2]
         issues.append(f"{result.errors} error(s) block training")
     duplicates = counts["duplicate"] + counts["near-duplicate"]
-    for amount, weight, label in (
-        (duplicates, 30, "duplicates"),
-        (empty, 30, "empty fields"),
-        (counts["long-example"], 15, "long examples"),
-        (counts["mixed-shapes"], 10, "mixed shapes"),
+    for code, amount, weight, label in (
+        ("duplicates", duplicates, 30, "duplicates"),
+        ("empty-fields", empty, 30, "empty fields"),
+        ("long-examples", counts["long-example"], 15, "long examples"),
+        ("mixed-shapes", counts["mixed-shapes"], 10, "mixed shapes"),
     ):
         if amount:
-            score -= max(1, round(weight * amount / n))
+            penalties.append((code, amount, max(1, round(weight * amount / n))))
+            score -= penalties[-1][2]
             issues.append(f"{amount} {label}")
     if len(records) < 20:
+        penalties.append(("few-examples", len(records), 20))
         score -= 20
         issues.append(f"only {len(records)} examples (50-100+ recommended)")
     elif len(records) < 100:
+        penalties.append(("few-examples", len(records), 10))
         score -= 10
         issues.append(f"{len(records)} examples: more data usually helps")
     return DatasetAnalysis(
@@ -206,4 +230,5 @@ def analyze_dataset(
         long_examples=counts["long-example"],
         warnings=warnings,
         quality={"score": max(0, score), "issues": issues},
+        penalties=penalties,
     )

@@ -21,7 +21,7 @@ async def test_initialize_advertises_cortex_methods(client):
     assert result.server_info.name == "cortex-rpc"
     methods = result.capabilities.experimental["cortex"]["methods"]
     for name in ("cortex/systemInfo", "cortex/inspectModel", "cortex/listModels",
-                 "cortex/proposeConfig"):
+                 "cortex/proposeConfig", "cortex/analyzeDataset", "cortex/datasetReport"):
         assert name in methods
 
 

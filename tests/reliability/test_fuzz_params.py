@@ -387,12 +387,14 @@ def test_a_model_with_a_hostile_config_json(fuzz_server, tiny_model_template, tm
         (model / "config.json").write_text(json.dumps(config))
         if tokenizer is not None:  # tokenizer.json is untrusted too
             (model / "tokenizer.json").write_text(json.dumps(tokenizer))
-        for method, params in (
+        for index, (method, params) in enumerate((
             ("cortex/inspectModel", {"path": str(model)}),
             ("cortex/proposeConfig", {"model": str(model), "dataset": str(sample_dataset_path)}),
             ("cortex/analyzeDataset", {"path": str(sample_dataset_path), "model": str(model)}),
-        ):
-            msg_id = 40_000_000 + sum(COUNTS.values()) * 4 + len(method)
+            ("cortex/datasetReport", {"path": str(sample_dataset_path), "model": str(model),
+                                      "format": "json"}),
+        )):
+            msg_id = 40_000_000 + sum(COUNTS.values()) * 4 + index
             server.send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
             reply = reply_within(server, msg_id, REPLY_TIMEOUT)
             assert ("result" in reply) != ("error" in reply), reply

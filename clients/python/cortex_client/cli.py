@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--budget", type=float, default=120.0, metavar="SECONDS",
                       help="total search time (default 120)")
     tune.add_argument("--trials", type=int, default=None, help="number of candidates")
+    report = _sub(commands, "report",
+                  help="data-quality report of a dataset: score, top fixes, duplicates, leaks")
+    report.add_argument("dataset", metavar="DATASET")
+    report.add_argument("--html", type=Path, metavar="FILE",
+                        help="write the report as a standalone HTML page to FILE")
     resume = _sub(commands, "resume", help="resume a cancelled or interrupted job")
     resume.add_argument("job_id", metavar="JOB")
     cancel = _sub(commands, "cancel", help="cancel a running job")
@@ -337,6 +342,20 @@ async def run_tune(client: CortexClient, term: Terminal, args: argparse.Namespac
     return 0
 
 
+async def run_report(client: CortexClient, term: Terminal, args: argparse.Namespace) -> int:
+    """Print the dataset's quality report as Markdown (or write it to a file as HTML)."""
+    render = "html" if args.html else "json" if term.json_mode else "markdown"
+    report = await client.dataset_report(args.dataset, args.model, format=render)
+    if args.html:
+        args.html.write_text(report.pop("html"), encoding="utf-8")
+        term.say(f"Report written to {args.html} (score {report['score']}/100)")
+    term.event("report", **report)
+    if render == "markdown":
+        sys.stdout.write(report["markdown"])
+        sys.stdout.flush()
+    return 0
+
+
 async def run_resume(client: CortexClient, term: Terminal, job_id: str) -> int:
     queue = client.subscribe("cortex/trainingProgress")
     job = await client.resume_training(job_id)
@@ -370,6 +389,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 return await run_evaluate(client, term, args)
             if args.command == "tune":
                 return await run_tune(client, term, args)
+            if args.command == "report":
+                return await run_report(client, term, args)
             if args.command == "resume":
                 return await run_resume(client, term, args.job_id)
             if args.command == "cancel":

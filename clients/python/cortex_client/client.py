@@ -259,6 +259,12 @@ class CortexClient:
         params = {"path": str(path)} | ({"model": str(model)} if model else {})
         return await self.request("cortex/analyzeDataset", params)
 
+    async def dataset_report(self, path: str, model: str | None = None,
+                             format: str = "markdown") -> dict[str, Any]:
+        """The data-quality report; ``format`` "markdown" or "html" adds that rendering."""
+        params = {"path": str(path), "format": format} | ({"model": str(model)} if model else {})
+        return await self.request("cortex/datasetReport", params)
+
     async def create_dataset(self, path: str, examples: list[dict[str, str]],
                              overwrite: bool = False) -> dict[str, Any]:
         return await self.request("cortex/createDataset", {

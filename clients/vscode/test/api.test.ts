@@ -190,7 +190,10 @@ test("datasetReport scores a file and its HTML takes the webview's CSP", async (
   if (!session.methods.includes("cortex/datasetReport")) return t.skip("cortex/datasetReport not in this server yet");
   const report = await session.api.datasetReport(SAMPLE_DATASET);
   assert.equal(typeof report.score, "number");
-  assert.ok(report.markdown.length > 0 && report.html.length > 0);
+  assert.ok(report.score >= 0 && report.score <= 100);
+  assert.ok(report.html && report.html.includes(`${report.score}`), "the page shows the score");
+  const markdown = await session.api.datasetReport(SAMPLE_DATASET, undefined, undefined, "markdown");
+  assert.ok(markdown.markdown && markdown.markdown.length > 0 && markdown.html === undefined);
   assert.ok(Array.isArray(report.fixes));
   for (const fix of report.fixes) assert.equal(typeof fix.code, "string");
   const html = withContentSecurityPolicy(report.html);

@@ -183,7 +183,7 @@ test("wrappers send listAdapters, compareAdapters and datasetReport with their p
   assert.deepEqual(sent.map((s) => [s.method, s.params]), [
     ["cortex/listAdapters", { baseModel: "/m/tiny" }],
     ["cortex/compareAdapters", { baseModel: "/m/tiny", adapters: ["/h/tiny-a"], prompts: ["p"] }],
-    ["cortex/datasetReport", { path: "/d/train.jsonl" }],
+    ["cortex/datasetReport", { path: "/d/train.jsonl", format: "html" }],
   ]);
   assert.equal(sent[1].token, undefined);
 });
@@ -194,7 +194,7 @@ test("cancelling a request's token rejects it at once with RequestCancelled", as
   const source = tokenSource();
   const request = api.datasetReport("/d/x.jsonl", "/m/tiny", source.token);
   assert.equal(sent[0].token, source.token, "the token reaches the transport (which sends $/cancelRequest)");
-  assert.deepEqual(sent[0].params, { path: "/d/x.jsonl", model: "/m/tiny" });
+  assert.deepEqual(sent[0].params, { path: "/d/x.jsonl", model: "/m/tiny", format: "html" });
   source.cancel();
   await assert.rejects(request, (error: unknown) => {
     assert.ok(isCancelled(error));

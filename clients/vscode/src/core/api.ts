@@ -3,7 +3,7 @@
 // This module must not import `vscode`.
 
 import type {
-  AdapterComparison, AdapterList, CompareAdaptersParams, DatasetReport, Generation, JobEntry, ModelEntry,
+  AdapterComparison, AdapterList, CompareAdaptersParams, DatasetReport, DatasetReportFormat, Generation, JobEntry, ModelEntry,
   ModelInfo, Preset, Proposal, StartedJob, SystemInfo, TrainingProgress, ValidationReport, WorkDoneProgress,
   WrittenDataset,
 } from "./types";
@@ -154,9 +154,9 @@ export class CortexApi {
   compareAdapters(params: CompareAdaptersParams, token?: CancellationLike): Promise<AdapterComparison> {
     return this.request("cortex/compareAdapters", dropUndefined({ ...params }), token);
   }
-  /** The dataset quality report (score, fixes, Markdown and HTML) for a file on disk. */
-  datasetReport(path: string, model?: string, token?: CancellationLike): Promise<DatasetReport> {
-    return this.request("cortex/datasetReport", dropUndefined({ path, model }), token);
+  /** The dataset quality report (score, fixes, and the report in `format`) for a file on disk. */
+  datasetReport(path: string, model?: string, token?: CancellationLike, format: DatasetReportFormat = "html"): Promise<DatasetReport> {
+    return this.request("cortex/datasetReport", dropUndefined({ path, model, format }), token);
   }
 
   async listJobs(): Promise<JobEntry[]> { return (await this.request<{ jobs: JobEntry[] }>("cortex/listJobs")).jobs; }

@@ -162,11 +162,13 @@ export interface AdapterComparison { baseModel: string; rows: CompareRow[] }
 /** A suggested fix in `cortex/datasetReport`: `lines` are 1-based line numbers of the file. */
 export interface DatasetFix { code: string; title: string; detail: string; count: number; lines: number[] }
 
-/** `cortex/datasetReport {path, model?}`: a quality score with the report as Markdown and HTML. */
+/** `cortex/datasetReport {path, model?, format?}`: a quality score with the report rendered as
+ * Markdown (`format: "markdown"`, the default) or a standalone HTML page (`format: "html"`). */
+export type DatasetReportFormat = "markdown" | "html" | "json";
 export interface DatasetReport {
   score: number;
-  markdown: string;
-  html: string;
+  markdown?: string;
+  html?: string;
   fixes: DatasetFix[];
   analysis?: Record<string, unknown>;
   nearDuplicateClusters?: unknown[];
