@@ -209,6 +209,24 @@ test("a broken file is refused, then the sample; declining the summary starts no
   eq(state.name, "tiny-llama-custom-2", "suggestion avoids the existing name")
 end)
 
+test(":CortexReport shows the data-quality report as Markdown", function()
+  notes, cortex.last_report = {}, nil
+  local data = dir .. "/report.jsonl"
+  local lines = {}
+  for i = 1, 6 do table.insert(lines, string.format('{"prompt": "Question %d?", "response": "Answer number %d."}', i, i)) end
+  table.insert(lines, '{"prompt": "Question 1?", "response": "Answer number 1."}')
+  vim.fn.writefile(lines, data)
+  vim.cmd("CortexReport " .. data)
+  wait_for("the report", 20000, function() return cortex.last_report ~= nil end)
+  local text = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
+  eq(vim.bo.filetype, "markdown", "filetype")
+  assert(text:find("# Dataset report: report.jsonl", 1, true), text)
+  assert(text:find(string.format("**Score: %d/100**", cortex.last_report.score), 1, true), text)
+  assert(cortex.last_report.score < 100 and cortex.last_report.analysis.duplicates == 1, vim.inspect(cortex.last_report.analysis))
+  assert(noted("Dataset report: report.jsonl, score %d+/100"), vim.inspect(notes))
+  vim.cmd("close")
+end)
+
 test(":CortexModels lists base and fine-tuned models", function()
   local seen
   script = { models = { function(m) seen = seen or {}; table.insert(seen, m.name); return m.name == "tiny-llama" end } }

@@ -244,6 +244,30 @@ function M.validate(path)
   return report
 end
 
+--- The data-quality report of the current buffer's file or `path`, as Markdown in a scratch split.
+function M.report(path)
+  local file = (path and path ~= "") and vim.fn.expand(path) or vim.api.nvim_buf_get_name(0)
+  if file == "" then
+    M.notify("Cortex: open a dataset file or give :CortexReport a path", vim.log.levels.WARN)
+    return
+  end
+  file = vim.fn.fnamemodify(file, ":p")
+  local buf = vim.fn.bufnr(file)
+  if buf ~= -1 and vim.bo[buf].modified then
+    M.notify("Cortex: the report reads the file on disk; unsaved changes are not included", vim.log.levels.WARN)
+  end
+  local report = M.call("cortex/datasetReport", { path = file, format = "markdown" })
+  vim.cmd("botright new")
+  local out = vim.api.nvim_get_current_buf()
+  vim.bo[out].buftype, vim.bo[out].bufhidden, vim.bo[out].swapfile = "nofile", "wipe", false
+  vim.api.nvim_buf_set_lines(out, 0, -1, false, vim.split(report.markdown, "\n", { plain = true }))
+  vim.bo[out].modifiable, vim.bo[out].filetype = false, "markdown"
+  pcall(vim.api.nvim_buf_set_name, out, "cortex-report://" .. vim.fn.fnamemodify(file, ":t"))
+  M.notify(string.format("Dataset report: %s, score %d/100", vim.fn.fnamemodify(file, ":t"), report.score))
+  M.last_report = report
+  return report
+end
+
 function M.models()
   local models = M.call("cortex/listModels").models
   if #models == 0 then
@@ -309,6 +333,7 @@ function M.setup(opts)
   end
   command("CortexFinetune", function() M.finetune() end, 0, "Fine-tune a model (guided wizard)")
   command("CortexValidate", M.validate, "?", "Validate the current buffer or a dataset file")
+  command("CortexReport", M.report, "?", "Data-quality report of the current dataset or a file")
   command("CortexModels", M.models, 0, "List the models cortex-rpc can see")
   command("CortexCancel", M.cancel, "?", "Cancel a running training job")
   command("CortexGpu", M.gpu, 0, "Backend, memory and BLAS (cortex/systemInfo)")
