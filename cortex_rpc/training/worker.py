@@ -625,11 +625,13 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> dict:
     adapter_cfg = adapter_config(config, info, spec["model"])
 
     start_state = None
-    if spec.get("resume"):
-        ckpt = latest_checkpoint(job_dir)
-        if ckpt is not None:
-            start_state = load_checkpoint(ckpt, model, optimizer)
-            events.emit("resumed", iteration=start_state["iteration"], path=str(ckpt))
+    ckpt = latest_checkpoint(job_dir) if spec.get("resume") else None
+    if ckpt is None and spec.get("resumeFrom"):
+        # Another job's checkpoint: the tuner continues a promoted trial in a new job.
+        ckpt = Path(spec["resumeFrom"])
+    if ckpt is not None:
+        start_state = load_checkpoint(ckpt, model, optimizer)
+        events.emit("resumed", iteration=start_state["iteration"], path=str(ckpt))
 
     def on_checkpoint(state: dict) -> None:
         if rank == 0:
@@ -664,6 +666,8 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> dict:
         on_checkpoint=on_checkpoint,
         stop=stop,
     )
+    if spec.get("checkpointAtEnd"):
+        on_checkpoint(final)  # so that another job can continue from the last step (resumeFrom)
     if rank != 0:
         return {}
     final_dir = job_dir / "final"
