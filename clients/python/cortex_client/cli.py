@@ -335,8 +335,10 @@ async def run_tune(client: CortexClient, term: Terminal, args: argparse.Namespac
     best = result["bestConfig"]
     overrides = " ".join(f"--set {key}={best[key]}" for key in
                          ("learningRate", "loraRank", "loraAlpha", "iterations") if key in best)
-    term.say(f"Best: val loss {result['best']['valLoss']:.4f} "
-             f"(Balanced: {result.get('balancedValLoss')}) after {result['usedSeconds']:.0f} s")
+    balanced = result.get("balancedValLoss")
+    term.say(f"Best: val loss {result['best']['valLoss']:.4f} (Balanced: "
+             f"{f'{balanced:.4f}' if isinstance(balanced, (int, float)) else 'not measured'}) "
+             f"after {result['usedSeconds']:.0f} s")
     term.say(f"Train with it: cortex-finetune --model {args.model_name} --data {args.dataset} "
              f"{overrides}")
     return 0
