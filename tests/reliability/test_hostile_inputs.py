@@ -41,12 +41,16 @@ MEASURE = PEAK + textwrap.dedent(
 )
 
 
-def validate_in_child(path: Path) -> dict:
-    """Validate in a fresh process so its peak memory is this file's alone."""
-    done = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True,
-                          text=True, timeout=300)
+def json_from_child(script: str, path: Path, timeout: float = 300) -> dict:
+    """Run ``script`` on ``path`` in a fresh process (its peak memory is this file's alone)."""
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                          text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
+
+
+def validate_in_child(path: Path) -> dict:
+    return json_from_child(MEASURE, path)
 
 
 def test_baseline_memory(tmp_path):
@@ -282,10 +286,7 @@ HEADER_MEMORY = PEAK + textwrap.dedent(
 
 
 def _header_in_child(path: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", HEADER_MEMORY, str(path)], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout)
+    return json_from_child(HEADER_MEMORY, path, timeout=120)
 
 
 def test_a_100_mb_header_is_refused_without_reading_it(tmp_path):

@@ -35,30 +35,27 @@ def test_cortex_home_that_is_a_file_is_a_clear_error_before_training(
         server.close()
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 400 KB tmpfs: enough for a job's data, not for its checkpoints and output."""
-    mount = tmp_path / "tiny-disk"
+def _tmpfs(mount: Path, options: str):
+    """Mount a tmpfs at ``mount`` for the test (skip where mounting needs privileges we lack)."""
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
                           capture_output=True)
     if done.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root): " + done.stderr.decode()[-200:])
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 400 KB tmpfs: enough for a job's data, not for its checkpoints and output."""
+    yield from _tmpfs(tmp_path / "tiny-disk", "size=400k")
 
 
 @pytest.fixture
 def read_only_home(tmp_path):
     """A read-only tmpfs: chmod alone would not stop root, which the tests may run as."""
-    mount = tmp_path / "read-only"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)],
-                          capture_output=True)
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root): " + done.stderr.decode()[-200:])
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield from _tmpfs(tmp_path / "read-only", "ro,size=64k")
 
 
 def test_read_only_cortex_home_is_a_clear_error_before_training(
