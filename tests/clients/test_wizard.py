@@ -291,6 +291,12 @@ def test_evaluate_compare_and_tune_commands(wizard_env, tmp_path, sample_dataset
              "--yes", *FAST], wizard_env, tmp_path)
     data = str(sample_dataset_path)
 
+    listing = subprocess.run(WIZARD + ["models"], env=wizard_env, cwd=tmp_path, text=True,
+                             capture_output=True, timeout=120, stdin=subprocess.DEVNULL).stdout
+    rows = {line.split("│")[1].strip(): line for line in listing.splitlines()
+            if line.count("│") > 2}
+    assert "yes" in rows["after"] and "yes" not in rows["tiny-llama"], listing
+
     evaluation = run_cli(["evaluate", "after", data, "--all"], wizard_env, tmp_path)[-1]
     assert evaluation["event"] == "evaluation" and evaluation["split"] == "all"
     assert evaluation["examples"] == 24

@@ -207,7 +207,7 @@ async def run_models(client: CortexClient, term: Terminal) -> int:
     table = Table("Name", "Category", "Params", "Size", "Fine-tuned", "Path")
     for m in models:
         table.add_row(m["name"], str(m.get("category") or "?"), human_params(m.get("parameters")),
-                      human_bytes(m.get("sizeBytes")), "yes" if m.get("fineTuned") else "",
+                      human_bytes(m.get("sizeBytes")), "yes" if m.get("kind") == "fine-tuned" else "",
                       m["path"])
     term.rich(table)
     return 0
