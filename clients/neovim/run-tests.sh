@@ -17,7 +17,7 @@ if [ ! -x "$CORTEX_RPC" ]; then
 fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/cortex-nvim.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-"$python" -c "import sys; from pathlib import Path; from cortex_rpc.models.tiny import generate_tiny_model; generate_tiny_model(Path(sys.argv[1]))" "$tmp/models/tiny-llama"
+"$python" -m cortex_rpc.models.tiny "$tmp/models/tiny-llama"
 printf '%s\n' '{"prompt": "What is Python?", "response": "A programming language."}' \
   '{"prompt": "no response here"}' 'not json at all' '{"prompt": "Empty", "response": ""}' > "$tmp/broken.jsonl"
 for i in 1 2 3 4 5 6; do printf '{"prompt": "Question %s?", "response": "Answer %s."}\n' $i $i; done > "$tmp/good.jsonl"

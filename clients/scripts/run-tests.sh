@@ -13,7 +13,7 @@ fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/cortex-scripts.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 export CORTEX_HOME=$tmp/home HF_HUB_CACHE=$tmp/hf
-"$python" -c "import sys; from pathlib import Path; from cortex_rpc.models.tiny import generate_tiny_model; generate_tiny_model(Path(sys.argv[1]))" "$tmp/tiny"
+"$python" -m cortex_rpc.models.tiny "$tmp/tiny"
 dataset=$repo/cortex_rpc/data/sample_dataset.jsonl
 status=0
 

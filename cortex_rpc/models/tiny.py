@@ -115,3 +115,26 @@ def generate_tiny_model(directory: str | Path, spec: TinyModelSpec = TinyModelSp
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     (directory / "cortex-tiny.json").write_text(json.dumps(asdict(spec), indent=2))
     return directory
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cortex_rpc.models.tiny DIR [--hidden-size N ...]``: MLX in its own process.
+
+    Clients (the demo, the editor tests) call this instead of importing mlx themselves.
+    """
+    import argparse
+    from dataclasses import fields
+
+    parser = argparse.ArgumentParser(prog="python -m cortex_rpc.models.tiny",
+                                     description=main.__doc__.splitlines()[0])
+    parser.add_argument("directory", type=Path)
+    for spec_field in fields(TinyModelSpec):
+        parser.add_argument(f"--{spec_field.name.replace('_', '-')}", type=int,
+                            default=spec_field.default)
+    args = vars(parser.parse_args(argv))
+    generate_tiny_model(args.pop("directory"), TinyModelSpec(**args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -146,14 +146,21 @@ async def run_wizard(client: CortexClient, term: Terminal, args: argparse.Namesp
 
 async def run_demo(client: CortexClient, term: Terminal, args: argparse.Namespace) -> int:
     """Generate a tiny model, fine-tune it on the sample dataset, and ask it a sample question."""
-    from cortex_rpc.models.tiny import TinyModelSpec, generate_tiny_model
-
     home = cortex_home()
     model_dir = home / "models" / DEMO_MODEL
     term.say(f"cortex-finetune demo: CORTEX_HOME={home}", style="bold")
     if not (model_dir / "config.json").exists():
         term.say(f"Generating a tiny Llama model at {model_dir} (random weights, offline)...")
-        await asyncio.to_thread(generate_tiny_model, model_dir, TinyModelSpec(**DEMO_MODEL_SPEC))
+        # In a child process: this client never loads MLX (at exit, MLX's threads in a
+        # process that only borrowed it can abort with "terminate called ...").
+        sizes = [f"--{key.replace('_', '-')}={value}" for key, value in DEMO_MODEL_SPEC.items()]
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cortex_rpc.models.tiny", str(model_dir), *sizes,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        _, error = await child.communicate()
+        if child.returncode != 0:
+            raise WizardAborted(f"could not generate the demo model: {error.decode()[-500:]}")
     taken = {m["name"] for m in await client.list_models()}
     name = "demo-custom"
     for number in range(2, 1000):

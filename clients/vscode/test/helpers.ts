@@ -25,9 +25,7 @@ export function makeFixture(prefix: string): Fixture {
   const modelsDir = path.join(root, "models");
   const modelPath = path.join(modelsDir, "tiny-llama");
   fs.mkdirSync(home, { recursive: true });
-  execFileSync(PYTHON, ["-c",
-    "import sys; from pathlib import Path; from cortex_rpc.models.tiny import generate_tiny_model; generate_tiny_model(Path(sys.argv[1]))",
-    modelPath], { stdio: ["ignore", "ignore", "inherit"] });
+  execFileSync(PYTHON, ["-m", "cortex_rpc.models.tiny", modelPath], { stdio: ["ignore", "ignore", "inherit"] });
   return { root, home, modelsDir, modelPath };
 }
 
