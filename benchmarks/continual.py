@@ -22,9 +22,20 @@ import tempfile  # noqa: E402
 from importlib import resources  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-CAPITALS = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
-            ("Egypt", "Cairo"), ("Peru", "Lima"), ("Kenya", "Nairobi"), ("Chile", "Santiago"),
-            ("Greece", "Athens"), ("Norway", "Oslo"), ("Cuba", "Havana"), ("Iran", "Tehran")]
+CAPITALS = [
+    ("France", "Paris"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Japan", "Tokyo"),
+    ("Egypt", "Cairo"),
+    ("Peru", "Lima"),
+    ("Kenya", "Nairobi"),
+    ("Chile", "Santiago"),
+    ("Greece", "Athens"),
+    ("Norway", "Oslo"),
+    ("Cuba", "Havana"),
+    ("Iran", "Tehran"),
+]
 
 
 def main() -> int:
@@ -44,23 +55,41 @@ def main() -> int:
         model = str(generate_tiny_model(root / "tiny"))
         old = str(resources.files("cortex_rpc.data").joinpath("sample_dataset.jsonl"))
         new = root / "capitals.jsonl"
-        new.write_text("".join(
-            json.dumps({"prompt": f"What is the capital of {c}?",
-                        "response": f"The capital of {c} is {k}."}) + "\n"
-            for c, k in CAPITALS * 2))
+        new.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "prompt": f"What is the capital of {c}?",
+                        "response": f"The capital of {c} is {k}.",
+                    }
+                )
+                + "\n"
+                for c, k in CAPITALS * 2
+            )
+        )
         jobs = TrainingJobs(root / "home")
         config = {"iterations": args.iterations, "batchSize": 4, "learningRate": 1e-3}
 
         def train(name: str, dataset: str, **kwargs) -> None:
-            job = start_training(jobs, model=model, dataset=dataset, output_name=name,
-                                 preset="balanced", config=config, **kwargs)
+            job = start_training(
+                jobs,
+                model=model,
+                dataset=dataset,
+                output_name=name,
+                preset="balanced",
+                config=config,
+                **kwargs,
+            )
             state = jobs.wait(job["jobId"], 1800)
             assert state["state"] == "completed", state
 
         def losses(name: str) -> dict:
             on_old = evaluate_model(name, old)
-            return {"old": round(on_old["loss"], 4), "new": round(evaluate_model(name, new)["loss"], 4),
-                    "baseOld": round(on_old["baseLoss"], 4)}
+            return {
+                "old": round(on_old["loss"], 4),
+                "new": round(evaluate_model(name, new)["loss"], 4),
+                "baseOld": round(on_old["baseLoss"], 4),
+            }
 
         train("v1", old)
         before = losses("v1")
@@ -72,14 +101,22 @@ def main() -> int:
             "replayFraction": args.replay,
             "baseModelOldLoss": before["baseOld"],
             "v1": {"oldLoss": before["old"], "newLoss": before["new"]},
-            "v2NoReplay": {"oldLoss": plain["old"], "newLoss": plain["new"],
-                           "forgetting": round(plain["old"] - before["old"], 4)},
-            "v2Replay": {"oldLoss": replayed["old"], "newLoss": replayed["new"],
-                         "forgetting": round(replayed["old"] - before["old"], 4)},
+            "v2NoReplay": {
+                "oldLoss": plain["old"],
+                "newLoss": plain["new"],
+                "forgetting": round(plain["old"] - before["old"], 4),
+            },
+            "v2Replay": {
+                "oldLoss": replayed["old"],
+                "newLoss": replayed["new"],
+                "forgetting": round(replayed["old"] - before["old"], 4),
+            },
         }
         print(json.dumps(report, indent=2))
-        print(f"old-task validation loss: v1 {before['old']:.3f} -> without replay "
-              f"{plain['old']:.3f}, with replay {replayed['old']:.3f}")
+        print(
+            f"old-task validation loss: v1 {before['old']:.3f} -> without replay "
+            f"{plain['old']:.3f}, with replay {replayed['old']:.3f}"
+        )
     return 0
 
 

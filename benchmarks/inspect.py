@@ -73,10 +73,17 @@ def time_initialize(runs: int) -> list[float]:
     timings = []
     for _ in range(runs):
         started = time.perf_counter()
-        server = subprocess.Popen([sys.executable, "-m", "cortex_rpc"], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        server.stdin.write(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                                  "params": {"capabilities": {}}}))
+        server = subprocess.Popen(
+            [sys.executable, "-m", "cortex_rpc"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        server.stdin.write(
+            frame(
+                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}
+            )
+        )
         server.stdin.flush()
         read_reply(server.stdout)
         timings.append(time.perf_counter() - started)
@@ -88,8 +95,12 @@ def time_initialize(runs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--baseline-shards", type=int, default=1,
-                        help="shards the loading baseline reads (extrapolated to all)")
+    parser.add_argument(
+        "--baseline-shards",
+        type=int,
+        default=1,
+        help="shards the loading baseline reads (extrapolated to all)",
+    )
     parser.add_argument("--full", action="store_true", help="load every shard (138 GB read)")
     parser.add_argument("--init-runs", type=int, default=10)
     args = parser.parse_args()
@@ -98,17 +109,24 @@ def main() -> None:
         directory = write_sparse_model(Path(tmp) / "llama-2-70b", "llama-2-70b", shards=15)
         inspect_s, parameters = time_inspection(directory, args.repeats)
         measured, load_s, _ = time_loading(directory, None if args.full else args.baseline_shards)
-        how = "all shards" if args.full else (
-            f"{args.baseline_shards} of 15 shards in {measured:.2f} s, extrapolated by bytes")
+        how = (
+            "all shards"
+            if args.full
+            else (f"{args.baseline_shards} of 15 shards in {measured:.2f} s, extrapolated by bytes")
+        )
         print(f"70B sparse model, 15 shards: {parameters:,} parameters")
-        print(f"  inspect_model (headers only): {inspect_s * 1000:.2f} ms (median of "
-              f"{args.repeats}; target < 20 ms)")
+        print(
+            f"  inspect_model (headers only): {inspect_s * 1000:.2f} ms (median of "
+            f"{args.repeats}; target < 20 ms)"
+        )
         print(f"  loading the tensors (mx.load + eval): {load_s:.1f} s ({how})")
         print(f"  ratio: {load_s / inspect_s:,.0f}x faster than loading")
 
     timings = time_initialize(args.init_runs)
-    print(f"spawn -> initialize response: median {statistics.median(timings) * 1000:.0f} ms, "
-          f"min {min(timings) * 1000:.0f} ms over {len(timings)} runs (target < 300 ms)")
+    print(
+        f"spawn -> initialize response: median {statistics.median(timings) * 1000:.0f} ms, "
+        f"min {min(timings) * 1000:.0f} ms over {len(timings)} runs (target < 300 ms)"
+    )
 
 
 if __name__ == "__main__":

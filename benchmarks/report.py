@@ -58,13 +58,16 @@ def generate(count: int, seed: int) -> tuple[list[dict[str, str]], set[tuple[int
 
 
 def shingles(text: str) -> set[str]:
-    return {text[i:i + SHINGLE] for i in range(max(1, len(text) - SHINGLE + 1))}
+    return {text[i : i + SHINGLE] for i in range(max(1, len(text) - SHINGLE + 1))}
 
 
 def exact_pairs(texts: list[str], threshold: float) -> set[tuple[int, int]]:
     sets = [shingles(t) for t in texts]
-    return {(a, b) for a, b in combinations(range(len(sets)), 2)
-            if len(sets[a] & sets[b]) >= threshold * len(sets[a] | sets[b])}
+    return {
+        (a, b)
+        for a, b in combinations(range(len(sets)), 2)
+        if len(sets[a] & sets[b]) >= threshold * len(sets[a] | sets[b])
+    }
 
 
 def main() -> int:
@@ -87,10 +90,14 @@ def main() -> int:
         report_s = time.perf_counter() - tic
     print(f"{args.records:,} records, {size_mb:.1f} MB")
     print(f"  analyze_dataset  {analyze_s:6.2f} s")
-    print(f"  dataset_report   {report_s:6.2f} s   report / analysis = {report_s / analyze_s:.2f}x  "
-          f"(score {report.score}, {len(report.clusters)} near-duplicate clusters)")
+    print(
+        f"  dataset_report   {report_s:6.2f} s   report / analysis = {report_s / analyze_s:.2f}x  "
+        f"(score {report.score}, {len(report.clusters)} near-duplicate clusters)"
+    )
 
-    subset = [f"{normalize(r['prompt'])} {normalize(r['response'])}" for r in records[:args.subset]]
+    subset = [
+        f"{normalize(r['prompt'])} {normalize(r['response'])}" for r in records[: args.subset]
+    ]
     tic = time.perf_counter()
     groups = near_duplicate_groups(subset)
     minhash_s = time.perf_counter() - tic
@@ -100,21 +107,35 @@ def main() -> int:
     found = {(a, b) for g in groups for a, b in combinations(g, 2)}
     planted_here = {p for p in planted if p[1] < args.subset}
     scale = (args.records / args.subset) ** 2
-    print(f"near-duplicate search on {args.subset:,} records ({len(subset) * (len(subset) - 1) // 2:,} pairs):")
-    print(f"  MinHash + LSH    {minhash_s:6.3f} s   pairs {len(found)}, planted found "
-          f"{len(planted_here & found)}/{len(planted_here)}, exact pairs found "
-          f"{len(exact & found)}/{len(exact)}")
-    print(f"  exact Jaccard    {exact_s:6.2f} s   -> {exact_s * scale:,.0f} s extrapolated to "
-          f"{args.records:,} records")
+    print(
+        f"near-duplicate search on {args.subset:,} records ({len(subset) * (len(subset) - 1) // 2:,} pairs):"
+    )
+    print(
+        f"  MinHash + LSH    {minhash_s:6.3f} s   pairs {len(found)}, planted found "
+        f"{len(planted_here & found)}/{len(planted_here)}, exact pairs found "
+        f"{len(exact & found)}/{len(exact)}"
+    )
+    print(
+        f"  exact Jaccard    {exact_s:6.2f} s   -> {exact_s * scale:,.0f} s extrapolated to "
+        f"{args.records:,} records"
+    )
     print(f"  ratio (exact / MinHash, same subset): {exact_s / minhash_s:,.0f}x")
-    print(json.dumps({"records": args.records, "analyzeSeconds": round(analyze_s, 2),
-                      "reportSeconds": round(report_s, 2),
-                      "reportOverAnalysis": round(report_s / analyze_s, 2),
-                      "subset": args.subset, "minhashSeconds": round(minhash_s, 3),
-                      "exactSeconds": round(exact_s, 2),
-                      "exactOverMinhash": round(exact_s / minhash_s),
-                      "recallPlanted": len(planted_here & found) / max(1, len(planted_here)),
-                      "recallExact": len(exact & found) / max(1, len(exact))}))
+    print(
+        json.dumps(
+            {
+                "records": args.records,
+                "analyzeSeconds": round(analyze_s, 2),
+                "reportSeconds": round(report_s, 2),
+                "reportOverAnalysis": round(report_s / analyze_s, 2),
+                "subset": args.subset,
+                "minhashSeconds": round(minhash_s, 3),
+                "exactSeconds": round(exact_s, 2),
+                "exactOverMinhash": round(exact_s / minhash_s),
+                "recallPlanted": len(planted_here & found) / max(1, len(planted_here)),
+                "recallExact": len(exact & found) / max(1, len(exact)),
+            }
+        )
+    )
     return 0
 
 

@@ -32,9 +32,38 @@ import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-WORDS = ["cat", "dog", "sun", "box", "red", "map", "cup", "hat", "pen", "key", "car", "bus",
-         "tree", "fish", "bird", "book", "door", "lamp", "rain", "star", "milk", "ship",
-         "road", "wind", "gold", "salt", "rock", "leaf", "moon", "bell"]
+WORDS = [
+    "cat",
+    "dog",
+    "sun",
+    "box",
+    "red",
+    "map",
+    "cup",
+    "hat",
+    "pen",
+    "key",
+    "car",
+    "bus",
+    "tree",
+    "fish",
+    "bird",
+    "book",
+    "door",
+    "lamp",
+    "rain",
+    "star",
+    "milk",
+    "ship",
+    "road",
+    "wind",
+    "gold",
+    "salt",
+    "rock",
+    "leaf",
+    "moon",
+    "bell",
+]
 COLORS = ["red", "blue", "green", "black", "white", "yellow", "orange", "purple"]
 SYLLABLES = ["ba", "ko", "zi", "mu", "ta", "ri", "lo", "ne", "su", "va", "pe", "do"]
 
@@ -96,30 +125,42 @@ def main() -> int:
             row = payload.get("trial")
             if row:
                 start = f"from {row['startIteration']}" if row["startIteration"] else ""
-                print(f"  trial {row['index']:2d} round {row['round']} lr "
-                      f"{row['config']['learningRate']:<8g} rank {row['config']['loraRank']:<3d}"
-                      f"{row['iterations']:5d} it {start:>10} {row['seconds']:6.1f} s  "
-                      f"val {row['valLoss']}", flush=True)
+                print(
+                    f"  trial {row['index']:2d} round {row['round']} lr "
+                    f"{row['config']['learningRate']:<8g} rank {row['config']['loraRank']:<3d}"
+                    f"{row['iterations']:5d} it {start:>10} {row['seconds']:6.1f} s  "
+                    f"val {row['valLoss']}",
+                    flush=True,
+                )
             elif payload["event"] == "plan":
-                print(f"  plan: {payload['candidates']} candidates, "
-                      f"{payload['firstRoundIterations']} iterations in round 1", flush=True)
+                print(
+                    f"  plan: {payload['candidates']} candidates, "
+                    f"{payload['firstRoundIterations']} iterations in round 1",
+                    flush=True,
+                )
 
-        print(f"search: budget {args.budget:.0f} s, {args.trials} candidates, "
-              f"{args.examples} generated records, seed {args.seed}", flush=True)
-        result = tune_hyperparameters(str(model), str(data), args.budget, trials=args.trials,
-                                      seed=args.seed, on_progress=show)
+        print(
+            f"search: budget {args.budget:.0f} s, {args.trials} candidates, "
+            f"{args.examples} generated records, seed {args.seed}",
+            flush=True,
+        )
+        result = tune_hyperparameters(
+            str(model), str(data), args.budget, trials=args.trials, seed=args.seed, on_progress=show
+        )
         timing = result["timing"]
         balanced = propose_for_model(str(model), dataset=str(data), preset="balanced").config
         # The same preparation (split seed) and subset as the search's: the same records.
         prepared = prepare_dataset(data, root / "prepared", seed=balanced.seed)
         train, valid = subset_data(root / "prepared", root / "data")
         wall = max(args.budget, result["usedSeconds"])
-        iterations = max(1, int((wall - timing["startupSeconds"])
-                                / timing["secondsPerIteration"]))
+        iterations = max(1, int((wall - timing["startupSeconds"]) / timing["secondsPerIteration"]))
         runner = TrialRunner(root / "balanced", model, root / "data")
         batch = min(balanced.batch_size, train)
-        print(f"Balanced alone: lr {balanced.learning_rate:g} rank {balanced.lora_rank}, "
-              f"{iterations} iterations for {wall:.0f} s", flush=True)
+        print(
+            f"Balanced alone: lr {balanced.learning_rate:g} rank {balanced.lora_rank}, "
+            f"{iterations} iterations for {wall:.0f} s",
+            flush=True,
+        )
         tic = time.monotonic()
         config = replace(balanced, iterations=iterations, batch_size=batch)
         alone = runner.run(config)
@@ -144,24 +185,43 @@ def main() -> int:
         best = result["best"]
         trained = sum(r["iterations"] - r["startIteration"] for r in result["trials"])
         ratio = best["valLoss"] / alone["valLoss"]
-        print(json.dumps({
-            "budgetSeconds": args.budget,
-            "data": {"train": train, "valid": valid, "prepared": prepared.train_examples},
-            "search": {"usedSeconds": result["usedSeconds"], "runs": len(result["trials"]),
-                       "iterationsTrained": trained,
-                       "bestConfig": {k: result["bestConfig"][k] for k in
-                                      ("learningRate", "loraRank", "loraAlpha", "iterations")},
-                       "bestValLoss": best["valLoss"],
-                       "balancedInSearch": {"valLoss": result["balancedValLoss"],
-                                            "iterations": result["balancedIterations"]}},
-            "balanced": {"learningRate": balanced.learning_rate, "loraRank": balanced.lora_rank,
-                         "iterations": iterations, "runs": runs,
-                         "seconds": round(seconds, 1), "valLoss": alone["valLoss"]},
-            "ratio": round(ratio, 4),
-            "improvementPercent": round(100 * (1 - ratio), 1),
-        }, indent=2))
-        print(f"validation loss: search {best['valLoss']:.4f} vs Balanced {alone['valLoss']:.4f}"
-              f" (ratio {ratio:.3f}, {100 * (1 - ratio):.1f}% lower)")
+        print(
+            json.dumps(
+                {
+                    "budgetSeconds": args.budget,
+                    "data": {"train": train, "valid": valid, "prepared": prepared.train_examples},
+                    "search": {
+                        "usedSeconds": result["usedSeconds"],
+                        "runs": len(result["trials"]),
+                        "iterationsTrained": trained,
+                        "bestConfig": {
+                            k: result["bestConfig"][k]
+                            for k in ("learningRate", "loraRank", "loraAlpha", "iterations")
+                        },
+                        "bestValLoss": best["valLoss"],
+                        "balancedInSearch": {
+                            "valLoss": result["balancedValLoss"],
+                            "iterations": result["balancedIterations"],
+                        },
+                    },
+                    "balanced": {
+                        "learningRate": balanced.learning_rate,
+                        "loraRank": balanced.lora_rank,
+                        "iterations": iterations,
+                        "runs": runs,
+                        "seconds": round(seconds, 1),
+                        "valLoss": alone["valLoss"],
+                    },
+                    "ratio": round(ratio, 4),
+                    "improvementPercent": round(100 * (1 - ratio), 1),
+                },
+                indent=2,
+            )
+        )
+        print(
+            f"validation loss: search {best['valLoss']:.4f} vs Balanced {alone['valLoss']:.4f}"
+            f" (ratio {ratio:.3f}, {100 * (1 - ratio):.1f}% lower)"
+        )
     return 0
 
 

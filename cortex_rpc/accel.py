@@ -122,8 +122,10 @@ def detect_backend() -> str:
     """Return "metal", "cuda" or "cpu" without importing mlx (cheap enough for initialize)."""
     if sys.platform == "darwin" and platform.machine() == "arm64":
         return "metal"
-    if _package_version("mlx-cuda") or _package_version("mlx-cuda-12") or _package_version(
-        "mlx-cuda-13"
+    if (
+        _package_version("mlx-cuda")
+        or _package_version("mlx-cuda-12")
+        or _package_version("mlx-cuda-13")
     ):
         return "cuda"
     return "cpu"

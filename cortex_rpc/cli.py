@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"cortex-rpc {__version__}")
     parser.add_argument("--stdio", action="store_true", help="serve on stdio (the default)")
     parser.add_argument(
-        "--log-level", default=os.environ.get("CORTEX_LOG_LEVEL", "WARNING"),
+        "--log-level",
+        default=os.environ.get("CORTEX_LOG_LEVEL", "WARNING"),
         help="stderr log level (DEBUG, INFO, WARNING, ERROR); default WARNING",
     )
     parser.add_argument("--log-file", help="also write the log to this file")
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_file:
         handlers.append(logging.FileHandler(args.log_file))
     logging.basicConfig(
-        level=args.log_level.upper(), handlers=handlers,
+        level=args.log_level.upper(),
+        handlers=handlers,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     _protect_stdout()

@@ -98,20 +98,28 @@ def read_messages(
                 saw_header = True
             else:
                 # Not a header line: garbage between messages, or a body without headers.
-                on_error(FramingError(PARSE_ERROR, "Expected a 'Content-Length: N' header "
-                                      "before the message body"))
+                on_error(
+                    FramingError(
+                        PARSE_ERROR, "Expected a 'Content-Length: N' header before the message body"
+                    )
+                )
         if content_length is None:
-            reason = (f"invalid Content-Length {bad_length.decode(errors='replace')!r}"
-                      if bad_length is not None else "missing Content-Length header")
+            reason = (
+                f"invalid Content-Length {bad_length.decode(errors='replace')!r}"
+                if bad_length is not None
+                else "missing Content-Length header"
+            )
             on_error(FramingError(PARSE_ERROR, f"Message header has {reason}"))
             continue
         if content_length > MAX_MESSAGE_BYTES:
             if not _discard(stream, content_length):
                 return
-            on_error(FramingError(
-                INVALID_REQUEST,
-                f"Message of {content_length} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
-            ))
+            on_error(
+                FramingError(
+                    INVALID_REQUEST,
+                    f"Message of {content_length} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
+                )
+            )
             continue
         body = stream.read(content_length)
         if len(body) < content_length:
@@ -130,8 +138,10 @@ def parse_message(body: bytes) -> dict[str, Any] | FramingError:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         return FramingError(PARSE_ERROR, f"Parse error: {error}")
     if isinstance(data, list):
-        return FramingError(INVALID_REQUEST, "Batch requests are not supported by this server; "
-                            "send one message per frame")
+        return FramingError(
+            INVALID_REQUEST,
+            "Batch requests are not supported by this server; send one message per frame",
+        )
     if not isinstance(data, dict):
         return FramingError(INVALID_REQUEST, "A JSON-RPC message must be a JSON object")
     msg_id = data.get("id")

@@ -28,8 +28,9 @@ def parse_initialization_options(raw: Any) -> tuple[InitializationOptions, list[
     known = {"modelDirs", "cortexHome", "diagnosticsDebounceMs", "defaultModel"}
     for key in raw:
         if key not in known:
-            warnings.append(f"Unknown initialization option {key!r} ignored "
-                            f"(known: {', '.join(sorted(known))})")
+            warnings.append(
+                f"Unknown initialization option {key!r} ignored (known: {', '.join(sorted(known))})"
+            )
     model_dirs = raw.get("modelDirs")
     if model_dirs is not None:
         if isinstance(model_dirs, list) and all(isinstance(d, str) for d in model_dirs):

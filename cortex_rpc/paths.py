@@ -16,8 +16,22 @@ MAX_NAME_LENGTH = 96
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Names Windows cannot create and names that collide with our own folders.
 _RESERVED_NAMES = {
-    "con", "prn", "aux", "nul", "com1", "com2", "com3", "com4", "lpt1", "lpt2", "lpt3",
-    "jobs", "tmp", "models", "mlx_models", "cache",
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    "com1",
+    "com2",
+    "com3",
+    "com4",
+    "lpt1",
+    "lpt2",
+    "lpt3",
+    "jobs",
+    "tmp",
+    "models",
+    "mlx_models",
+    "cache",
 }
 
 
@@ -32,8 +46,10 @@ def user_path(path: str | os.PathLike[str]) -> Path:
     except RuntimeError as error:
         user = str(path).split("/", 1)[0][:100]
         raise CortexError(
-            "file-error", f"Cannot open {str(path)[:300]!r}: there is no user {user!r} whose home "
-            "folder it could be in", path=str(path)[:1000],
+            "file-error",
+            f"Cannot open {str(path)[:300]!r}: there is no user {user!r} whose home "
+            "folder it could be in",
+            path=str(path)[:1000],
         ) from error
 
 

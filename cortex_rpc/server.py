@@ -37,6 +37,7 @@ def _is_dataset_document(uri: str, language_id: str | None) -> bool:
 
     return is_dataset_document(uri, language_id)
 
+
 logger = logging.getLogger(__name__)
 
 
@@ -130,8 +131,9 @@ class CortexProtocol(LanguageServerProtocol):
     # re-splits the whole text on every edit, which is too slow for a 100,000-line file.
     def _dataset_uri(self, uri: str, language_id: str | None = None) -> bool:
         return getattr(self._server, "dataset_documents", None) is not None and (
-            uri in self._server.dataset_documents or (
-                language_id is not None and _is_dataset_document(uri, language_id)))
+            uri in self._server.dataset_documents
+            or (language_id is not None and _is_dataset_document(uri, language_id))
+        )
 
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
     def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> Any:
@@ -199,7 +201,8 @@ class CortexServer(LanguageServer):
                     # A path the user gave that the OS refuses (too long, no permission, a
                     # directory, disk full): an application error naming it, not a crash.
                     raise JsonRpcException(
-                        code=APPLICATION_ERROR, message=file_error_message(error),
+                        code=APPLICATION_ERROR,
+                        message=file_error_message(error),
                         data={"code": "file-error", "errno": errno.errorcode.get(error.errno)},
                     ) from error
                 finally:
@@ -324,7 +327,6 @@ def propose_config(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     ).to_wire()
 
 
-
 # -- datasets ---------------------------------------------------------------------------------
 
 
@@ -333,8 +335,11 @@ def validate_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]
     from .datasets import validate_dataset
 
     return validate_dataset(
-        params.get("path"), text=params.get("text"), format=params.get("format"),
-        context_length=params.get("contextLength"), cancel=ls.request.cancel,
+        params.get("path"),
+        text=params.get("text"),
+        format=params.get("format"),
+        context_length=params.get("contextLength"),
+        cancel=ls.request.cancel,
     ).to_wire()
 
 
@@ -363,8 +368,9 @@ def dataset_report(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
 def create_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .datasets import create_dataset
 
-    return create_dataset(params["path"], params["examples"],
-                          overwrite=params.get("overwrite", False))
+    return create_dataset(
+        params["path"], params["examples"], overwrite=params.get("overwrite", False)
+    )
 
 
 @server.cortex_method(protocol.SAMPLE_DATASET)
@@ -380,11 +386,12 @@ def prepare_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .datasets.prepare import default_out_dir
 
     return prepare_dataset(
-        params["path"], params.get("outDir") or default_out_dir(),
-        format=params.get("format"), valid_fraction=params.get("validFraction", 0.1),
+        params["path"],
+        params.get("outDir") or default_out_dir(),
+        format=params.get("format"),
+        valid_fraction=params.get("validFraction", 0.1),
         seed=params.get("seed", 0),
     ).to_wire()
-
 
 
 # -- datasets: live diagnostics -----------------------------------------------------------------
@@ -481,8 +488,9 @@ def did_change(ls: CortexServer, params: types.DidChangeTextDocumentParams) -> N
     for change in params.content_changes:
         if isinstance(change, types.TextDocumentContentChangePartial):
             r = change.range
-            changes.append(((r.start.line, r.start.character, r.end.line, r.end.character),
-                            change.text))
+            changes.append(
+                ((r.start.line, r.start.character, r.end.line, r.end.character), change.text)
+            )
         else:
             changes.append((None, change.text))
     docs.versions[uri] = params.text_document.version
@@ -517,9 +525,17 @@ def hover(ls: CortexServer, params: types.HoverParams) -> Any:
     if uri not in docs:
         return None
     position = params.position
-    text = yield _document_result, (docs.submit(
-        lambda: docs.docs.get(uri) and hover(docs.docs[uri], position.line, position.character)),
-    ), {}
+    text = yield (
+        _document_result,
+        (
+            docs.submit(
+                lambda: (
+                    docs.docs.get(uri) and hover(docs.docs[uri], position.line, position.character)
+                )
+            ),
+        ),
+        {},
+    )
     if not text:
         return None
     return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))
@@ -534,11 +550,22 @@ def code_action(ls: CortexServer, params: types.CodeActionParams) -> Any:
         return None
     r = params.range
     diagnostics = [ls.protocol._converter.unstructure(d) for d in params.context.diagnostics]
-    actions = yield _document_result, (docs.submit(
-        lambda: docs.docs.get(uri) and code_actions(
-            docs.docs[uri], (r.start.line, r.start.character, r.end.line, r.end.character),
-            diagnostics)),
-    ), {}
+    actions = yield (
+        _document_result,
+        (
+            docs.submit(
+                lambda: (
+                    docs.docs.get(uri)
+                    and code_actions(
+                        docs.docs[uri],
+                        (r.start.line, r.start.character, r.end.line, r.end.character),
+                        diagnostics,
+                    )
+                )
+            ),
+        ),
+        {},
+    )
     if not actions:
         return None
     return [ls.protocol._converter.structure(a, types.CodeAction) for a in actions]
@@ -705,12 +732,17 @@ def _work_done(
     if token is None:
         yield lambda message, percentage: None
         return
-    ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-        title=title, cancellable=True, message="Starting", percentage=0))
+    ls.work_done_progress.begin(
+        token,
+        types.WorkDoneProgressBegin(
+            title=title, cancellable=True, message="Starting", percentage=0
+        ),
+    )
 
     def report(message: str, percentage: int) -> None:
-        ls.work_done_progress.report(token, types.WorkDoneProgressReport(
-            message=message, percentage=percentage))
+        ls.work_done_progress.report(
+            token, types.WorkDoneProgressReport(message=message, percentage=percentage)
+        )
 
     try:
         yield report
@@ -728,10 +760,15 @@ def compare_adapters(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]
     adapters = [resolve_model(name, dirs) for name in params["adapters"]]
     with _work_done(ls, params.get("workDoneToken"), "Comparing adapters") as report:
         return compare_adapters(
-            _runner(ls), base, adapters, params["prompts"],
-            max_tokens=params.get("maxTokens", 64), cancel=ls.request.cancel,
+            _runner(ls),
+            base,
+            adapters,
+            params["prompts"],
+            max_tokens=params.get("maxTokens", 64),
+            cancel=ls.request.cancel,
             on_output=lambda done, total: report(
-                f"{done}/{total} generations", round(100 * done / total)),
+                f"{done}/{total} generations", round(100 * done / total)
+            ),
         )
 
 
@@ -763,8 +800,10 @@ def evaluate(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .training.evaluate import evaluate_model
 
     return evaluate_model(
-        resolve_model(params["model"], ls.options.model_dirs), params["dataset"],
-        split=params.get("split", "valid"), max_examples=params.get("maxExamples"),
+        resolve_model(params["model"], ls.options.model_dirs),
+        params["dataset"],
+        split=params.get("split", "valid"),
+        max_examples=params.get("maxExamples"),
         cancel=ls.request.cancel,
     )
 
@@ -781,7 +820,12 @@ def tune_hyperparameters(ls: CortexServer, params: dict[str, Any]) -> dict[str, 
                 report(*tuning_work_done(payload))
 
         return tune_hyperparameters(
-            params["model"], params["dataset"], params["budgetSeconds"],
-            trials=params.get("trials", 8), seed=params.get("seed", 0),
-            model_dirs=ls.options.model_dirs, on_progress=on_progress, cancel=ls.request.cancel,
+            params["model"],
+            params["dataset"],
+            params["budgetSeconds"],
+            trials=params.get("trials", 8),
+            seed=params.get("seed", 0),
+            model_dirs=ls.options.model_dirs,
+            on_progress=on_progress,
+            cancel=ls.request.cancel,
         )

@@ -7,6 +7,7 @@ status=0
 
 echo "== ruff"
 "$VENV/bin/ruff" check . || status=1
+"$VENV/bin/ruff" format --check . || status=1
 
 echo "== pytest"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

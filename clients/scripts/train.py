@@ -75,13 +75,20 @@ def main():
     report = server.request("cortex/validateDataset", {"path": args.dataset})
     for d in report["diagnostics"]:
         kind = "error" if d["severity"] == 1 else "warning"
-        print(f"{args.dataset}:{d['range']['start']['line'] + 1}: {kind} [{d['code']}] {d['message']}")
+        print(
+            f"{args.dataset}:{d['range']['start']['line'] + 1}: {kind} [{d['code']}] {d['message']}"
+        )
     if not report["ok"]:
         raise SystemExit("dataset has errors")
     print(f"Dataset validated: {report['examples']} examples")
 
     events = []
-    params = {"model": args.model, "dataset": args.dataset, "outputName": args.name, "preset": args.preset}
+    params = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "outputName": args.name,
+        "preset": args.preset,
+    }
     if args.iterations:
         params["config"] = {"iterations": args.iterations}
     job = server.request("cortex/startTraining", params, on_notification=events.append)
@@ -96,8 +103,11 @@ def main():
         if p["jobId"] != job["jobId"]:
             continue
         if p.get("event") == "progress":
-            print(f"  step {p['iteration']}/{p['totalIterations']}  loss {p['trainLoss']:.4f}"
-                  f"  {p.get('tokensPerSecond', 0):.0f} tok/s", flush=True)
+            print(
+                f"  step {p['iteration']}/{p['totalIterations']}  loss {p['trainLoss']:.4f}"
+                f"  {p.get('tokensPerSecond', 0):.0f} tok/s",
+                flush=True,
+            )
         if p["state"] in ("completed", "failed", "cancelled", "interrupted"):
             final = p
 

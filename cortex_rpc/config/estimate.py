@@ -56,8 +56,9 @@ def weight_bytes(parameters: int, bytes_per_parameter: float, quantization_bits:
     return int(parameters * bytes_per_parameter)
 
 
-def lora_parameters(hidden_size: int, num_layers: int, rank: int, fine_tune_type: str,
-                    total_parameters: int) -> int:
+def lora_parameters(
+    hidden_size: int, num_layers: int, rank: int, fine_tune_type: str, total_parameters: int
+) -> int:
     """Return the trainable parameter count: 7 adapted projections per layer for LoRA."""
     if fine_tune_type == "full":
         return total_parameters

@@ -37,8 +37,16 @@ HISTOGRAM_BINS = 10
 CANCEL_EVERY = 5000
 # Fixes in the order they are offered when their gains tie.
 FIX_ORDER = (
-    "errors", "near-duplicates", "empty-fields", "over-context", "leaks", "dominant-answer",
-    "repetitive-answers", "long-examples", "mixed-shapes", "few-examples",
+    "errors",
+    "near-duplicates",
+    "empty-fields",
+    "over-context",
+    "leaks",
+    "dominant-answer",
+    "repetitive-answers",
+    "long-examples",
+    "mixed-shapes",
+    "few-examples",
 )
 
 
@@ -50,8 +58,11 @@ class Cluster:
     sample: str
 
     def to_wire(self) -> dict[str, Any]:
-        return {"size": len(self.lines), "lines": self.lines[:MAX_CLUSTER_LINES],
-                "sample": self.sample}
+        return {
+            "size": len(self.lines),
+            "lines": self.lines[:MAX_CLUSTER_LINES],
+            "sample": self.sample,
+        }
 
 
 @dataclass
@@ -128,8 +139,11 @@ class OverContext:
     lines: list[int]
 
     def to_wire(self) -> dict[str, Any]:
-        return {"contextLength": self.context_length, "count": len(self.lines),
-                "lines": self.lines[:MAX_OVER_CONTEXT]}
+        return {
+            "contextLength": self.context_length,
+            "count": len(self.lines),
+            "lines": self.lines[:MAX_OVER_CONTEXT],
+        }
 
 
 @dataclass
@@ -156,8 +170,14 @@ class Fix:
     gain: int
 
     def to_wire(self) -> dict[str, Any]:
-        return {"code": self.code, "title": self.title, "detail": self.detail,
-                "count": self.count, "lines": self.lines[:MAX_FIX_LINES], "gain": self.gain}
+        return {
+            "code": self.code,
+            "title": self.title,
+            "detail": self.detail,
+            "count": self.count,
+            "lines": self.lines[:MAX_FIX_LINES],
+            "gain": self.gain,
+        }
 
 
 @dataclass
@@ -195,8 +215,10 @@ class DatasetReport:
                 name: [b.to_wire() for b in bins] for name, bins in self.histograms.items()
             },
             "diversity": self.diversity.to_wire(),
-            "leaks": {"count": len(self.leaks),
-                      "items": [leak.to_wire() for leak in self.leaks[:MAX_LEAKS]]},
+            "leaks": {
+                "count": len(self.leaks),
+                "items": [leak.to_wire() for leak in self.leaks[:MAX_LEAKS]],
+            },
             "overContext": self.over_context.to_wire() if self.over_context else None,
         }
         if render == "markdown":
@@ -296,18 +318,29 @@ def _diversity(examples: list[_Example]) -> Diversity:
             prompts += 1
             starts.add(example.prompt_norm.split(" ", 1)[0])
     top = [(sample_text(first_answer[a]), n) for a, n in answers.most_common(TOP_ANSWERS) if n > 1]
-    return Diversity(sum(answers.values()), len(answers), top, prompts, len(starts), words,
-                     len(vocabulary), answers.most_common(1)[0][0] if answers else "")
+    return Diversity(
+        sum(answers.values()),
+        len(answers),
+        top,
+        prompts,
+        len(starts),
+        words,
+        len(vocabulary),
+        answers.most_common(1)[0][0] if answers else "",
+    )
 
 
 def _lines_by_code(
     result: ValidationResult, codes: tuple[str, ...] = (), errors: bool = False
 ) -> list[int]:
     """Return the 1-based lines with a diagnostic of one of ``codes`` (or any error)."""
-    return sorted({
-        d.start_line + 1 for d in result.diagnostics
-        if d.code in codes or (errors and d.severity == "error")
-    })
+    return sorted(
+        {
+            d.start_line + 1
+            for d in result.diagnostics
+            if d.code in codes or (errors and d.severity == "error")
+        }
+    )
 
 
 def line_list(lines: Sequence[int], limit: int = MAX_FIX_LINES) -> str:
@@ -363,8 +396,7 @@ def dataset_report(
         [f"{e.prompt_norm} {e.answer_norm}" for e in examples], checkpoint
     )
     clusters = sorted(
-        (Cluster([examples[i].line for i in group], examples[group[0]].sample)
-         for group in groups),
+        (Cluster([examples[i].line for i in group], examples[group[0]].sample) for group in groups),
         key=lambda c: (-len(c.lines), c.lines[0]),
     )
     leaks = [Leak(e.line, kind, e.sample) for e in examples if (kind := _leak(e))]
@@ -376,12 +408,22 @@ def dataset_report(
     if counted is not None:
         histograms["tokens"] = histogram(counted)
         if context:
-            over = OverContext(context, [e.line for e, t in zip(examples, counted, strict=True)
-                                         if t > context])
+            over = OverContext(
+                context, [e.line for e, t in zip(examples, counted, strict=True) if t > context]
+            )
     diversity = _diversity(examples)
     checkpoint()
-    return _scored(str(user_path(path)), analysis, result, examples, clusters, histograms,
-                   diversity, leaks, over)
+    return _scored(
+        str(user_path(path)),
+        analysis,
+        result,
+        examples,
+        clusters,
+        histograms,
+        diversity,
+        leaks,
+        over,
+    )
 
 
 def _scored(
@@ -405,17 +447,26 @@ def _scored(
             extra.append(Penalty(code, count, max(1, round(points))))
 
     redundant = sum(len(c.lines) - 1 for c in clusters)
-    deduct("near-duplicates", max(0, redundant - analysis.duplicates),
-           30 * (redundant - analysis.duplicates) / n)
+    deduct(
+        "near-duplicates",
+        max(0, redundant - analysis.duplicates),
+        30 * (redundant - analysis.duplicates) / n,
+    )
     deduct("leaks", len(leaks), 20 * len(leaks) / n)
     if over is not None:
         deduct("over-context", len(over.lines), 15 * len(over.lines) / n)
     if analysis.examples >= 10 and diversity.top_answer_share > 0.5:
-        deduct("dominant-answer", diversity.top_answers[0][1],
-               20 * (diversity.top_answer_share - 0.5) / 0.5)
+        deduct(
+            "dominant-answer",
+            diversity.top_answers[0][1],
+            20 * (diversity.top_answer_share - 0.5) / 0.5,
+        )
     if diversity.distinct_answers > 20 and diversity.distinct_answers_ratio < 0.5:
-        deduct("repetitive-answers", diversity.answers - diversity.distinct_answers,
-               20 * (0.5 - diversity.distinct_answers_ratio) / 0.5)
+        deduct(
+            "repetitive-answers",
+            diversity.answers - diversity.distinct_answers,
+            20 * (0.5 - diversity.distinct_answers_ratio) / 0.5,
+        )
     points = {p.code: p.points for p in penalties + extra}
     score = max(0, analysis.quality["score"] - sum(p.points for p in extra))
 
@@ -430,65 +481,105 @@ def _scored(
         codes = Counter(d.code for d in result.diagnostics if d.severity == "error")
         kinds = ", ".join(f"{code} ({count})" for code, count in codes.most_common(4))
         where = f" on {_lines(error_lines)}" if error_lines else ""
-        offer("errors", points["errors"],
-              f"Fix {_the(result.errors, 'error')} that "
-              f"{'blocks' if result.errors == 1 else 'block'} training",
-              f"{'Error' if result.errors == 1 else 'Errors'}{where}: {kinds}. Open the file in an editor with cortex for exact "
-              "positions and quick fixes.", result.errors, error_lines)
+        offer(
+            "errors",
+            points["errors"],
+            f"Fix {_the(result.errors, 'error')} that "
+            f"{'blocks' if result.errors == 1 else 'block'} training",
+            f"{'Error' if result.errors == 1 else 'Errors'}{where}: {kinds}. Open the file in an editor with cortex for exact "
+            "positions and quick fixes.",
+            result.errors,
+            error_lines,
+        )
     gain = points.get("duplicates", 0) + points.get("near-duplicates", 0)
     if clusters and gain:
         extra_lines = sorted(line for c in clusters for line in c.lines[1:])
-        offer("near-duplicates", gain,
-              f"Remove {_the(redundant, 'near-duplicate example')} in "
-              f"{_plural(len(clusters), 'cluster')} ({_lines(extra_lines, 5)})",
-              "Keep one example of each cluster: repeated examples are over-weighted in "
-              f"training. Remove {_lines(extra_lines)}.", redundant, extra_lines)
+        offer(
+            "near-duplicates",
+            gain,
+            f"Remove {_the(redundant, 'near-duplicate example')} in "
+            f"{_plural(len(clusters), 'cluster')} ({_lines(extra_lines, 5)})",
+            "Keep one example of each cluster: repeated examples are over-weighted in "
+            f"training. Remove {_lines(extra_lines)}.",
+            redundant,
+            extra_lines,
+        )
     if "empty-fields" in points:
         lines = _lines_by_code(result, ("empty-field",))
-        offer("empty-fields", points["empty-fields"],
-              f"Fill in or remove {_the(analysis.empty_fields, 'empty field')}",
-              f"Empty prompts or answers on {_lines(lines)} teach the model nothing.",
-              analysis.empty_fields, lines)
+        offer(
+            "empty-fields",
+            points["empty-fields"],
+            f"Fill in or remove {_the(analysis.empty_fields, 'empty field')}",
+            f"Empty prompts or answers on {_lines(lines)} teach the model nothing.",
+            analysis.empty_fields,
+            lines,
+        )
     if "long-examples" in points:
         lines = _lines_by_code(result, ("long-example",))
-        offer("long-examples", points["long-examples"],
-              f"Shorten or split {_the(analysis.long_examples, 'example')} over "
-              f"{LONG_CHARS:,} characters",
-              f"{_lines(lines).capitalize()}: long examples use a lot of memory and may be "
-              "truncated.", analysis.long_examples, lines)
+        offer(
+            "long-examples",
+            points["long-examples"],
+            f"Shorten or split {_the(analysis.long_examples, 'example')} over "
+            f"{LONG_CHARS:,} characters",
+            f"{_lines(lines).capitalize()}: long examples use a lot of memory and may be "
+            "truncated.",
+            analysis.long_examples,
+            lines,
+        )
     if "mixed-shapes" in points:
         lines = _lines_by_code(result, ("mixed-shapes",))
-        offer("mixed-shapes", points["mixed-shapes"],
-              f"Convert {_the(len(lines), 'record')} in another shape",
-              f"{_lines(lines).capitalize()}: not the file's main shape; mlx_lm reads one "
-              "shape per file (the editor's quick fix converts to chat).", len(lines), lines)
+        offer(
+            "mixed-shapes",
+            points["mixed-shapes"],
+            f"Convert {_the(len(lines), 'record')} in another shape",
+            f"{_lines(lines).capitalize()}: not the file's main shape; mlx_lm reads one "
+            "shape per file (the editor's quick fix converts to chat).",
+            len(lines),
+            lines,
+        )
     if "few-examples" in points:
-        offer("few-examples", points["few-examples"],
-              f"Add examples: {analysis.examples:,} now, 100 or more recommended",
-              "More varied examples of the task usually help more than more epochs.",
-              analysis.examples, [])
+        offer(
+            "few-examples",
+            points["few-examples"],
+            f"Add examples: {analysis.examples:,} now, 100 or more recommended",
+            "More varied examples of the task usually help more than more epochs.",
+            analysis.examples,
+            [],
+        )
     if leaks:
         lines = [leak.line for leak in leaks]
-        offer("leaks", points["leaks"],
-              f"Rewrite {_the(len(leaks), 'example')} where the answer repeats the prompt "
-              "(or the reverse)",
-              f"{_lines(lines).capitalize()}: the model learns to copy instead of answer.",
-              len(leaks), lines)
+        offer(
+            "leaks",
+            points["leaks"],
+            f"Rewrite {_the(len(leaks), 'example')} where the answer repeats the prompt "
+            "(or the reverse)",
+            f"{_lines(lines).capitalize()}: the model learns to copy instead of answer.",
+            len(leaks),
+            lines,
+        )
     if over is not None and over.lines:
-        offer("over-context", points["over-context"],
-              f"Shorten {_the(len(over.lines), 'example')} longer than the model's "
-              f"context ({over.context_length:,} tokens)",
-              f"{_lines(over.lines).capitalize()}: truncated in training.", len(over.lines),
-              over.lines)
+        offer(
+            "over-context",
+            points["over-context"],
+            f"Shorten {_the(len(over.lines), 'example')} longer than the model's "
+            f"context ({over.context_length:,} tokens)",
+            f"{_lines(over.lines).capitalize()}: truncated in training.",
+            len(over.lines),
+            over.lines,
+        )
     if "dominant-answer" in points:
         text, count = diversity.top_answers[0]
         lines = [e.line for e in examples if e.answer_norm == diversity.top_answer_key]
-        offer("dominant-answer", points["dominant-answer"],
-              f"Balance the answers: \"{sample_text(text, 40)}\" is "
-              f"{diversity.top_answer_share:.0%} of them",
-              f"{count:,} of {diversity.answers:,} examples give this answer; the model will "
-              "learn to give it regardless of the prompt. Add examples with other answers.",
-              count, lines)
+        offer(
+            "dominant-answer",
+            points["dominant-answer"],
+            f'Balance the answers: "{sample_text(text, 40)}" is '
+            f"{diversity.top_answer_share:.0%} of them",
+            f"{count:,} of {diversity.answers:,} examples give this answer; the model will "
+            "learn to give it regardless of the prompt. Add examples with other answers.",
+            count,
+            lines,
+        )
     if "repetitive-answers" in points:
         seen: set[str] = set()
         lines = []
@@ -496,13 +587,27 @@ def _scored(
             if e.answer_norm in seen:
                 lines.append(e.line)
             seen.add(e.answer_norm)
-        offer("repetitive-answers", points["repetitive-answers"],
-              f"Vary the answers: only {diversity.distinct_answers_ratio:.0%} are distinct",
-              f"{_lines(lines).capitalize()}: the same answer as an earlier example.",
-              len(lines), lines)
+        offer(
+            "repetitive-answers",
+            points["repetitive-answers"],
+            f"Vary the answers: only {diversity.distinct_answers_ratio:.0%} are distinct",
+            f"{_lines(lines).capitalize()}: the same answer as an earlier example.",
+            len(lines),
+            lines,
+        )
     fixes.sort(key=lambda f: (-f.gain, FIX_ORDER.index(f.code)))
-    return DatasetReport(path, analysis, clusters, histograms, diversity, leaks, over,
-                         penalties + extra, fixes, score)
+    return DatasetReport(
+        path,
+        analysis,
+        clusters,
+        histograms,
+        diversity,
+        leaks,
+        over,
+        penalties + extra,
+        fixes,
+        score,
+    )
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -539,78 +644,126 @@ def _blocks(report: DatasetReport) -> list[Block]:
     blocks: list[Block] = [
         ("h1", f"Dataset report: {name}"),
         ("strong", f"Score: {report.score}/100"),
-        ("p", f"{_plural(a.examples, 'example')} · {a.size_class} · {a.task_type} · "
-              f"{report.path}"),
+        ("p", f"{_plural(a.examples, 'example')} · {a.size_class} · {a.task_type} · {report.path}"),
         ("h2", "Top fixes"),
     ]
     fixes = report.fixes[:TOP_FIXES]
     if fixes:
-        blocks.append(("ol", [(f.title, f" (+{_plural(f.gain, 'point')}). {f.detail}")
-                              for f in fixes]))
+        blocks.append(
+            ("ol", [(f.title, f" (+{_plural(f.gain, 'point')}). {f.detail}") for f in fixes])
+        )
     else:
         blocks.append(("p", "Nothing to fix: no problems found."))
     chars = a.chars
     rows = [
         ["Examples", f"{a.examples:,}"],
         ["Size class / task type", f"{a.size_class} / {a.task_type}"],
-        ["Characters (min / p50 / p95 / max)",
-         f"{chars['min']:,} / {chars['p50']:,} / {chars['p95']:,} / {chars['max']:,}"],
+        [
+            "Characters (min / p50 / p95 / max)",
+            f"{chars['min']:,} / {chars['p50']:,} / {chars['p95']:,} / {chars['max']:,}",
+        ],
     ]
     if a.tokens:
         t = a.tokens
-        rows.append(["Tokens (min / p50 / p95 / max)",
-                     f"{t['min']:,} / {t['p50']:,} / {t['p95']:,} / {t['max']:,}"])
+        rows.append(
+            [
+                "Tokens (min / p50 / p95 / max)",
+                f"{t['min']:,} / {t['p50']:,} / {t['p95']:,} / {t['max']:,}",
+            ]
+        )
     rows += [
         ["Exact duplicates (ignoring case and spaces)", f"{a.duplicates:,}"],
-        ["Near-duplicate clusters",
-         f"{len(report.clusters):,} ({_plural(report.redundant, 'redundant example')})"],
+        [
+            "Near-duplicate clusters",
+            f"{len(report.clusters):,} ({_plural(report.redundant, 'redundant example')})",
+        ],
         ["Empty fields", f"{a.empty_fields:,}"],
         [f"Examples over {LONG_CHARS:,} characters", f"{a.long_examples:,}"],
         ["Prompt/answer leaks", f"{len(report.leaks):,}"],
-        ["Over the model's context",
-         f"{len(report.over_context.lines):,} (context {report.over_context.context_length:,})"
-         if report.over_context else "no model given"],
+        [
+            "Over the model's context",
+            f"{len(report.over_context.lines):,} (context {report.over_context.context_length:,})"
+            if report.over_context
+            else "no model given",
+        ],
         ["Distinct answers", f"{d['distinctAnswers']:,} ({d['distinctAnswersRatio']:.0%})"],
-        ["Distinct first words of prompts",
-         f"{d['distinctPromptStarts']:,} ({d['distinctPromptStartsRatio']:.0%})"],
-        ["Answer type-token ratio",
-         f"{d['answerTypeTokenRatio']:.3f} ({d['answerVocabulary']:,} distinct of "
-         f"{d['answerWords']:,} words)"],
+        [
+            "Distinct first words of prompts",
+            f"{d['distinctPromptStarts']:,} ({d['distinctPromptStartsRatio']:.0%})",
+        ],
+        [
+            "Answer type-token ratio",
+            f"{d['answerTypeTokenRatio']:.3f} ({d['answerVocabulary']:,} distinct of "
+            f"{d['answerWords']:,} words)",
+        ],
     ]
     blocks += [("h2", "Summary"), ("table", _Table(["", ""], rows))]
     if report.penalties:
-        blocks += [("h2", "Score"), ("table", _Table(
-            ["Deduction", "Count", "Points"],
-            [[p.code, f"{p.count:,}", f"-{p.points}"] for p in report.penalties]))]
+        blocks += [
+            ("h2", "Score"),
+            (
+                "table",
+                _Table(
+                    ["Deduction", "Count", "Points"],
+                    [[p.code, f"{p.count:,}", f"-{p.points}"] for p in report.penalties],
+                ),
+            ),
+        ]
     if d["topAnswers"]:
-        blocks += [("h2", "Most frequent answers"), ("table", _Table(
-            ["Answer", "Count", "Share"],
-            [[t["text"], f"{t['count']:,}", f"{t['share']:.0%}"] for t in d["topAnswers"]]))]
+        blocks += [
+            ("h2", "Most frequent answers"),
+            (
+                "table",
+                _Table(
+                    ["Answer", "Count", "Share"],
+                    [[t["text"], f"{t['count']:,}", f"{t['share']:.0%}"] for t in d["topAnswers"]],
+                ),
+            ),
+        ]
     blocks.append(("h2", "Lengths"))
     for key, bins in report.histograms.items():
-        blocks += [("h3", HISTOGRAM_TITLES[key]),
-                   ("bars", _Bars([(f"{b.start:,}–{b.end:,}", b.count) for b in bins]))]
+        blocks += [
+            ("h3", HISTOGRAM_TITLES[key]),
+            ("bars", _Bars([(f"{b.start:,}–{b.end:,}", b.count) for b in bins])),
+        ]
     blocks.append(("h2", f"Near-duplicate clusters ({len(report.clusters):,})"))
     if report.clusters:
         shown = report.clusters[:MAX_CLUSTERS]
-        blocks.append(("table", _Table(["Size", "Lines", "Sample"], [
-            [str(len(c.lines)), line_list(c.lines, MAX_CLUSTER_LINES), c.sample] for c in shown
-        ])))
+        blocks.append(
+            (
+                "table",
+                _Table(
+                    ["Size", "Lines", "Sample"],
+                    [
+                        [str(len(c.lines)), line_list(c.lines, MAX_CLUSTER_LINES), c.sample]
+                        for c in shown
+                    ],
+                ),
+            )
+        )
         if len(report.clusters) > len(shown):
             blocks.append(("p", f"… and {len(report.clusters) - len(shown):,} smaller clusters."))
     else:
         blocks.append(("p", "None found."))
     blocks.append(("h2", f"Prompt/answer leaks ({len(report.leaks):,})"))
     if report.leaks:
-        blocks.append(("table", _Table(["Line", "Kind", "Sample"], [
-            [str(leak.line), leak.kind, leak.sample] for leak in report.leaks[:MAX_LEAKS]
-        ])))
+        blocks.append(
+            (
+                "table",
+                _Table(
+                    ["Line", "Kind", "Sample"],
+                    [[str(leak.line), leak.kind, leak.sample] for leak in report.leaks[:MAX_LEAKS]],
+                ),
+            )
+        )
     else:
         blocks.append(("p", "None found."))
     if report.over_context and report.over_context.lines:
         over = report.over_context
-        blocks += [("h2", f"Over the model's context ({len(over.lines):,})"),
-                   ("p", f"{_lines(over.lines, MAX_OVER_CONTEXT).capitalize()}.")]
+        blocks += [
+            ("h2", f"Over the model's context ({len(over.lines):,})"),
+            ("p", f"{_lines(over.lines, MAX_OVER_CONTEXT).capitalize()}."),
+        ]
     if a.warnings:
         blocks += [("h2", "Warnings"), ("ul", list(a.warnings))]
     return blocks
@@ -649,8 +802,10 @@ def report_markdown(report: DatasetReport) -> str:
         elif kind == "p":
             out += [_md(value), ""]
         elif kind in ("ol", "ul"):
-            out += [f"{f'{i}.' if kind == 'ol' else '-'} {_item_md(item)}"
-                    for i, item in enumerate(value, 1)] + [""]
+            out += [
+                f"{f'{i}.' if kind == 'ol' else '-'} {_item_md(item)}"
+                for i, item in enumerate(value, 1)
+            ] + [""]
         elif kind == "table":
             out.append("| " + " | ".join(_md(h) for h in value.headers) + " |")
             out.append("|" + "---|" * len(value.headers))
@@ -660,8 +815,10 @@ def report_markdown(report: DatasetReport) -> str:
             width = max((len(label) for label, _ in value.rows), default=0)
             largest = max((count for _, count in value.rows), default=0)
             out.append("```text")
-            out += [f"{label:>{width}} {_bar(count, largest):<{BAR_WIDTH}} {count:,}"
-                    for label, count in value.rows]
+            out += [
+                f"{label:>{width}} {_bar(count, largest):<{BAR_WIDTH}} {count:,}"
+                for label, count in value.rows
+            ]
             out += ["```", ""]
     return "\n".join(out)
 

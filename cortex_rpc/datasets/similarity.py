@@ -90,8 +90,9 @@ def _candidate_pairs(signatures: np.ndarray) -> np.ndarray:
         same = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
         if not len(same):
             continue
-        first = np.where(np.concatenate(([True], ordered[1:] != ordered[:-1])),
-                         np.arange(len(ordered)), 0)
+        first = np.where(
+            np.concatenate(([True], ordered[1:] != ordered[:-1])), np.arange(len(ordered)), 0
+        )
         first = np.maximum.accumulate(first)
         pairs.append(np.stack((order[same - 1], order[same]), axis=1))
         heads = first[same]

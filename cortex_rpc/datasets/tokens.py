@@ -28,7 +28,8 @@ def load_tokenizer(model_path: str | Path) -> Callable[[str], int]:
         tokenizer = Tokenizer.from_file(str(tokenizer_file))
     except Exception as error:  # noqa: BLE001 - tokenizers raises a bare Exception
         raise CortexError(
-            "tokenizer-invalid", f"{tokenizer_file} cannot be read as a tokenizer: {error}",
+            "tokenizer-invalid",
+            f"{tokenizer_file} cannot be read as a tokenizer: {error}",
             path=str(tokenizer_file),
         ) from error
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)

@@ -152,9 +152,7 @@ def weight_files(directory: Path) -> list[Path]:
                 path=str(directory),
             )
         return files
-    return sorted(
-        p for p in directory.glob("*.safetensors") if p.name not in ADAPTER_FILES
-    )
+    return sorted(p for p in directory.glob("*.safetensors") if p.name not in ADAPTER_FILES)
 
 
 def _quantization(config: dict[str, Any]) -> tuple[int | None, int]:
@@ -177,12 +175,15 @@ def count_safetensors_parameters(
     ``biases`` beside them; those count as the unquantized parameter number.
     """
     bits, _group = _quantization(config)
-    quant_config = config.get("quantization") if isinstance(config.get("quantization"), dict) else {}
+    quant_config = (
+        config.get("quantization") if isinstance(config.get("quantization"), dict) else {}
+    )
     tensors = {name: info for header in headers for name, info in header.tensors.items()}
     quantized_prefixes = {
         name[: -len(".weight")]
         for name, info in tensors.items()
-        if name.endswith(".weight") and info.dtype == "U32"
+        if name.endswith(".weight")
+        and info.dtype == "U32"
         and f"{name[: -len('.weight')]}.scales" in tensors
     }
     total = 0
@@ -195,8 +196,11 @@ def count_safetensors_parameters(
             if leaf == "weight":
                 layer_bits = bits
                 override = quant_config.get(prefix) if quant_config else None
-                if isinstance(override, dict) and isinstance(override.get("bits"), int) and \
-                        0 < override["bits"] <= 32:
+                if (
+                    isinstance(override, dict)
+                    and isinstance(override.get("bits"), int)
+                    and 0 < override["bits"] <= 32
+                ):
                     layer_bits = override["bits"]
                 if not layer_bits:
                     # Infer from the scales: in_features = groups * group_size.
@@ -215,8 +219,16 @@ def count_safetensors_parameters(
 
 
 def _dtype_name(dtype: str | None) -> str | None:
-    names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64",
-             "I8": "int8", "U8": "uint8", "I32": "int32", "U32": "uint32"}
+    names = {
+        "F32": "float32",
+        "F16": "float16",
+        "BF16": "bfloat16",
+        "F64": "float64",
+        "I8": "int8",
+        "U8": "uint8",
+        "I32": "int32",
+        "U32": "uint32",
+    }
     if dtype is None:
         return None
     if dtype.startswith("Q"):
@@ -276,7 +288,8 @@ def _weights_size(directory: Path) -> int:
     return sum(
         p.stat().st_size
         for p in directory.iterdir()
-        if p.is_file() and (p.suffix in (".safetensors", ".npz", ".gguf") or p.suffix in PICKLE_SUFFIXES)
+        if p.is_file()
+        and (p.suffix in (".safetensors", ".npz", ".gguf") or p.suffix in PICKLE_SUFFIXES)
     )
 
 
@@ -345,8 +358,8 @@ def inspect_model(path: str | Path) -> ModelInspection:
         parameter_source=source,
         category=category_for(parameters),
         size_bytes=size_bytes,
-        dtype=dtype or (config.get("torch_dtype") if isinstance(config.get("torch_dtype"), str)
-                        else None),
+        dtype=dtype
+        or (config.get("torch_dtype") if isinstance(config.get("torch_dtype"), str) else None),
         quantization_bits=quant_bits,
         num_layers=_first_int(config, "num_hidden_layers", "n_layer", "num_layers"),
         hidden_size=_first_int(config, "hidden_size", "n_embd", "d_model"),

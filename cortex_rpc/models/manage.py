@@ -57,7 +57,8 @@ def fuse_model(
     target = source.parent / output_name
     if target.exists():
         raise CortexError(
-            "model-exists", f"A model named {output_name!r} already exists at {target}",
+            "model-exists",
+            f"A model named {output_name!r} already exists at {target}",
             path=str(target),
         )
     marker = read_marker(source) or {}
@@ -69,11 +70,22 @@ def fuse_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_name}.", dir=source.parent))
     try:
         command = [
-            python or sys.executable, "-m", "mlx_lm", "fuse",
-            "--model", str(base), "--adapter-path", str(source), "--save-path", str(tmp / "m"),
+            python or sys.executable,
+            "-m",
+            "mlx_lm",
+            "fuse",
+            "--model",
+            str(base),
+            "--adapter-path",
+            str(source),
+            "--save-path",
+            str(tmp / "m"),
         ]
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=FUSE_TIMEOUT_SECONDS,
+            command,
+            capture_output=True,
+            text=True,
+            timeout=FUSE_TIMEOUT_SECONDS,
             stdin=subprocess.DEVNULL,
         )
         if done.returncode != 0:

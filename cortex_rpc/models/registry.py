@@ -83,7 +83,7 @@ def _hf_snapshots(cache: Path) -> list[tuple[str, Path]]:
             (p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime
         )
         if revisions and _looks_like_model(revisions[-1]):
-            name = repo.name[len("models--"):].replace("--", "/")
+            name = repo.name[len("models--") :].replace("--", "/")
             found.append((name, revisions[-1]))
     return found
 
@@ -93,8 +93,9 @@ def _entry(name: str, directory: Path, source: str) -> ModelEntry:
         info = inspect_model(directory)
     except CortexError as error:
         kind = "fine-tuned" if (directory / FINE_TUNED_MARKER).is_file() else "base"
-        return ModelEntry(name, str(directory), kind, None, None, None, None, source,
-                          error=error.message)
+        return ModelEntry(
+            name, str(directory), kind, None, None, None, None, source, error=error.message
+        )
     return ModelEntry(
         name=name,
         path=str(directory),

@@ -25,10 +25,18 @@ def llama_config(name: str) -> dict:
     """Return a config.json for one of LLAMA_SHAPES."""
     vocab, hidden, inter, layers, heads, kv = LLAMA_SHAPES[name]
     return {
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": vocab,
-        "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
-        "num_attention_heads": heads, "num_key_value_heads": kv, "rms_norm_eps": 1e-5,
-        "max_position_embeddings": 4096, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
     }
 
 
@@ -68,7 +76,11 @@ def write_sparse_safetensors(
     for name, shape in shapes.items():
         dtype = (dtypes or {}).get(name, default_dtype)
         size = math.prod(shape) * DTYPE_BYTES[dtype]
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     encoded = json.dumps(header).encode()
     encoded += b" " * (-len(encoded) % 8)
@@ -122,7 +134,7 @@ def write_sparse_model(
         return directory
     weight_map = {}
     for index in range(shards):
-        part = names[index * per_shard:(index + 1) * per_shard]
+        part = names[index * per_shard : (index + 1) * per_shard]
         filename = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
         write_sparse_safetensors(directory / filename, {n: shapes[n] for n in part}, dtypes)
         weight_map |= {n: filename for n in part}

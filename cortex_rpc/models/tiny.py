@@ -125,12 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     from dataclasses import fields
 
-    parser = argparse.ArgumentParser(prog="python -m cortex_rpc.models.tiny",
-                                     description=main.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cortex_rpc.models.tiny", description=main.__doc__.splitlines()[0]
+    )
     parser.add_argument("directory", type=Path)
     for spec_field in fields(TinyModelSpec):
-        parser.add_argument(f"--{spec_field.name.replace('_', '-')}", type=int,
-                            default=spec_field.default)
+        parser.add_argument(
+            f"--{spec_field.name.replace('_', '-')}", type=int, default=spec_field.default
+        )
     args = vars(parser.parse_args(argv))
     generate_tiny_model(args.pop("directory"), TinyModelSpec(**args))
     return 0

@@ -20,8 +20,14 @@ from .output import ADAPTER_CONFIG, ADAPTERS, resolve_fine_tuned
 
 DEFAULT_REPLAY_FRACTION = 0.3
 # Config fields that fix the adapter's shape: the new version must keep them.
-LAYOUT_FIELDS = ("fineTuneType", "loraRank", "loraAlpha", "loraDropout", "numLayers",
-                 "quantizationBits")
+LAYOUT_FIELDS = (
+    "fineTuneType",
+    "loraRank",
+    "loraAlpha",
+    "loraDropout",
+    "numLayers",
+    "quantizationBits",
+)
 
 
 def continuation(previous: str | Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -41,7 +47,8 @@ def continuation(previous: str | Path, config: dict[str, Any] | None = None) -> 
         if key in layout and value != layout[key]:
             raise InvalidParams(
                 f"config.{key} must stay {layout[key]!r} to continue {adapter_dir.name} "
-                f"(its adapter has that layout)", field=f"config.{key}",
+                f"(its adapter has that layout)",
+                field=f"config.{key}",
             )
     options: dict[str, Any] = {"initAdapters": str(adapter_dir / ADAPTERS)}
     keys = (adapter_cfg.get("lora_parameters") or {}).get("keys")

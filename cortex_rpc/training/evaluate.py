@@ -50,8 +50,9 @@ def write_eval_records(
     if split not in SPLITS:
         raise InvalidParams(f"split must be one of {', '.join(SPLITS)}", field="split")
     prepared = prepare_dataset(dataset, out_dir / "prepared", seed=seed)
-    files = [prepared.valid_path] if split == "valid" else [prepared.train_path,
-                                                            prepared.valid_path]
+    files = (
+        [prepared.valid_path] if split == "valid" else [prepared.train_path, prepared.valid_path]
+    )
     lines: list[str] = []
     for name in files:
         lines.extend(x for x in Path(name).read_text(encoding="utf-8").splitlines() if x.strip())
@@ -60,25 +61,28 @@ def write_eval_records(
     if not lines:
         raise CortexError(
             "dataset-too-small",
-            f"{dataset} has no {split} records to evaluate; use split \"all\".",
+            f'{dataset} has no {split} records to evaluate; use split "all".',
         )
     path = out_dir / EVAL_FILE
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path, prepared.to_wire()
 
 
-def run_evaluate_worker(spec: dict[str, Any], python: str | None = None,
-                        cancel: threading.Event | None = None) -> dict[str, Any]:
+def run_evaluate_worker(
+    spec: dict[str, Any], python: str | None = None, cancel: threading.Event | None = None
+) -> dict[str, Any]:
     """Run the evaluation worker on ``spec`` and return its result (raises CortexError)."""
     with tempfile.TemporaryDirectory(prefix="cortex-eval-") as tmp:
         spec_path = Path(tmp) / "spec.json"
         spec_path.write_text(json.dumps(spec))
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         process = subprocess.Popen(
-            [python or sys.executable, "-m", "cortex_rpc.training.evaluate_worker",
-             str(spec_path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, text=True,
+            [python or sys.executable, "-m", "cortex_rpc.training.evaluate_worker", str(spec_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
         )
         while True:
             try:
@@ -125,8 +129,11 @@ def evaluate_model(
     """
     base, adapter_dir, marker = resolve_fine_tuned(model)
     if not Path(dataset).is_file():
-        raise CortexError("dataset-not-found", f"Dataset {dataset} does not exist or is not a file",
-                          path=str(dataset))
+        raise CortexError(
+            "dataset-not-found",
+            f"Dataset {dataset} does not exist or is not a file",
+            path=str(dataset),
+        )
     seed = int((marker.get("config") or {}).get("seed") or 0)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cortex-eval-data-") as tmp:
@@ -156,9 +163,12 @@ def evaluate_model(
         "perplexity": perplexity(worker["loss"]),
         "seconds": round(time.monotonic() - started, 3),
     }
-    record_evaluation(adapter_dir, {
-        **{k: v for k, v in result.items() if k not in ("model", "baseModel")},
-        "datasetSha256": prepared["sha256"],
-        "evaluatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
+    record_evaluation(
+        adapter_dir,
+        {
+            **{k: v for k, v in result.items() if k not in ("model", "baseModel")},
+            "datasetSha256": prepared["sha256"],
+            "evaluatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     return result

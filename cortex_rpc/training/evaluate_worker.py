@@ -22,8 +22,9 @@ from ..errors import CortexError
 def _dataset(path: Path, tokenizer) -> tuple:
     from mlx_lm.tuner.datasets import CacheDataset, create_dataset
 
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-               if line.strip()]
+    records = [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     text = "text" in records[0] and "messages" not in records[0]
     options = types.SimpleNamespace(mask_prompt=not text)
     return CacheDataset(create_dataset(records, tokenizer, options)), len(records)
@@ -41,8 +42,15 @@ def evaluate_spec(spec: dict) -> dict:
     batch = max(1, min(int(spec.get("batchSize", 1)), examples))
 
     def score() -> float:
-        return float(evaluate(model=model, dataset=dataset, batch_size=batch, num_batches=-1,
-                              max_seq_length=int(spec.get("maxSeqLength", 2048))))
+        return float(
+            evaluate(
+                model=model,
+                dataset=dataset,
+                batch_size=batch,
+                num_batches=-1,
+                max_seq_length=int(spec.get("maxSeqLength", 2048)),
+            )
+        )
 
     base_loss = score()
     load_adapters(model, spec["adapter"])
@@ -63,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:  # noqa: BLE001 - reported to the caller as an error reply
         traceback.print_exc()
-        print(json.dumps({"error": {"code": "evaluation-failed",
-                                    "message": f"{type(exc).__name__}: {exc}"}}))
+        print(
+            json.dumps(
+                {"error": {"code": "evaluation-failed", "message": f"{type(exc).__name__}: {exc}"}}
+            )
+        )
         return 1
     print(json.dumps(result))
     return 0

@@ -187,16 +187,17 @@ def compare_adapters(
         outputs = []
         for adapter in models:
             if cancel is not None and cancel.is_set():
-                raise CortexError("cancelled", f"Comparison cancelled after {done} of {total} "
-                                  "generations")
-            reply = runner.generate(
-                base_model, prompt, max_tokens=max_tokens, adapter=adapter
+                raise CortexError(
+                    "cancelled", f"Comparison cancelled after {done} of {total} generations"
+                )
+            reply = runner.generate(base_model, prompt, max_tokens=max_tokens, adapter=adapter)
+            outputs.append(
+                {
+                    "model": Path(adapter).name if adapter else "base",
+                    "text": reply["text"],
+                    "tokens": reply["tokens"],
+                }
             )
-            outputs.append({
-                "model": Path(adapter).name if adapter else "base",
-                "text": reply["text"],
-                "tokens": reply["tokens"],
-            })
             done += 1
             if on_output is not None:
                 on_output(done, total)

@@ -25,9 +25,7 @@ class LossHistory:
 
     def truncate(self, iteration: int) -> None:
         """Drop entries after ``iteration`` (they are replayed by the resumed run)."""
-        kept = [
-            entry for entry in self.entries() if entry["iteration"] <= iteration
-        ]
+        kept = [entry for entry in self.entries() if entry["iteration"] <= iteration]
         self.path.write_text("".join(json.dumps(e) + "\n" for e in kept))
 
     def append(self, **entry: Any) -> None:
@@ -93,11 +91,15 @@ def loss_curve_svg(entries: list[dict[str, Any]], title: str = "Loss") -> str:
         if not series:
             return ""
         path = " ".join(xy(p) for p in sorted(series))
-        dots = "".join(
-            f'<circle cx="{xy(p).split(",")[0]}" cy="{xy(p).split(",")[1]}" r="2.5" '
-            f'fill="{color}"/>'
-            for p in series
-        ) if len(series) < 60 else ""
+        dots = (
+            "".join(
+                f'<circle cx="{xy(p).split(",")[0]}" cy="{xy(p).split(",")[1]}" r="2.5" '
+                f'fill="{color}"/>'
+                for p in series
+            )
+            if len(series) < 60
+            else ""
+        )
         return f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>{dots}'
 
     ticks = "".join(

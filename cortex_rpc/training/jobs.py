@@ -391,8 +391,7 @@ class TrainingJobs:
         while True:
             job = self.get(job_id)
             with self._lock:
-                ours = job_id in self._running or job_id in self._queue or \
-                    job_id in self._finishing
+                ours = job_id in self._running or job_id in self._queue or job_id in self._finishing
             if job["state"] not in ACTIVE_STATES and not ours:
                 return job
             if deadline is not None and time.monotonic() > deadline:
@@ -462,8 +461,10 @@ class TrainingJobs:
             changes = {
                 "state": "completed",
                 "message": "Completed (while no server was listening)",
-                **{key: result.get(key) for key in (
-                    "iteration", "trainLoss", "valLoss", "outputPath", "adapterBytes")},
+                **{
+                    key: result.get(key)
+                    for key in ("iteration", "trainLoss", "valLoss", "outputPath", "adapterBytes")
+                },
             }
         else:
             changes = {

@@ -172,7 +172,9 @@ def load_with_adapter(
 
     # Never run code shipped with a model (auto_map in its config or tokenizer config).
     model, tokenizer, model_config = load(
-        str(base), tokenizer_config={"trust_remote_code": False}, return_config=True,
+        str(base),
+        tokenizer_config={"trust_remote_code": False},
+        return_config=True,
         trust_remote_code=False,
     )
     if quantization_bits and "quantization" not in model_config:

@@ -54,8 +54,10 @@ def start_training(
     previous = None
     if continue_from is not None:
         previous = continuation(resolve_model(continue_from, model_dirs), config)
-        if model_dir.resolve() not in (previous["base"].resolve(),
-                                       previous["adapterDir"].resolve()):
+        if model_dir.resolve() not in (
+            previous["base"].resolve(),
+            previous["adapterDir"].resolve(),
+        ):
             raise InvalidParams(
                 f"{continue_from} was trained on {previous['base']}, not {model_dir}",
                 field="model",
@@ -71,7 +73,8 @@ def start_training(
         )
     if not Path(dataset).is_file():
         raise CortexError(
-            "dataset-not-found", f"Dataset {dataset} does not exist or is not a file",
+            "dataset-not-found",
+            f"Dataset {dataset} does not exist or is not a file",
             path=str(dataset),
         )
     proposal = propose_for_model(
@@ -90,8 +93,7 @@ def start_training(
         info = prepared.to_wire()
         if previous is not None:
             fraction = DEFAULT_REPLAY_FRACTION if replay_fraction is None else replay_fraction
-            replay = mix_replay(Path(info["trainPath"]), previous["marker"], fraction,
-                                chosen.seed)
+            replay = mix_replay(Path(info["trainPath"]), previous["marker"], fraction, chosen.seed)
             info["replay"] = replay  # the worker records it under continuedFrom too
             replayed.update(replay)
         return info

@@ -104,9 +104,16 @@ def round_sizes(candidates: int, eta: int = 2) -> list[int]:
     return sizes
 
 
-def first_round_iterations(candidates: int, budget: float, overhead: float,
-                           per_iteration: float, *, eta: int = 2, continued: bool = False,
-                           done: int = 0) -> int:
+def first_round_iterations(
+    candidates: int,
+    budget: float,
+    overhead: float,
+    per_iteration: float,
+    *,
+    eta: int = 2,
+    continued: bool = False,
+    done: int = 0,
+) -> int:
     """Return the largest r0 for which successive halving of ``candidates`` fits ``budget``.
 
     Round k trains ``round_sizes(candidates, eta)[k]`` candidates to ``r0 * eta**k``
@@ -117,8 +124,9 @@ def first_round_iterations(candidates: int, budget: float, overhead: float,
     """
     sizes = round_sizes(candidates, eta)
     if continued:
-        units = sizes[0] + sum(size * eta ** (k - 1) * (eta - 1)
-                               for k, size in enumerate(sizes) if k)
+        units = sizes[0] + sum(
+            size * eta ** (k - 1) * (eta - 1) for k, size in enumerate(sizes) if k
+        )
         left = budget - overhead * sum(sizes) + per_iteration * sizes[0] * done
     else:
         units = sum(size * eta**k for k, size in enumerate(sizes))
@@ -126,8 +134,15 @@ def first_round_iterations(candidates: int, budget: float, overhead: float,
     return math.floor(left / max(per_iteration * units, 1e-9))
 
 
-def halving_plan(candidates: int, budget: float, overhead: float, per_iteration: float,
-                 *, eta: int = 2, continued: bool = False) -> tuple[int, int]:
+def halving_plan(
+    candidates: int,
+    budget: float,
+    overhead: float,
+    per_iteration: float,
+    *,
+    eta: int = 2,
+    continued: bool = False,
+) -> tuple[int, int]:
     """Return (candidates kept, r0) so that successive halving fits ``budget`` seconds.
 
     Candidates are dropped (halved, Balanced stays first) while even ``MIN_ITERATIONS`` per
@@ -135,8 +150,9 @@ def halving_plan(candidates: int, budget: float, overhead: float, per_iteration:
     """
     n = candidates
     while True:
-        r0 = first_round_iterations(n, budget, overhead, per_iteration, eta=eta,
-                                    continued=continued)
+        r0 = first_round_iterations(
+            n, budget, overhead, per_iteration, eta=eta, continued=continued
+        )
         if r0 >= MIN_ITERATIONS or n <= 2:
             return n, max(MIN_ITERATIONS, r0)
         n = max(2, n // 2)
@@ -148,8 +164,11 @@ def fit_timing(rows: list[dict]) -> tuple[float, float]:
     A row's cost is its overhead plus the iterations it added (``iterations`` minus the
     ``startIteration`` it continued from).
     """
-    points = [(r["iterations"] - r.get("startIteration", 0), r["seconds"])
-              for r in rows if r.get("state") == "completed"]
+    points = [
+        (r["iterations"] - r.get("startIteration", 0), r["seconds"])
+        for r in rows
+        if r.get("state") == "completed"
+    ]
     xs = {x for x, _ in points}
     if len(xs) < 2:
         x, y = points[-1]
@@ -190,8 +209,9 @@ class TrialRunner:
     can be continued in turn; ``discard`` removes one that is no longer needed.
     """
 
-    def __init__(self, work_dir: Path, model_dir: Path, data_dir: Path, python: str | None = None
-                 ) -> None:
+    def __init__(
+        self, work_dir: Path, model_dir: Path, data_dir: Path, python: str | None = None
+    ) -> None:
         self.model_dir, self.data_dir = model_dir, data_dir
         self.events: dict[str, dict[str, Any]] = {}
         self.jobs = TrainingJobs(work_dir, on_event=self._on_event, python=python)
@@ -208,9 +228,15 @@ class TrialRunner:
         elif payload["event"] in ("done", "error", "cancelled"):
             seen["final"] = payload
 
-    def run(self, config: TrainingConfig, cancel: threading.Event | None = None, *,
-            resume_from: str | None = None, start_iteration: int = 0,
-            steps_per_report: int | None = None) -> dict:
+    def run(
+        self,
+        config: TrainingConfig,
+        cancel: threading.Event | None = None,
+        *,
+        resume_from: str | None = None,
+        start_iteration: int = 0,
+        steps_per_report: int | None = None,
+    ) -> dict:
         """Train ``config`` to its ``iterations``; return {valLoss, trainLoss, seconds, ...}."""
         self.count += 1
         added = config.iterations - start_iteration
@@ -224,8 +250,9 @@ class TrialRunner:
         }
         if resume_from is not None:
             options["resumeFrom"] = resume_from
-        job = self.jobs.start(self.model_dir, self.data_dir, f"trial-{self.count:03d}", config,
-                              options=options)
+        job = self.jobs.start(
+            self.model_dir, self.data_dir, f"trial-{self.count:03d}", config, options=options
+        )
         job_id = job["jobId"]
         while True:
             try:
@@ -296,13 +323,18 @@ def tune_hyperparameters(
     began = time.monotonic()
     model_dir = resolve_model(model, model_dirs)
     if read_marker(model_dir) is not None:
-        raise InvalidParams(f"{model_dir.name} is a fine-tuned adapter; tune on its base",
-                            field="model")
+        raise InvalidParams(
+            f"{model_dir.name} is a fine-tuned adapter; tune on its base", field="model"
+        )
     if not Path(dataset).is_file():
-        raise CortexError("dataset-not-found", f"Dataset {dataset} does not exist or is not a file",
-                          path=str(dataset))
-    balanced = propose_for_model(str(model_dir), dataset=dataset, preset="balanced",
-                                 model_dirs=model_dirs).config
+        raise CortexError(
+            "dataset-not-found",
+            f"Dataset {dataset} does not exist or is not a file",
+            path=str(dataset),
+        )
+    balanced = propose_for_model(
+        str(model_dir), dataset=dataset, preset="balanced", model_dirs=model_dirs
+    ).config
     tuning_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     work = cortex_home() / "tuning" / tuning_id
     rows: list[dict[str, Any]] = []
@@ -315,14 +347,24 @@ def tune_hyperparameters(
         return cancel is not None and cancel.is_set()
 
     def emit(event: str, **extra: Any) -> None:
-        notify({"tuningId": tuning_id, "event": event, "budgetSeconds": budget_seconds,
-                "usedSeconds": used(), "trialsDone": len(rows), **extra})
+        notify(
+            {
+                "tuningId": tuning_id,
+                "event": event,
+                "budgetSeconds": budget_seconds,
+                "usedSeconds": used(),
+                "trialsDone": len(rows),
+                **extra,
+            }
+        )
 
     try:
         prepared = prepare_dataset(dataset, work / "prepared", seed=balanced.seed)
         if prepared.valid_examples == 0:
-            raise CortexError("dataset-too-small", "The dataset has no validation split to score "
-                              "trials on; add more examples.")
+            raise CortexError(
+                "dataset-too-small",
+                "The dataset has no validation split to score trials on; add more examples.",
+            )
         data_dir = work / "data"
         examples, _ = subset_data(work / "prepared", data_dir)
         batch = min(balanced.batch_size, examples)
@@ -331,8 +373,12 @@ def tune_hyperparameters(
 
         def config_for(point: dict, iterations: int) -> TrainingConfig:
             return replace(
-                balanced, learning_rate=point["learningRate"], lora_rank=point["loraRank"],
-                lora_alpha=point["loraAlpha"], iterations=iterations, batch_size=batch,
+                balanced,
+                learning_rate=point["learningRate"],
+                lora_rank=point["loraRank"],
+                lora_alpha=point["loraAlpha"],
+                iterations=iterations,
+                batch_size=batch,
                 epochs=round(iterations * batch / max(examples, 1), 4),
             )
 
@@ -351,13 +397,22 @@ def tune_hyperparameters(
             point = candidates[which]
             before, checkpoint = continues_from(which, iterations)
             start = before["iterations"] if before is not None else 0
-            result = runner.run(config_for(point, iterations), cancel, resume_from=checkpoint,
-                                start_iteration=start, **options)
+            result = runner.run(
+                config_for(point, iterations),
+                cancel,
+                resume_from=checkpoint,
+                start_iteration=start,
+                **options,
+            )
             new_checkpoint = result.pop("checkpoint")
             step = result.pop("stepSeconds")
-            row = {"index": len(rows) + 1, "round": round_no,
-                   "config": {**point, "iterations": iterations},
-                   "continuedFrom": before["index"] if before is not None else None, **result}
+            row = {
+                "index": len(rows) + 1,
+                "round": round_no,
+                "config": {**point, "iterations": iterations},
+                "continuedFrom": before["index"] if before is not None else None,
+                **result,
+            }
             rows.append(row)
             if new_checkpoint is not None:
                 if which in latest:
@@ -373,24 +428,43 @@ def tune_hyperparameters(
         if calib["state"] != "completed":
             raise CortexError("tuning-failed", f"The calibration run failed: {calib['message']}")
         per_iteration = calib["stepSeconds"] or (
-            (calib["seconds"] - calib["startupSeconds"]) / CALIBRATION_ITERATIONS)
+            (calib["seconds"] - calib["startupSeconds"]) / CALIBRATION_ITERATIONS
+        )
         per_iteration = max(1e-4, per_iteration)
-        overhead = max(calib["startupSeconds"],
-                       calib["seconds"] - per_iteration * CALIBRATION_ITERATIONS)
-        kept, target = halving_plan(len(candidates), budget_seconds - used(), overhead,
-                                    per_iteration, eta=ETA, continued=True)
+        overhead = max(
+            calib["startupSeconds"], calib["seconds"] - per_iteration * CALIBRATION_ITERATIONS
+        )
+        kept, target = halving_plan(
+            len(candidates),
+            budget_seconds - used(),
+            overhead,
+            per_iteration,
+            eta=ETA,
+            continued=True,
+        )
         survivors = list(range(kept))
-        emit("plan", candidates=kept, firstRoundIterations=target,
-             rounds=len(round_sizes(kept, ETA)), overheadSeconds=round(overhead, 3),
-             secondsPerIteration=round(per_iteration, 6))
+        emit(
+            "plan",
+            candidates=kept,
+            firstRoundIterations=target,
+            rounds=len(round_sizes(kept, ETA)),
+            overheadSeconds=round(overhead, 3),
+            secondsPerIteration=round(per_iteration, 6),
+        )
         round_no, done = 1, 0
         while survivors and not cancelled():
             if round_no > 1:
                 # Re-plan with the times measured so far: the rounds left share what remains.
                 overhead, per_iteration = fit_timing(rows)
                 target = first_round_iterations(
-                    len(survivors), budget_seconds - used(), overhead, per_iteration,
-                    eta=ETA, continued=True, done=done)
+                    len(survivors),
+                    budget_seconds - used(),
+                    overhead,
+                    per_iteration,
+                    eta=ETA,
+                    continued=True,
+                    done=done,
+                )
                 if target < done + MIN_ITERATIONS:
                     break  # no budget left for another round: the last one decides
             results = []
@@ -420,12 +494,15 @@ def tune_hyperparameters(
                 run(survivors[0], last["iterations"] + more, last["round"])
         overhead, per_iteration = fit_timing(rows)
         # Every row is a complete run (config + total iterations): the best is the lowest.
-        best_row = min((r for r in rows if r["valLoss"] is not None),
-                       key=lambda r: r["valLoss"])
+        best_row = min((r for r in rows if r["valLoss"] is not None), key=lambda r: r["valLoss"])
         best_point = {k: best_row["config"][k] for k in ("learningRate", "loraRank", "loraAlpha")}
-        balanced_rows = [r for r in rows if r["config"]["learningRate"] == candidates[0][
-            "learningRate"] and r["config"]["loraRank"] == candidates[0]["loraRank"]
-            and r["valLoss"] is not None]
+        balanced_rows = [
+            r
+            for r in rows
+            if r["config"]["learningRate"] == candidates[0]["learningRate"]
+            and r["config"]["loraRank"] == candidates[0]["loraRank"]
+            and r["valLoss"] is not None
+        ]
         balanced_row = max(balanced_rows, key=lambda r: (r["iterations"], r["index"]))
         result = {
             "tuningId": tuning_id,
@@ -437,8 +514,10 @@ def tune_hyperparameters(
             "budgetSeconds": budget_seconds,
             "usedSeconds": used(),
             # Fitted to every trial's wall time: what one run of N iterations costs here.
-            "timing": {"startupSeconds": round(overhead, 3),
-                       "secondsPerIteration": round(per_iteration, 6)},
+            "timing": {
+                "startupSeconds": round(overhead, 3),
+                "secondsPerIteration": round(per_iteration, 6),
+            },
             "cancelled": cancelled(),
         }
         emit("done", best=best_row)
@@ -456,6 +535,8 @@ def tuning_work_done(payload: dict[str, Any]) -> tuple[str, int]:
     config = trial["config"]
     loss = "failed" if trial["valLoss"] is None else f"val loss {trial['valLoss']:.3f}"
     continued = f" (from {trial['startIteration']})" if trial.get("startIteration") else ""
-    return (f"Trial {trial['index']} (round {trial['round']}): lr {config['learningRate']:g}, "
-            f"rank {config['loraRank']}, {trial['iterations']} it{continued} · {loss}",
-            percentage)
+    return (
+        f"Trial {trial['index']} (round {trial['round']}): lr {config['learningRate']:g}, "
+        f"rank {config['loraRank']}, {trial['iterations']} it{continued} · {loss}",
+        percentage,
+    )

@@ -696,7 +696,8 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> dict:
             extra_files={CURVE_FILE: loss_curve_svg(entries, f"{spec['outputName']}: loss")},
             marker_extra=(
                 {"continuedFrom": {**spec["continuedFrom"], "replay": replay}}
-                if spec.get("continuedFrom") else None
+                if spec.get("continuedFrom")
+                else None
             ),
         )
         result.update(

@@ -18,7 +18,9 @@ def test_values_become_json_types():
 
 def test_overrides_accept_snake_and_camel_case():
     assert parse_overrides(["learning_rate=1e-4", "loraRank=16"]) == {
-        "learningRate": 1e-4, "loraRank": 16}
+        "learningRate": 1e-4,
+        "loraRank": 16,
+    }
     with pytest.raises(SystemExit):
         parse_overrides(["learningRate"])
 

@@ -13,14 +13,19 @@ CLI = [sys.executable, "-m", "cortex_client.cli"]
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(CLI + args, cwd=cwd, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        CLI + args, cwd=cwd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
 
 
 def test_report_arguments():
     args = build_parser().parse_args(["report", "d.jsonl", "--model", "m", "--html", "r.html"])
     assert (args.command, args.dataset, args.model, args.html) == (
-        "report", "d.jsonl", "m", Path("r.html"))
+        "report",
+        "d.jsonl",
+        "m",
+        Path("r.html"),
+    )
 
 
 def test_report_prints_markdown_writes_html_and_emits_json(tmp_path, sample_dataset_path):

@@ -21,7 +21,12 @@ FAST = ["--set", "iterations=6", "--set", "maxSeqLength=128"]
 
 def spawn(args: list[str], env: dict[str, str], cwd: Path) -> pexpect.spawn:
     child = pexpect.spawn(
-        WIZARD[0], WIZARD[1:] + args, env=env, cwd=str(cwd), encoding="utf-8", timeout=120,
+        WIZARD[0],
+        WIZARD[1:] + args,
+        env=env,
+        cwd=str(cwd),
+        encoding="utf-8",
+        timeout=120,
         dimensions=(50, 160),
     )
     child.logfile_read = open(cwd / "wizard.log", "a")  # noqa: SIM115 - closed with the child
@@ -75,8 +80,9 @@ def finish(child: pexpect.spawn, name: str, chat: bool = False, source: str = ""
     assert child.exitstatus == 0
 
 
-def test_existing_file_with_quick_preset_and_chat(wizard_env, cortex_home, tmp_path,
-                                                 sample_dataset_path):
+def test_existing_file_with_quick_preset_and_chat(
+    wizard_env, cortex_home, tmp_path, sample_dataset_path
+):
     data = tmp_path / "mine.jsonl"
     data.write_text(sample_dataset_path.read_text())
     child = spawn(FAST, wizard_env, tmp_path)
@@ -146,8 +152,9 @@ def test_create_interactively_with_balanced_preset(wizard_env, cortex_home, tmp_
 @pytest.mark.parametrize("preset", ["quality", "expert"])
 def test_sample_dataset_with_quality_and_expert(wizard_env, cortex_home, tmp_path, preset):
     # Expert sets the epochs itself, so it must not also get an iterations override.
-    child = spawn(FAST if preset == "quality" else ["--set", "maxSeqLength=128"], wizard_env,
-                  tmp_path)
+    child = spawn(
+        FAST if preset == "quality" else ["--set", "maxSeqLength=128"], wizard_env, tmp_path
+    )
     pick_model(child)
     child.expect_exact("Select option: ")
     child.sendline("3")
@@ -174,7 +181,8 @@ def test_sample_dataset_with_quality_and_expert(wizard_env, cortex_home, tmp_pat
             child.sendline("")
     finish(child, f"{preset}-model")
     marker = json.loads(
-        (cortex_home / "mlx_models" / f"{preset}-model" / "fine-tuned.marker").read_text())
+        (cortex_home / "mlx_models" / f"{preset}-model" / "fine-tuned.marker").read_text()
+    )
     if preset == "expert":
         assert marker["config"]["learningRate"] == 5e-4
         assert marker["config"]["epochs"] == 2
@@ -182,8 +190,21 @@ def test_sample_dataset_with_quality_and_expert(wizard_env, cortex_home, tmp_pat
 
 def interrupt_training(env: dict[str, str], cwd: Path, name: str, iterations: int):
     """Start a sample run and press Ctrl-C once it reports a loss; return at the question."""
-    child = spawn(["--sample", "--preset", "quick", "--name", name,
-                   "--set", f"iterations={iterations}", "--set", "maxSeqLength=128"], env, cwd)
+    child = spawn(
+        [
+            "--sample",
+            "--preset",
+            "quick",
+            "--name",
+            name,
+            "--set",
+            f"iterations={iterations}",
+            "--set",
+            "maxSeqLength=128",
+        ],
+        env,
+        cwd,
+    )
     pick_model(child)
     child.expect_exact("Start fine-tuning? [Y/n]: ")
     child.sendline("")
@@ -207,9 +228,26 @@ def test_ctrl_c_asks_then_cancels_keeping_the_checkpoint(wizard_env, cortex_home
 
 def test_scripted_json_mode(wizard_env, cortex_home, tmp_path):
     done = subprocess.run(
-        WIZARD + ["--model", "tiny-llama", "--sample", "--preset", "quick", "--name", "scripted",
-                  "--yes", "--json", "--chat", "What is Python?", *FAST],
-        env=wizard_env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        WIZARD
+        + [
+            "--model",
+            "tiny-llama",
+            "--sample",
+            "--preset",
+            "quick",
+            "--name",
+            "scripted",
+            "--yes",
+            "--json",
+            "--chat",
+            "What is Python?",
+            *FAST,
+        ],
+        env=wizard_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr
@@ -223,8 +261,13 @@ def test_scripted_json_mode(wizard_env, cortex_home, tmp_path):
 
 def test_scripted_mode_reports_a_missing_answer(wizard_env, tmp_path):
     done = subprocess.run(
-        WIZARD + ["--model", "tiny-llama", "--yes"], env=wizard_env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        WIZARD + ["--model", "tiny-llama", "--yes"],
+        env=wizard_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 2
     assert "Aborted" in done.stdout + done.stderr
@@ -233,11 +276,14 @@ def test_scripted_mode_reports_a_missing_answer(wizard_env, tmp_path):
 def test_guide_scripting_api(cortex_home, tiny_model, sample_dataset_path):
     from cortex.fine_tuning import LoRATrainer, TrainingConfig
 
-    config = TrainingConfig(preset="quick", iterations=4, learning_rate=1e-4, lora_r=4,
-                            max_seq_length=128)
+    config = TrainingConfig(
+        preset="quick", iterations=4, learning_rate=1e-4, lora_r=4, max_seq_length=128
+    )
     final = LoRATrainer(None, config).train(
-        base_model_name=str(tiny_model), dataset_path=str(sample_dataset_path),
-        output_name="scripted-api")
+        base_model_name=str(tiny_model),
+        dataset_path=str(sample_dataset_path),
+        output_name="scripted-api",
+    )
     assert final["state"] == "completed"
     marker = json.loads((Path(final["outputPath"]) / "fine-tuned.marker").read_text())
     assert marker["config"]["loraRank"] == 4
@@ -259,8 +305,7 @@ def test_ctrl_c_then_detach_lets_the_job_finish(wizard_env, cortex_home, tmp_pat
     assert marker.exists(), "the detached job did not finish"
 
 
-def test_batch_trains_one_model_per_dataset(wizard_env, cortex_home, tmp_path,
-                                            sample_dataset_path):
+def test_batch_trains_one_model_per_dataset(wizard_env, cortex_home, tmp_path, sample_dataset_path):
     batch = tmp_path / "domains"
     batch.mkdir()
     lines = sample_dataset_path.read_text().splitlines()
@@ -268,9 +313,13 @@ def test_batch_trains_one_model_per_dataset(wizard_env, cortex_home, tmp_path,
     (batch / "tools.jsonl").write_text("\n".join(lines[12:]) + "\n")
     (batch / "notes.md").write_text("not a dataset")
     done = subprocess.run(
-        WIZARD + ["batch", str(batch), "--model", "tiny-llama", "--preset", "quick", "--yes",
-                  *FAST],
-        env=wizard_env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        WIZARD
+        + ["batch", str(batch), "--model", "tiny-llama", "--preset", "quick", "--yes", *FAST],
+        env=wizard_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -280,21 +329,49 @@ def test_batch_trains_one_model_per_dataset(wizard_env, cortex_home, tmp_path,
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> list[dict]:
-    done = subprocess.run(WIZARD + args + ["--json"], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        WIZARD + args + ["--json"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
 def test_evaluate_compare_and_tune_commands(wizard_env, tmp_path, sample_dataset_path):
-    run_cli(["--model", "tiny-llama", "--sample", "--preset", "quick", "--name", "after",
-             "--yes", *FAST], wizard_env, tmp_path)
+    run_cli(
+        [
+            "--model",
+            "tiny-llama",
+            "--sample",
+            "--preset",
+            "quick",
+            "--name",
+            "after",
+            "--yes",
+            *FAST,
+        ],
+        wizard_env,
+        tmp_path,
+    )
     data = str(sample_dataset_path)
 
-    listing = subprocess.run(WIZARD + ["models"], env=wizard_env, cwd=tmp_path, text=True,
-                             capture_output=True, timeout=120, stdin=subprocess.DEVNULL).stdout
-    rows = {line.split("│")[1].strip(): line for line in listing.splitlines()
-            if line.count("│") > 2}
+    listing = subprocess.run(
+        WIZARD + ["models"],
+        env=wizard_env,
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    ).stdout
+    rows = {
+        line.split("│")[1].strip(): line for line in listing.splitlines() if line.count("│") > 2
+    }
     assert "yes" in rows["after"] and "yes" not in rows["tiny-llama"], listing
 
     evaluation = run_cli(["evaluate", "after", data, "--all"], wizard_env, tmp_path)[-1]
@@ -302,27 +379,42 @@ def test_evaluate_compare_and_tune_commands(wizard_env, tmp_path, sample_dataset
     assert evaluation["examples"] == 24
     assert evaluation["perplexity"] == pytest.approx(math.exp(evaluation["loss"]), rel=1e-3)
 
-    comparison = run_cli(["compare", "tiny-llama", "--prompt", "What is Git?"],
-                         wizard_env, tmp_path)[-1]
+    comparison = run_cli(
+        ["compare", "tiny-llama", "--prompt", "What is Git?"], wizard_env, tmp_path
+    )[-1]
     assert [o["model"] for o in comparison["rows"][0]["outputs"]] == ["base", "after"]
 
-    events = run_cli(["tune", "tiny-llama", data, "--budget", "12", "--trials", "2"],
-                     wizard_env, tmp_path)
+    events = run_cli(
+        ["tune", "tiny-llama", data, "--budget", "12", "--trials", "2"], wizard_env, tmp_path
+    )
     trials = [e for e in events if e["event"] == "tuning" and e.get("trial")]
     tuned = events[-1]
     assert tuned["event"] == "tuned" and trials
     assert tuned["best"]["valLoss"] == min(
-        t["trial"]["valLoss"] for t in trials if t["trial"].get("valLoss") is not None)
+        t["trial"]["valLoss"] for t in trials if t["trial"].get("valLoss") is not None
+    )
 
 
 def test_tuning_lines_read_like_the_table():
     from cortex_client.cli import tuning_line
 
-    note = {"event": "trial", "usedSeconds": 7.2, "budgetSeconds": 60, "trial": {
-        "index": 3, "round": 1, "config": {"learningRate": 0.0015, "loraRank": 16},
-        "iterations": 28, "seconds": 3.25, "valLoss": 5.77731}}
-    assert tuning_line(note) == ("  trial 3 (round 1): lr 0.0015, rank 16, 28 it, 3.2 s · "
-                                 "val loss 5.7773  [7/60 s]")
+    note = {
+        "event": "trial",
+        "usedSeconds": 7.2,
+        "budgetSeconds": 60,
+        "trial": {
+            "index": 3,
+            "round": 1,
+            "config": {"learningRate": 0.0015, "loraRank": 16},
+            "iterations": 28,
+            "seconds": 3.25,
+            "valLoss": 5.77731,
+        },
+    }
+    assert tuning_line(note) == (
+        "  trial 3 (round 1): lr 0.0015, rank 16, 28 it, 3.2 s · val loss 5.7773  [7/60 s]"
+    )
     assert tuning_line({"event": "plan", "candidates": 8, "firstRoundIterations": 14}) == (
-        "Plan: 8 candidates, 14 iterations each in round 1")
+        "Plan: 8 candidates, 14 iterations each in round 1"
+    )
     assert tuning_line({"event": "done"}) is None

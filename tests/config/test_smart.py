@@ -23,20 +23,31 @@ def llama7b(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llama70b(tmp_path_factory):
-    return inspect_model(write_sparse_model(tmp_path_factory.mktemp("m") / "70b", "llama-2-70b",
-                                            shards=4))
+    return inspect_model(
+        write_sparse_model(tmp_path_factory.mktemp("m") / "70b", "llama-2-70b", shards=4)
+    )
 
 
 def chat(examples, mean_chars=300.0):
-    return DatasetProfile(examples=examples, size_class=size_class_for(examples),
-                          task_type="chat", mean_chars=mean_chars, max_chars=int(mean_chars * 2))
+    return DatasetProfile(
+        examples=examples,
+        size_class=size_class_for(examples),
+        task_type="chat",
+        mean_chars=mean_chars,
+        max_chars=int(mean_chars * 2),
+    )
 
 
 def test_guide_example_medium_model_small_dataset(llama7b):
     proposal = propose_config(llama7b, chat(50), "balanced", BIG_MAC)
     config = proposal.config
-    assert (config.epochs, config.learning_rate, config.lora_rank, config.batch_size,
-            config.grad_accumulation_steps) == (4, 1e-4, 16, 1, 8)
+    assert (
+        config.epochs,
+        config.learning_rate,
+        config.lora_rank,
+        config.batch_size,
+        config.grad_accumulation_steps,
+    ) == (4, 1e-4, 16, 1, 8)
     assert config.lora_scale == 2.0
     assert config.iterations == 200
     text = "\n".join(proposal.explanations)
@@ -52,7 +63,12 @@ def test_category_defaults_tiny(tiny_model):
     proposal = propose_config(inspect_model(tiny_model), None, "balanced", BIG_MAC)
     c = proposal.config
     assert (c.learning_rate, c.epochs, c.lora_rank, c.lora_alpha, c.batch_size) == (
-        5e-4, 5, 8, 16, 4)
+        5e-4,
+        5,
+        8,
+        16,
+        4,
+    )
     assert c.num_layers == 2  # clamped to the model's layer count
 
 
@@ -78,21 +94,25 @@ def test_guide_quantization_rule_for_70b(llama70b):
 
 
 def test_memory_fitting_steps_down_and_explains(llama7b, llama70b):
-    proposal = propose_config(llama7b, chat(50, 4000), "balanced",
-                              MachineProfile("metal", 12 * 10**9))
+    proposal = propose_config(
+        llama7b, chat(50, 4000), "balanced", MachineProfile("metal", 12 * 10**9)
+    )
     assert proposal.config.quantization_bits == 4
     assert proposal.fits_in_memory
     assert any(e.startswith("Memory:") for e in proposal.explanations)
-    hopeless = propose_config(llama70b, chat(50), "balanced",
-                              MachineProfile("metal", 8 * 10**9))
+    hopeless = propose_config(llama70b, chat(50), "balanced", MachineProfile("metal", 8 * 10**9))
     assert not hopeless.fits_in_memory
-    assert "only" in hopeless.explanations[-2] or "only" in hopeless.explanations[-1] or any(
-        "even with every saving" in e for e in hopeless.explanations)
+    assert (
+        "only" in hopeless.explanations[-2]
+        or "only" in hopeless.explanations[-1]
+        or any("even with every saving" in e for e in hopeless.explanations)
+    )
 
 
 def test_expert_overrides_are_validated(llama7b):
-    proposal = propose_config(llama7b, chat(50), "expert", BIG_MAC,
-                              {"loraRank": 32, "learningRate": 3e-5})
+    proposal = propose_config(
+        llama7b, chat(50), "expert", BIG_MAC, {"loraRank": 32, "learningRate": 3e-5}
+    )
     assert proposal.config.lora_rank == 32 and proposal.config.learning_rate == 3e-5
     with pytest.raises(InvalidParams) as error:
         propose_config(llama7b, chat(50), "expert", BIG_MAC, {"loraRnak": 4})

@@ -23,29 +23,43 @@ from cortex_rpc.errors import CortexError
 # Appended to the 24 sample records, so they are lines 25-31.
 PROBLEMS = [
     # 25: line 3 with other case and punctuation (not a duplicate for validate, identical here)
-    {"prompt": "what is a LIST in python",
-     "response": "A list is an ordered mutable collection, written with square brackets like "
-                 "[1, 2, 3]!"},
+    {
+        "prompt": "what is a LIST in python",
+        "response": "A list is an ordered mutable collection, written with square brackets like "
+        "[1, 2, 3]!",
+    },
     # 26: line 10 with one word added (Jaccard 0.93)
-    {"prompt": "What is MLX?",
-     "response": "MLX is Apple's array framework for machine learning on Apple Silicon Macs."},
+    {
+        "prompt": "What is MLX?",
+        "response": "MLX is Apple's array framework for machine learning on Apple Silicon Macs.",
+    },
     # 27: an exact duplicate of line 7; 28: line 7 with a longer prompt (Jaccard 0.88)
-    {"prompt": "What is recursion?",
-     "response": "Recursion is when a function calls itself on a smaller piece of the problem "
-                 "until a base case stops it."},
-    {"prompt": "What is recursion, exactly?",
-     "response": "Recursion is when a function calls itself on a smaller piece of the problem "
-                 "until a base case stops it."},
+    {
+        "prompt": "What is recursion?",
+        "response": "Recursion is when a function calls itself on a smaller piece of the problem "
+        "until a base case stops it.",
+    },
+    {
+        "prompt": "What is recursion, exactly?",
+        "response": "Recursion is when a function calls itself on a smaller piece of the problem "
+        "until a base case stops it.",
+    },
     # 29: the answer repeats the prompt; 30: the prompt holds the answer
-    {"prompt": "Describe the water cycle briefly",
-     "response": "Describe the water cycle briefly: evaporation, condensation and "
-                 "precipitation, over and over."},
-    {"prompt": "Repeat after me: the mitochondria is the powerhouse of the cell",
-     "response": "The mitochondria is the powerhouse of the cell."},
+    {
+        "prompt": "Describe the water cycle briefly",
+        "response": "Describe the water cycle briefly: evaporation, condensation and "
+        "precipitation, over and over.",
+    },
+    {
+        "prompt": "Repeat after me: the mitochondria is the powerhouse of the cell",
+        "response": "The mitochondria is the powerhouse of the cell.",
+    },
     # 31: close to line 3 (Jaccard 0.70) but under the 0.8 threshold: not a near-duplicate
-    {"prompt": "What is a list in Python?",
-     "response": "An ordered, mutable collection written with square brackets, like [1, 2, 3], "
-                 "plus many methods to change it."},
+    {
+        "prompt": "What is a list in Python?",
+        "response": "An ordered, mutable collection written with square brackets, like [1, 2, 3], "
+        "plus many methods to change it.",
+    },
 ]
 
 
@@ -61,7 +75,10 @@ def test_clusters_are_the_planted_near_duplicates(problem_dataset):
     report = dataset_report(problem_dataset)
     wire = report.to_wire()
     assert [(c["size"], c["lines"]) for c in wire["nearDuplicateClusters"]] == [
-        (3, [7, 27, 28]), (2, [3, 25]), (2, [10, 26])]
+        (3, [7, 27, 28]),
+        (2, [3, 25]),
+        (2, [10, 26]),
+    ]
     assert wire["clusterCount"] == 3 and wire["redundantExamples"] == 4
     assert wire["nearDuplicateClusters"][0]["sample"].startswith("What is recursion? → Recursion")
     assert all(len(c["sample"]) <= 120 for c in wire["nearDuplicateClusters"])
@@ -71,7 +88,9 @@ def test_leaks_name_their_lines_and_kind(problem_dataset):
     leaks = dataset_report(problem_dataset).to_wire()["leaks"]
     assert leaks["count"] == 2
     assert [(leak["line"], leak["kind"]) for leak in leaks["items"]] == [
-        (29, "prompt-in-answer"), (30, "answer-in-prompt")]
+        (29, "prompt-in-answer"),
+        (30, "answer-in-prompt"),
+    ]
 
 
 def test_histograms_count_every_example(problem_dataset):
@@ -82,14 +101,25 @@ def test_histograms_count_every_example(problem_dataset):
         assert all(b["from"] < b["to"] for b in bins)
         assert all(a["to"] == b["from"] for a, b in zip(bins, bins[1:], strict=False))
     prompts = [len(json.loads(line)["prompt"]) for line in problem_dataset.read_text().splitlines()]
-    first, last = wire["lengthHistograms"]["promptChars"][0], wire["lengthHistograms"]["promptChars"][-1]
+    first, last = (
+        wire["lengthHistograms"]["promptChars"][0],
+        wire["lengthHistograms"]["promptChars"][-1],
+    )
     assert first["from"] <= min(prompts) < first["to"] and last["from"] <= max(prompts) < last["to"]
 
 
 def test_histogram_edges():
     assert [(b.start, b.end, b.count) for b in histogram([81, 90, 121])] == [
-        (80, 85, 1), (85, 90, 0), (90, 95, 1), (95, 100, 0), (100, 105, 0), (105, 110, 0),
-        (110, 115, 0), (115, 120, 0), (120, 125, 1)]
+        (80, 85, 1),
+        (85, 90, 0),
+        (90, 95, 1),
+        (95, 100, 0),
+        (100, 105, 0),
+        (105, 110, 0),
+        (110, 115, 0),
+        (115, 120, 0),
+        (120, 125, 1),
+    ]
     wide = histogram([3, 40, 900, 15_000])  # a long tail gets 1-2-5 edges
     assert [b.start for b in wide] == [2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
     assert wide[-1].end == 20000 and sum(b.count for b in wide) == 4
@@ -101,7 +131,8 @@ def test_score_drops_with_each_problem(sample_dataset_path, problem_dataset):
     clean = dataset_report(sample_dataset_path)
     assert clean.score == clean.analysis.quality["score"] == 90
     assert [p.to_wire() for p in clean.penalties] == [
-        {"code": "few-examples", "count": 24, "points": 10}]
+        {"code": "few-examples", "count": 24, "points": 10}
+    ]
     report = dataset_report(problem_dataset)
     penalties = {p.code: (p.count, p.points) for p in report.penalties}
     # validate sees 1 duplicate (line 27); the report 4 redundant examples: 3 more, 30 * 3 / 31
@@ -117,7 +148,8 @@ def test_fixes_are_ranked_by_gain_and_name_lines(problem_dataset):
     assert [f["gain"] for f in fixes] == [10, 4, 1]
     near = fixes[1]
     assert near["title"] == (
-        "Remove the 4 near-duplicate examples in 3 clusters (lines 25, 26, 27 and 28)")
+        "Remove the 4 near-duplicate examples in 3 clusters (lines 25, 26, 27 and 28)"
+    )
     assert near["lines"] == [25, 26, 27, 28] and near["count"] == 4
     assert fixes[2]["lines"] == [29, 30] and "Lines 29 and 30" in fixes[2]["detail"]
 
@@ -129,8 +161,10 @@ def test_diversity_and_a_dominant_answer(tmp_path):
     report = dataset_report(path)
     diversity = report.to_wire()["diversity"]
     assert diversity["distinctAnswers"] == 2 and diversity["distinctAnswersRatio"] == 0.1
-    assert diversity["topAnswers"] == [{"text": "Yes.", "count": 15, "share": 0.75},
-                                       {"text": "No", "count": 5, "share": 0.25}]
+    assert diversity["topAnswers"] == [
+        {"text": "Yes.", "count": 15, "share": 0.75},
+        {"text": "No", "count": 5, "share": 0.25},
+    ]
     assert diversity["distinctPromptStarts"] == 1 and diversity["distinctPromptStartsRatio"] == 0.05
     assert diversity["answerWords"] == 20 and diversity["answerTypeTokenRatio"] == 0.1
     dominant = next(f for f in report.fixes if f.code == "dominant-answer")
@@ -194,8 +228,15 @@ def test_missing_file_and_cancel(tmp_path, sample_dataset_path):
 
 
 def test_prompt_and_answer_of_each_shape():
-    assert prompt_and_answer([("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello"),
-                              ("user", "Bye"), ("assistant", "Bye!")]) == ("Hi\nHello\nBye", "Bye!")
+    assert prompt_and_answer(
+        [
+            ("system", "Be brief."),
+            ("user", "Hi"),
+            ("assistant", "Hello"),
+            ("user", "Bye"),
+            ("assistant", "Bye!"),
+        ]
+    ) == ("Hi\nHello\nBye", "Bye!")
     assert prompt_and_answer([("text", "Just text")]) == ("", "Just text")
     assert line_list([3, 17]) == "3 and 17" and line_list([5]) == "5"
     assert line_list(list(range(1, 14))) == "1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 3 more"
@@ -203,8 +244,10 @@ def test_prompt_and_answer_of_each_shape():
 
 def test_near_duplicates_among_many_random_texts():
     rng = random.Random(7)
-    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9)))
-             for _ in range(3000)]
+    words = [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9)))
+        for _ in range(3000)
+    ]
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(12, 40))) for _ in range(3000)]
     planted = {}
     for source in rng.sample(range(3000), 50):

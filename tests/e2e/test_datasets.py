@@ -142,15 +142,19 @@ async def test_live_diagnostics(client, tmp_path):
 
 
 async def test_dataset_report(client, tmp_path, sample_dataset_path):
-    assert "cortex/datasetReport" in client.initialize_result.capabilities.experimental[
-        "cortex"]["methods"]
+    assert (
+        "cortex/datasetReport"
+        in client.initialize_result.capabilities.experimental["cortex"]["methods"]
+    )
     data = tmp_path / "report.jsonl"
     lines = sample_dataset_path.read_text().splitlines()
     data.write_text("\n".join(lines + [lines[2].replace("What", "what"), lines[5]]) + "\n")
     report = await request(client, "cortex/datasetReport", {"path": str(data)})
     assert report["analysis"]["examples"] == 26 and report["analysis"]["duplicates"] == 2
     assert [(c["size"], c["lines"]) for c in report["nearDuplicateClusters"]] == [
-        (2, [3, 25]), (2, [6, 26])]
+        (2, [3, 25]),
+        (2, [6, 26]),
+    ]
     assert report["score"] == 88  # 100 - 10 (26 examples) - round(30 * 2 / 26)
     assert report["fixes"][0]["code"] == "few-examples"
     assert report["fixes"][1]["lines"] == [25, 26]

@@ -20,8 +20,14 @@ async def test_initialize_advertises_cortex_methods(client):
     result = client.initialize_result
     assert result.server_info.name == "cortex-rpc"
     methods = result.capabilities.experimental["cortex"]["methods"]
-    for name in ("cortex/systemInfo", "cortex/inspectModel", "cortex/listModels",
-                 "cortex/proposeConfig", "cortex/analyzeDataset", "cortex/datasetReport"):
+    for name in (
+        "cortex/systemInfo",
+        "cortex/inspectModel",
+        "cortex/listModels",
+        "cortex/proposeConfig",
+        "cortex/analyzeDataset",
+        "cortex/datasetReport",
+    ):
         assert name in methods
 
 
@@ -33,7 +39,8 @@ async def test_system_info(client, cortex_home):
     assert info["versions"]["mlx"]
     assert info["cortexHome"] == str(cortex_home)
     if sys.platform.startswith("linux") and os.path.exists(
-            "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"):
+        "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
+    ):
         assert info["blas"]["name"] == "OpenBLAS"
 
 
@@ -45,10 +52,15 @@ async def test_inspect_list_and_propose(client, tiny_model, cortex_home):
     models = await request(client, "cortex/listModels", {})
     assert models == {"models": []}
 
-    proposal = await request(client, "cortex/proposeConfig", {
-        "model": str(tiny_model), "preset": "quick",
-        "datasetStats": {"examples": 24, "meanChars": 120, "taskType": "chat"},
-    })
+    proposal = await request(
+        client,
+        "cortex/proposeConfig",
+        {
+            "model": str(tiny_model),
+            "preset": "quick",
+            "datasetStats": {"examples": 24, "meanChars": 120, "taskType": "chat"},
+        },
+    )
     assert proposal["config"]["loraRank"] == 8
     assert proposal["dataset"]["sizeClass"] == "tiny"
     assert any("Quick" in e for e in proposal["explanations"])
@@ -89,16 +101,23 @@ def _read_response(stream) -> dict:
 
 
 def _raw_server():
-    return subprocess.Popen([sys.executable, "-m", "cortex_rpc"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cortex_rpc"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def test_request_without_params_is_answered():
     """vscode-jsonrpc omits ``params`` for parameterless calls; pygls alone never answers."""
     server = _raw_server()
     try:
-        server.stdin.write(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                                  "params": {"capabilities": {}}}))
+        server.stdin.write(
+            frame(
+                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}
+            )
+        )
         server.stdin.write(frame({"jsonrpc": "2.0", "id": 2, "method": "cortex/systemInfo"}))
         server.stdin.write(frame({"jsonrpc": "2.0", "id": 3, "method": "shutdown"}))
         server.stdin.flush()
@@ -116,12 +135,18 @@ def test_request_without_params_is_answered():
 
 def test_initialize_is_fast_and_imports_no_mlx():
     server = subprocess.Popen(
-        [sys.executable, "-X", "importtime", "-m", "cortex_rpc"], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [sys.executable, "-X", "importtime", "-m", "cortex_rpc"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         started = time.perf_counter()
-        server.stdin.write(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                                  "params": {"capabilities": {}}}))
+        server.stdin.write(
+            frame(
+                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}
+            )
+        )
         server.stdin.flush()
         reply = _read_response(server.stdout)
         elapsed = time.perf_counter() - started
@@ -135,9 +160,14 @@ def test_initialize_is_fast_and_imports_no_mlx():
 
 
 def test_version_and_help():
-    version = subprocess.run([sys.executable, "-m", "cortex_rpc", "--version"],
-                             capture_output=True, text=True, check=True)
+    version = subprocess.run(
+        [sys.executable, "-m", "cortex_rpc", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert version.stdout.startswith("cortex-rpc ")
-    helped = subprocess.run([sys.executable, "-m", "cortex_rpc", "--help"],
-                            capture_output=True, text=True, check=True)
+    helped = subprocess.run(
+        [sys.executable, "-m", "cortex_rpc", "--help"], capture_output=True, text=True, check=True
+    )
     assert "stdio" in helped.stdout

@@ -35,17 +35,22 @@ async def wait_for_state(events: list[dict], job_id: str, states, timeout: float
 
 
 @pytest.mark.filterwarnings("ignore:Unknown progress token")  # pytest-lsp: token is ours
-async def test_train_stream_progress_list_and_chat(client, tiny_model, sample_dataset_path,
-                                                   cortex_home):
+async def test_train_stream_progress_list_and_chat(
+    client, tiny_model, sample_dataset_path, cortex_home
+):
     events = collect_progress(client)
-    started = await request(client, "cortex/startTraining", {
-        "model": str(tiny_model),
-        "dataset": str(sample_dataset_path),
-        "outputName": "tiny-custom",
-        "preset": "quick",
-        "config": {"iterations": 12, "batchSize": 4},
-        "workDoneToken": "train-1",
-    })
+    started = await request(
+        client,
+        "cortex/startTraining",
+        {
+            "model": str(tiny_model),
+            "dataset": str(sample_dataset_path),
+            "outputName": "tiny-custom",
+            "preset": "quick",
+            "config": {"iterations": 12, "batchSize": 4},
+            "workDoneToken": "train-1",
+        },
+    )
     assert started["jobId"] and started["config"]["iterations"] == 12
     assert started["outputPath"] == str(cortex_home / "mlx_models" / "tiny-custom")
     assert started["explanations"]
@@ -56,8 +61,16 @@ async def test_train_stream_progress_list_and_chat(client, tiny_model, sample_da
     assert done["adapterBytes"] > 0
     progress = [e for e in events if e.get("event") == "progress"]
     assert progress and progress[-1]["iteration"] == 12
-    for field in ("trainLoss", "learningRate", "tokensPerSecond", "etaSeconds", "epoch",
-                  "totalEpochs", "totalIterations", "peakMemoryBytes"):
+    for field in (
+        "trainLoss",
+        "learningRate",
+        "tokensPerSecond",
+        "etaSeconds",
+        "epoch",
+        "totalEpochs",
+        "totalIterations",
+        "peakMemoryBytes",
+    ):
         assert field in progress[-1], field
 
     reports = client.progress_reports["train-1"]
@@ -77,22 +90,33 @@ async def test_train_stream_progress_list_and_chat(client, tiny_model, sample_da
     def on_chunk(params) -> None:
         chunks.append(to_plain(params)["text"])
 
-    answer = await request(client, "cortex/generate", {
-        "model": "tiny-custom", "prompt": "What is Python?", "maxTokens": 8,
-    })
+    answer = await request(
+        client,
+        "cortex/generate",
+        {
+            "model": "tiny-custom",
+            "prompt": "What is Python?",
+            "maxTokens": 8,
+        },
+    )
     assert answer["tokens"] > 0
     assert "".join(chunks) == answer["text"]
 
 
-async def test_cancel_then_resume_reaches_the_planned_total(client, tiny_model,
-                                                            sample_dataset_path):
+async def test_cancel_then_resume_reaches_the_planned_total(
+    client, tiny_model, sample_dataset_path
+):
     events = collect_progress(client)
-    started = await request(client, "cortex/startTraining", {
-        "model": str(tiny_model),
-        "dataset": str(sample_dataset_path),
-        "outputName": "resumed",
-        "config": {"iterations": 400, "batchSize": 2},
-    })
+    started = await request(
+        client,
+        "cortex/startTraining",
+        {
+            "model": str(tiny_model),
+            "dataset": str(sample_dataset_path),
+            "outputName": "resumed",
+            "config": {"iterations": 400, "batchSize": 2},
+        },
+    )
     job_id = started["jobId"]
     await wait_for_state(events, job_id, ("running",))
     while not any(e.get("event") == "checkpoint" for e in events):
@@ -119,8 +143,9 @@ async def test_cancel_then_resume_reaches_the_planned_total(client, tiny_model,
         ({"model": "/nonexistent/model"}, -32000, "model-not-found"),
     ],
 )
-async def test_start_training_errors(client, tiny_model, sample_dataset_path, cortex_home,
-                                     params, code, needle):
+async def test_start_training_errors(
+    client, tiny_model, sample_dataset_path, cortex_home, params, code, needle
+):
     base = {"model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": "ok"}
     with pytest.raises(JsonRpcException) as error:
         await request(client, "cortex/startTraining", {**base, **params})
@@ -128,18 +153,23 @@ async def test_start_training_errors(client, tiny_model, sample_dataset_path, co
     text = f"{error.value.message} {error.value.data}"
     assert needle in text
     assert not (cortex_home / "mlx_models").exists() or not any(
-        (cortex_home / "mlx_models").iterdir())
+        (cortex_home / "mlx_models").iterdir()
+    )
     assert not (cortex_home / "jobs").exists() or not any((cortex_home / "jobs").iterdir())
 
 
-async def test_existing_model_name_is_refused(client, tiny_model, sample_dataset_path,
-                                              cortex_home):
+async def test_existing_model_name_is_refused(client, tiny_model, sample_dataset_path, cortex_home):
     (cortex_home / "mlx_models" / "taken").mkdir(parents=True)
     with pytest.raises(JsonRpcException) as error:
-        await request(client, "cortex/startTraining", {
-            "model": str(tiny_model), "dataset": str(sample_dataset_path),
-            "outputName": "taken",
-        })
+        await request(
+            client,
+            "cortex/startTraining",
+            {
+                "model": str(tiny_model),
+                "dataset": str(sample_dataset_path),
+                "outputName": "taken",
+            },
+        )
     assert error.value.data["code"] == "model-exists"
 
 
@@ -147,20 +177,32 @@ async def test_existing_model_name_is_refused(client, tiny_model, sample_dataset
 async def test_adapter_library_and_comparison(client, tiny_model, sample_dataset_path):
     events = collect_progress(client)
     for name in ("ada-one", "ada-two"):
-        started = await request(client, "cortex/startTraining", {
-            "model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": name,
-            "config": {"iterations": 6, "learningRate": 1e-2, "maxSeqLength": 128},
-        })
+        started = await request(
+            client,
+            "cortex/startTraining",
+            {
+                "model": str(tiny_model),
+                "dataset": str(sample_dataset_path),
+                "outputName": name,
+                "config": {"iterations": 6, "learningRate": 1e-2, "maxSeqLength": 128},
+            },
+        )
         done = await wait_for_state(events, started["jobId"], TERMINAL)
         assert done["state"] == "completed", done
     listed = await request(client, "cortex/listAdapters", {"baseModel": str(tiny_model)})
     assert sorted(a["name"] for a in listed["adapters"]) == ["ada-one", "ada-two"]
 
-    compared = await request(client, "cortex/compareAdapters", {
-        "baseModel": str(tiny_model), "adapters": ["ada-one", "ada-two"],
-        "prompts": ["What is Python?", "What is Git?"], "maxTokens": 6,
-        "workDoneToken": "compare-1",
-    })
+    compared = await request(
+        client,
+        "cortex/compareAdapters",
+        {
+            "baseModel": str(tiny_model),
+            "adapters": ["ada-one", "ada-two"],
+            "prompts": ["What is Python?", "What is Git?"],
+            "maxTokens": 6,
+            "workDoneToken": "compare-1",
+        },
+    )
     reports = client.progress_reports["compare-1"]
     assert [r.message for r in reports[1:-1]] == [f"{n}/6 generations" for n in range(1, 7)]
     assert reports[-2].percentage == 100
@@ -170,6 +212,9 @@ async def test_adapter_library_and_comparison(client, tiny_model, sample_dataset
         assert all(o["tokens"] > 0 for o in row["outputs"])
 
     with pytest.raises(JsonRpcException) as error:
-        await request(client, "cortex/generate", {
-            "model": str(sample_dataset_path.parent), "adapter": "ada-one", "prompt": "x"})
+        await request(
+            client,
+            "cortex/generate",
+            {"model": str(sample_dataset_path.parent), "adapter": "ada-one", "prompt": "x"},
+        )
     assert error.value.code in (-32000, -32602)

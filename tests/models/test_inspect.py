@@ -119,16 +119,25 @@ def _header_file(path, header: bytes, data: bytes = b"", length: int | None = No
     "header,data,length,why",
     [
         (b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', b"\0" * 4, None, "outside"),
-        (b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
-         b'"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}', b"\0" * 12, None, "overlap"),
+        (
+            b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
+            b'"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}',
+            b"\0" * 12,
+            None,
+            "overlap",
+        ),
         (b'{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}', b"\0" * 8, None, "shape"),
-        (b'{"a":{"dtype":"F32","shape":[1000000,1000000],"data_offsets":[0,8]}}', b"\0" * 8,
-         None, "needs"),
+        (
+            b'{"a":{"dtype":"F32","shape":[1000000,1000000],"data_offsets":[0,8]}}',
+            b"\0" * 8,
+            None,
+            "needs",
+        ),
         (b'{"a":{"dtype":"Q9","shape":[2],"data_offsets":[0,8]}}', b"\0" * 8, None, "dtype"),
-        (b'\xff\xfe{}', b"", None, "UTF-8"),
-        (b'[1,2]', b"", None, "object"),
-        (b'{}', b"", 200 * 1024 * 1024, "limit"),
-        (b'{}', b"", 100, "past the end"),
+        (b"\xff\xfe{}", b"", None, "UTF-8"),
+        (b"[1,2]", b"", None, "object"),
+        (b"{}", b"", 200 * 1024 * 1024, "limit"),
+        (b"{}", b"", 100, "past the end"),
     ],
 )
 def test_lying_headers_are_rejected(tmp_path, header, data, length, why):

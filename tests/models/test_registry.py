@@ -7,8 +7,9 @@ from cortex_rpc.errors import CortexError
 from cortex_rpc.models.registry import list_models, resolve_model
 
 
-def test_lists_cortex_models_extra_dirs_and_hf_cache(tiny_model_template, cortex_home, tmp_path,
-                                                     monkeypatch):
+def test_lists_cortex_models_extra_dirs_and_hf_cache(
+    tiny_model_template, cortex_home, tmp_path, monkeypatch
+):
     shutil.copytree(tiny_model_template, cortex_home / "models" / "base-one")
     extra = tmp_path / "extra"
     shutil.copytree(tiny_model_template, extra / "base-two")
@@ -18,7 +19,8 @@ def test_lists_cortex_models_extra_dirs_and_hf_cache(tiny_model_template, cortex
     fine = cortex_home / "mlx_models" / "tuned"
     fine.mkdir(parents=True)
     (fine / "fine-tuned.marker").write_text(
-        json.dumps({"baseModel": str(cortex_home / "models" / "base-one")}))
+        json.dumps({"baseModel": str(cortex_home / "models" / "base-one")})
+    )
     (fine / "adapters.safetensors").write_bytes(b"x" * 100)
     # A half-written output must never be listed.
     shutil.copytree(tiny_model_template, cortex_home / "mlx_models" / ".tmp-partial")

@@ -11,13 +11,33 @@ from hypothesis import strategies as st
 from cortex_rpc.datasets.editor import DatasetDocument, hover, publish_payload
 
 FRAGMENTS = [
-    '{"prompt": "a", "response": "b"}', '{"prompt": "a", "response": "b"}',
+    '{"prompt": "a", "response": "b"}',
+    '{"prompt": "a", "response": "b"}',
     '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}',
-    '{"text": "plain"}', '{"answer": 1}', '{"prompt": "é😀", "response": "𝄞"}', "not json",
-    "{", "}", '"', ",", "\n", "\n\n", "", " ", "😀", "\t", '{"prompt": ', '"x"}', "\r\n",
+    '{"text": "plain"}',
+    '{"answer": 1}',
+    '{"prompt": "é😀", "response": "𝄞"}',
+    "not json",
+    "{",
+    "}",
+    '"',
+    ",",
+    "\n",
+    "\n\n",
+    "",
+    " ",
+    "😀",
+    "\t",
+    '{"prompt": ',
+    '"x"}',
+    "\r\n",
 ]
-CASES = settings(max_examples=int(os.environ.get("CORTEX_EDITOR_FUZZ_CASES", "300")), deadline=None, database=None,
-                 suppress_health_check=list(HealthCheck))
+CASES = settings(
+    max_examples=int(os.environ.get("CORTEX_EDITOR_FUZZ_CASES", "300")),
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 def utf16(text: str) -> int:
@@ -35,8 +55,9 @@ def edit_sessions(draw):
         start_line = draw(st.integers(0, len(rows) - 1))
         end_line = draw(st.integers(start_line, min(len(rows) - 1, start_line + 2)))
         start_char = draw(st.integers(0, len(rows[start_line])))
-        end_char = draw(st.integers(0 if end_line > start_line else start_char,
-                                    len(rows[end_line])))
+        end_char = draw(
+            st.integers(0 if end_line > start_line else start_char, len(rows[end_line]))
+        )
         new = "".join(draw(st.lists(st.sampled_from(FRAGMENTS), max_size=3)))
         whole = draw(st.integers(0, 20)) == 0  # now and then a full-text change
         offset = sum(len(r) + 1 for r in rows[:start_line]) + start_char
@@ -45,8 +66,17 @@ def edit_sessions(draw):
             edits.append((None, new))
             current = new
         else:
-            edits.append(((start_line, utf16(rows[start_line][:start_char]), end_line,
-                           utf16(rows[end_line][:end_char])), new))
+            edits.append(
+                (
+                    (
+                        start_line,
+                        utf16(rows[start_line][:start_char]),
+                        end_line,
+                        utf16(rows[end_line][:end_char]),
+                    ),
+                    new,
+                )
+            )
             current = current[:offset] + new + current[end:]
     return text, edits, current
 

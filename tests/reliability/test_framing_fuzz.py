@@ -13,23 +13,49 @@ from cortex_rpc.framing import FramingError, frame, parse_message, read_messages
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 requests = st.builds(
-    lambda msg_id, method, params: {"jsonrpc": "2.0", "id": msg_id, "method": method,
-                                    "params": params},
-    st.integers(0, 2**31), st.text(min_size=1, max_size=30),
+    lambda msg_id, method, params: {
+        "jsonrpc": "2.0",
+        "id": msg_id,
+        "method": method,
+        "params": params,
+    },
+    st.integers(0, 2**31),
+    st.text(min_size=1, max_size=30),
     st.dictionaries(st.text(max_size=8), json_values, max_size=4),
 )
-header_noise = st.lists(st.sampled_from([
-    b"Content-Length: ", b"Content-Length: 5", b"content-length:12", b"Content-Length: -3",
-    b"Content-Length: 99999999999", b"Content-Type: x", b"\r\n", b"\r\n\r\n", b"\n", b"{", b"}",
-    b":", b" ", b"\x00", b"\xff", b'{"jsonrpc":"2.0"}', b"X" * 9000,
-]), max_size=12).map(b"".join)
-CASES = settings(max_examples=400, deadline=None, database=None,
-                 suppress_health_check=list(HealthCheck))
+header_noise = st.lists(
+    st.sampled_from(
+        [
+            b"Content-Length: ",
+            b"Content-Length: 5",
+            b"content-length:12",
+            b"Content-Length: -3",
+            b"Content-Length: 99999999999",
+            b"Content-Type: x",
+            b"\r\n",
+            b"\r\n\r\n",
+            b"\n",
+            b"{",
+            b"}",
+            b":",
+            b" ",
+            b"\x00",
+            b"\xff",
+            b'{"jsonrpc":"2.0"}',
+            b"X" * 9000,
+        ]
+    ),
+    max_size=12,
+).map(b"".join)
+CASES = settings(
+    max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def read_all(data: bytes) -> tuple[list[dict], list[FramingError]]:

@@ -43,8 +43,9 @@ MEASURE = PEAK + textwrap.dedent(
 
 def json_from_child(script: str, path: Path, timeout: float = 300) -> dict:
     """Run ``script`` on ``path`` in a fresh process (its peak memory is this file's alone)."""
-    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
-                          text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
@@ -68,6 +69,7 @@ def _long_line(megabytes: int):
             for _ in range(megabytes):
                 handle.write("a" * MB)
             handle.write('", "response": "b"}\n')
+
     return make
 
 
@@ -81,18 +83,36 @@ full_only = pytest.mark.skipif(not FULL, reason="set CORTEX_RELIABILITY_FULL=1")
     ("name", "make", "codes", "bound_mb"),
     [
         ("single 50 MB line", _long_line(50), {"long-example"}, 400),
-        pytest.param("single 500 MB line", _long_line(500), {"long-example"}, 3500,
-                     marks=full_only),
-        ("200,000 tiny lines", lambda p: p.write_text(
-            '{"prompt": "a", "response": "b"}\n' * 200_000), {"duplicate"}, 500),
-        pytest.param("1,000,000 tiny lines", lambda p: p.write_text(
-            '{"prompt": "a", "response": "b"}\n' * 1_000_000), {"duplicate"}, 2500,
-            marks=full_only),
-        ("deeply nested JSON", lambda p: p.write_text(
-            '{"prompt": ' + "[" * 200_000 + "]" * 200_000 + ', "response": "b"}\n'),
-         {"json-syntax"}, 100),
-        ("invalid UTF-8", lambda p: p.write_bytes(
-            b'{"prompt": "\xff\xfe", "response": "b"}\n' * 1000), {"utf8-invalid"}, 100),
+        pytest.param(
+            "single 500 MB line", _long_line(500), {"long-example"}, 3500, marks=full_only
+        ),
+        (
+            "200,000 tiny lines",
+            lambda p: p.write_text('{"prompt": "a", "response": "b"}\n' * 200_000),
+            {"duplicate"},
+            500,
+        ),
+        pytest.param(
+            "1,000,000 tiny lines",
+            lambda p: p.write_text('{"prompt": "a", "response": "b"}\n' * 1_000_000),
+            {"duplicate"},
+            2500,
+            marks=full_only,
+        ),
+        (
+            "deeply nested JSON",
+            lambda p: p.write_text(
+                '{"prompt": ' + "[" * 200_000 + "]" * 200_000 + ', "response": "b"}\n'
+            ),
+            {"json-syntax"},
+            100,
+        ),
+        (
+            "invalid UTF-8",
+            lambda p: p.write_bytes(b'{"prompt": "\xff\xfe", "response": "b"}\n' * 1000),
+            {"utf8-invalid"},
+            100,
+        ),
     ],
 )
 def test_hostile_jsonl_is_diagnosed_within_a_memory_bound(tmp_path, name, make, codes, bound_mb):
@@ -134,8 +154,10 @@ def test_code_shipped_with_a_model_is_never_run(tiny_model, sample_dataset_path,
 
     (tiny_model / "evil.py").write_text(REMOTE_CODE)
     for name, auto_map in (
-        ("config.json", {"AutoConfig": "evil.EvilConfig",
-                         "AutoModelForCausalLM": "evil.EvilModel"}),
+        (
+            "config.json",
+            {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"},
+        ),
         ("tokenizer_config.json", {"AutoTokenizer": ["evil.EvilTokenizer", None]}),
     ):
         config = json.loads((tiny_model / name).read_text())
@@ -144,21 +166,31 @@ def test_code_shipped_with_a_model_is_never_run(tiny_model, sample_dataset_path,
     try:
         server.initialize()
         assert "result" in server.request("cortex/inspectModel", {"path": str(tiny_model)})
-        assert "result" in server.request("cortex/analyzeDataset", {
-            "path": str(sample_dataset_path), "model": str(tiny_model)})
+        assert "result" in server.request(
+            "cortex/analyzeDataset", {"path": str(sample_dataset_path), "model": str(tiny_model)}
+        )
         # Generation loads the model and its tokenizer the way transformers would.
-        reply = server.request("cortex/generate", {"model": str(tiny_model), "prompt": "Hi",
-                                                   "maxTokens": 2})
+        reply = server.request(
+            "cortex/generate", {"model": str(tiny_model), "prompt": "Hi", "maxTokens": 2}
+        )
         assert "result" in reply or reply["error"]["code"] == -32000, reply
-        started = server.request("cortex/startTraining", {
-            "model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": "safe",
-            "config": {"iterations": 2, "batchSize": 2, "maxSeqLength": 64}})["result"]
+        started = server.request(
+            "cortex/startTraining",
+            {
+                "model": str(tiny_model),
+                "dataset": str(sample_dataset_path),
+                "outputName": "safe",
+                "config": {"iterations": 2, "batchSize": 2, "maxSeqLength": 64},
+            },
+        )["result"]
         while True:
             message = server.read(timeout=120)
             params = message.get("params") or {}
-            if message.get("method") == "cortex/trainingProgress" and \
-                    params.get("jobId") == started["jobId"] and \
-                    params.get("state") in ("completed", "failed"):
+            if (
+                message.get("method") == "cortex/trainingProgress"
+                and params.get("jobId") == started["jobId"]
+                and params.get("state") in ("completed", "failed")
+            ):
                 break
         assert params["state"] == "completed", params
     finally:
@@ -186,16 +218,22 @@ SOCKET_AUDIT = textwrap.dedent(
 )
 
 
-async def test_a_whole_session_opens_no_network_connection(tmp_path, tiny_model,
-                                                          sample_dataset_path, cortex_home):
+async def test_a_whole_session_opens_no_network_connection(
+    tmp_path, tiny_model, sample_dataset_path, cortex_home
+):
     from cortex_client import CortexClient
 
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(SOCKET_AUDIT)
     log = tmp_path / "net.log"
-    env = dict(os.environ, PYTHONPATH=f"{hooks}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               CORTEX_NET_LOG=str(log), HF_HUB_OFFLINE="1", CORTEX_HOME=str(cortex_home))
+    env = dict(
+        os.environ,
+        PYTHONPATH=f"{hooks}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        CORTEX_NET_LOG=str(log),
+        HF_HUB_OFFLINE="1",
+        CORTEX_HOME=str(cortex_home),
+    )
     for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         env.pop(proxy, None)
     async with CortexClient(env=env) as client:
@@ -204,8 +242,13 @@ async def test_a_whole_session_opens_no_network_connection(tmp_path, tiny_model,
         await client.analyze_dataset(str(sample_dataset_path), model=str(tiny_model))
         await client.propose_config(str(tiny_model), str(sample_dataset_path))
         queue = client.subscribe("cortex/trainingProgress")
-        job = await client.start_training(str(tiny_model), str(sample_dataset_path), "offline",
-                                          preset="quick", config={"iterations": 3})
+        job = await client.start_training(
+            str(tiny_model),
+            str(sample_dataset_path),
+            "offline",
+            preset="quick",
+            config={"iterations": 3},
+        )
         last = {}
         async for note in client.training_progress(job["jobId"], queue):
             last = note
@@ -213,34 +256,41 @@ async def test_a_whole_session_opens_no_network_connection(tmp_path, tiny_model,
         await client.generate("offline", "What is Python?", max_tokens=4)
     assert not log.exists() or log.read_text() == "", log.read_text()
     # The hook does see connections: a deliberate one to a public address is recorded.
-    probe = ("import socket\ns = socket.socket(); s.settimeout(0.2)\n"
-             "try:\n    s.connect(('192.0.2.1', 9))\nexcept OSError:\n    pass\n")
+    probe = (
+        "import socket\ns = socket.socket(); s.settimeout(0.2)\n"
+        "try:\n    s.connect(('192.0.2.1', 9))\nexcept OSError:\n    pass\n"
+    )
     subprocess.run([sys.executable, "-c", probe], env=env, timeout=30)
     assert "192.0.2.1" in log.read_text()
 
 
 # -- weights --------------------------------------------------------------------------------
 
+
 def _safetensors(path: Path, header: bytes, data: bytes = b"", length: int | None = None) -> None:
-    path.write_bytes(struct.pack("<Q", len(header) if length is None else length) + header
-                     + data)
+    path.write_bytes(struct.pack("<Q", len(header) if length is None else length) + header + data)
 
 
 LYING_HEADERS = {
     "offsets past the end": (b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', b"\0" * 4),
-    "overlapping ranges": (b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
-                           b'"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}', b"\0" * 12),
+    "overlapping ranges": (
+        b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
+        b'"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}',
+        b"\0" * 12,
+    ),
     "negative shape": (b'{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}', b"\0" * 8),
-    "absurd shape": (b'{"a":{"dtype":"F32","shape":[1000000000,1000000000],'
-                     b'"data_offsets":[0,8]}}', b"\0" * 8),
+    "absurd shape": (
+        b'{"a":{"dtype":"F32","shape":[1000000000,1000000000],"data_offsets":[0,8]}}',
+        b"\0" * 8,
+    ),
     "non-UTF-8 JSON": (b'\xff\xfe{"a": 1}', b""),
     "nested 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, b""),
 }
 
 
-def test_lying_weights_are_clear_errors_over_rpc_and_start_no_job(tmp_path, tiny_model,
-                                                                  sample_dataset_path,
-                                                                  cortex_home):
+def test_lying_weights_are_clear_errors_over_rpc_and_start_no_job(
+    tmp_path, tiny_model, sample_dataset_path, cortex_home
+):
     from .test_stdio_faults import RawServer
 
     server = RawServer(env=dict(os.environ, CORTEX_HOME=str(cortex_home)))
@@ -250,15 +300,21 @@ def test_lying_weights_are_clear_errors_over_rpc_and_start_no_job(tmp_path, tiny
             _safetensors(tiny_model / "model.safetensors", header, data)
             for method, params in (
                 ("cortex/inspectModel", {"path": str(tiny_model)}),
-                ("cortex/startTraining", {"model": str(tiny_model),
-                                          "dataset": str(sample_dataset_path),
-                                          "outputName": "liar"}),
+                (
+                    "cortex/startTraining",
+                    {
+                        "model": str(tiny_model),
+                        "dataset": str(sample_dataset_path),
+                        "outputName": "liar",
+                    },
+                ),
             ):
                 reply = server.request(method, params)
                 assert reply["error"]["code"] == -32000, (why, reply)
                 assert reply["error"]["data"]["code"] == "invalid-safetensors", (why, reply)
-                assert "model.safetensors is not a valid safetensors file" in \
-                    reply["error"]["message"], (why, reply)
+                assert (
+                    "model.safetensors is not a valid safetensors file" in reply["error"]["message"]
+                ), (why, reply)
         # A pickle next to nothing else is refused, never unpickled.
         (tiny_model / "model.safetensors").unlink()
         (tiny_model / "pytorch_model.bin").write_bytes(b"\x80\x04cos\nsystem\n.")

@@ -57,8 +57,15 @@ class Reader(threading.Thread):
             return
 
 
-def run_load(server: RawServer, reader: Reader, docs: dict, count: int, rng: random.Random,
-             first_id: int, paths: list[str]) -> list[float]:
+def run_load(
+    server: RawServer,
+    reader: Reader,
+    docs: dict,
+    count: int,
+    rng: random.Random,
+    first_id: int,
+    paths: list[str],
+) -> list[float]:
     """Send ``count`` requests, each after an edit of a random document; check every answer."""
     pending: dict[int, tuple[float, str, object]] = {}
     latencies: list[float] = []
@@ -88,11 +95,24 @@ def run_load(server: RawServer, reader: Reader, docs: dict, count: int, rng: ran
         text, chars = record(doc["index"], line, doc["edits"])
         old = doc["lines"][line]
         doc["lines"][line], doc["chars"][line] = text, chars
-        server.send({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {
-            "textDocument": {"uri": uri, "version": doc["version"]},
-            "contentChanges": [{"range": {"start": {"line": line, "character": 0},
-                                          "end": {"line": line, "character": len(old)}},
-                                "text": text}]}})
+        server.send(
+            {
+                "jsonrpc": "2.0",
+                "method": "textDocument/didChange",
+                "params": {
+                    "textDocument": {"uri": uri, "version": doc["version"]},
+                    "contentChanges": [
+                        {
+                            "range": {
+                                "start": {"line": line, "character": 0},
+                                "end": {"line": line, "character": len(old)},
+                            },
+                            "text": text,
+                        }
+                    ],
+                },
+            }
+        )
         msg_id = first_id + number
         kind = ("hover", "validate", "systemInfo", "listJobs", "codeAction")[number % 5]
         if kind == "hover":
@@ -109,10 +129,14 @@ def run_load(server: RawServer, reader: Reader, docs: dict, count: int, rng: ran
             method, params, expected = "cortex/listJobs", {}, None
         else:
             method, expected = "textDocument/codeAction", None
-            params = {"textDocument": {"uri": uri},
-                      "range": {"start": {"line": BROKEN_LINE, "character": 0},
-                                "end": {"line": BROKEN_LINE, "character": 5}},
-                      "context": {"diagnostics": []}}
+            params = {
+                "textDocument": {"uri": uri},
+                "range": {
+                    "start": {"line": BROKEN_LINE, "character": 0},
+                    "end": {"line": BROKEN_LINE, "character": 5},
+                },
+                "context": {"diagnostics": []},
+            }
         pending[msg_id] = (time.perf_counter(), kind, expected)
         server.send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
         while not reader.replies.empty():
@@ -129,8 +153,11 @@ def test_a_thousand_interleaved_requests_over_twenty_edited_documents(tmp_path, 
     paths = []
     for examples in (5, 40, 200):
         path = tmp_path / f"{examples}-examples.jsonl"
-        path.write_text("".join(json.dumps({"prompt": f"q{n}", "response": f"a{n}"}) + "\n"
-                                for n in range(examples)))
+        path.write_text(
+            "".join(
+                json.dumps({"prompt": f"q{n}", "response": f"a{n}"}) + "\n" for n in range(examples)
+            )
+        )
         paths.append(str(path))
     server = RawServer(env=dict(os.environ, CORTEX_HOME=str(cortex_home)))
     reader = Reader(server)
@@ -147,11 +174,21 @@ def test_a_thousand_interleaved_requests_over_twenty_edited_documents(tmp_path, 
                     text, count = json.dumps({"prompt": f"broken {index}"}), 0
                 lines.append(text)
                 chars.append(count)
-            docs[uri] = {"index": index, "lines": lines, "chars": chars, "version": 1,
-                         "edits": 0}
-            server.send({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {
-                "textDocument": {"uri": uri, "languageId": "jsonl", "version": 1,
-                                 "text": "\n".join(lines) + "\n"}}})
+            docs[uri] = {"index": index, "lines": lines, "chars": chars, "version": 1, "edits": 0}
+            server.send(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "textDocument/didOpen",
+                    "params": {
+                        "textDocument": {
+                            "uri": uri,
+                            "languageId": "jsonl",
+                            "version": 1,
+                            "text": "\n".join(lines) + "\n",
+                        }
+                    },
+                }
+            )
         process = psutil.Process(server.process.pid)
         run_load(server, reader, docs, WARMUP, rng, 1_000_000, paths)
         before = process.memory_info().rss
@@ -162,10 +199,12 @@ def test_a_thousand_interleaved_requests_over_twenty_edited_documents(tmp_path, 
         after = process.memory_info().rss
         p50 = statistics.median(latencies) * 1000
         p95 = statistics.quantiles(latencies, n=20)[-1] * 1000
-        print(f"\n{REQUESTS} requests + {REQUESTS} edits over {DOCUMENTS} documents in "
-              f"{elapsed:.1f} s: p50 {p50:.1f} ms, p95 {p95:.1f} ms, max "
-              f"{max(latencies) * 1000:.0f} ms; RSS {before / 2**20:.0f} MB -> "
-              f"{after / 2**20:.0f} MB")
+        print(
+            f"\n{REQUESTS} requests + {REQUESTS} edits over {DOCUMENTS} documents in "
+            f"{elapsed:.1f} s: p50 {p50:.1f} ms, p95 {p95:.1f} ms, max "
+            f"{max(latencies) * 1000:.0f} ms; RSS {before / 2**20:.0f} MB -> "
+            f"{after / 2**20:.0f} MB"
+        )
         assert len(latencies) == REQUESTS
         assert after <= before * 1.2, f"RSS grew from {before} to {after}"
 
@@ -177,8 +216,7 @@ def test_a_thousand_interleaved_requests_over_twenty_edited_documents(tmp_path, 
             for note in list(reader.notes):
                 if note["method"] == "textDocument/publishDiagnostics":
                     last[note["params"]["uri"]] = note["params"]
-            if all(last.get(uri, {}).get("version") == doc["version"]
-                   for uri, doc in docs.items()):
+            if all(last.get(uri, {}).get("version") == doc["version"] for uri, doc in docs.items()):
                 break
             time.sleep(0.1)
         for uri, doc in docs.items():
@@ -197,24 +235,52 @@ def test_a_request_sees_exactly_the_edits_sent_before_it(tmp_path, cortex_home):
     try:
         server.initialize()
         line = json.dumps({"prompt": "p", "response": "r"})
-        server.send({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {
-            "textDocument": {"uri": uri, "languageId": "jsonl", "version": 1, "text": line}}})
+        server.send(
+            {
+                "jsonrpc": "2.0",
+                "method": "textDocument/didOpen",
+                "params": {
+                    "textDocument": {"uri": uri, "languageId": "jsonl", "version": 1, "text": line}
+                },
+            }
+        )
         version, length = 1, len(line)
         for number in range(100):
             burst = b""
             for response in ("x" * (number + 2), "y" * (number + 500)):  # seen, then not seen
                 version += 1
                 text = json.dumps({"prompt": "p", "response": response})
-                burst += frame({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {
-                    "textDocument": {"uri": uri, "version": version},
-                    "contentChanges": [{"range": {"start": {"line": 0, "character": 0},
-                                                  "end": {"line": 0, "character": length}},
-                                        "text": text}]}})
+                burst += frame(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "textDocument/didChange",
+                        "params": {
+                            "textDocument": {"uri": uri, "version": version},
+                            "contentChanges": [
+                                {
+                                    "range": {
+                                        "start": {"line": 0, "character": 0},
+                                        "end": {"line": 0, "character": length},
+                                    },
+                                    "text": text,
+                                }
+                            ],
+                        },
+                    }
+                )
                 length = len(text)
                 if response.startswith("x"):
-                    burst += frame({"jsonrpc": "2.0", "id": number, "method": "textDocument/hover",
-                                    "params": {"textDocument": {"uri": uri},
-                                               "position": {"line": 0, "character": 1}}})
+                    burst += frame(
+                        {
+                            "jsonrpc": "2.0",
+                            "id": number,
+                            "method": "textDocument/hover",
+                            "params": {
+                                "textDocument": {"uri": uri},
+                                "position": {"line": 0, "character": 1},
+                            },
+                        }
+                    )
             server.send_bytes(burst)  # all in one write: the server has them all at once
             reply = server.response(number)
             assert reply["result"], (number, reply)

@@ -50,8 +50,8 @@ class RawServer:
             if end >= 0:
                 length = int(self.buffer[:end].split(b"Content-Length:")[1].split(b"\r\n")[0])
                 if len(self.buffer) >= end + 4 + length:
-                    body = bytes(self.buffer[end + 4:end + 4 + length])
-                    del self.buffer[:end + 4 + length]
+                    body = bytes(self.buffer[end + 4 : end + 4 + length])
+                    del self.buffer[: end + 4 + length]
                     return json.loads(body)
             if deadline is not None:
                 remaining = deadline - time.monotonic()
@@ -146,8 +146,14 @@ def test_header_without_body_then_eof_ends_the_server(server):
 
 
 def test_huge_message_is_refused_without_exhausting_memory(server):
-    body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "cortex/validateDataset",
-                       "params": {"text": "x" * (64 * 1024 * 1024), "format": "txt"}}).encode()
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "cortex/validateDataset",
+            "params": {"text": "x" * (64 * 1024 * 1024), "format": "txt"},
+        }
+    ).encode()
     server.send_bytes(b"Content-Length: %d\r\n\r\n" % len(body) + body)
     reply = server.response(7)
     assert "result" in reply or "error" in reply
@@ -179,14 +185,21 @@ def test_editor_killed_during_training_cancels_cleanly_leaving_no_orphans(
     server = RawServer(env=dict(os.environ, CORTEX_HOME=str(cortex_home)))
     try:
         server.initialize()
-        started = server.request("cortex/startTraining", {
-            "model": str(tiny_model), "dataset": str(sample_dataset_path),
-            "outputName": "orphan-check", "config": {"iterations": 5000, "batchSize": 2},
-        })["result"]
+        started = server.request(
+            "cortex/startTraining",
+            {
+                "model": str(tiny_model),
+                "dataset": str(sample_dataset_path),
+                "outputName": "orphan-check",
+                "config": {"iterations": 5000, "batchSize": 2},
+            },
+        )["result"]
         while True:  # wait for the worker to report progress
             message = server.read()
-            if message.get("method") == "cortex/trainingProgress" and \
-                    message["params"].get("event") == "progress":
+            if (
+                message.get("method") == "cortex/trainingProgress"
+                and message["params"].get("event") == "progress"
+            ):
                 break
         assert _worker_processes(cortex_home)
         tic = time.monotonic()
@@ -223,19 +236,56 @@ def _tree_snapshot(root: Path) -> set[str]:
 
 @pytest.mark.parametrize(
     "name",
-    ["..", "../escape", "/abs/path", "a/b", "a\\b", "nul\x00name", "x" * 300, ".hidden", "CON",
-     "con.txt", "", ".", "-dash", "name with space", "~root", "a\nb"],
-    ids=["dotdot", "parent", "absolute", "slash", "backslash", "nul", "long", "hidden",
-         "reserved", "reserved-ext", "empty", "dot", "dash", "space", "tilde", "newline"],
+    [
+        "..",
+        "../escape",
+        "/abs/path",
+        "a/b",
+        "a\\b",
+        "nul\x00name",
+        "x" * 300,
+        ".hidden",
+        "CON",
+        "con.txt",
+        "",
+        ".",
+        "-dash",
+        "name with space",
+        "~root",
+        "a\nb",
+    ],
+    ids=[
+        "dotdot",
+        "parent",
+        "absolute",
+        "slash",
+        "backslash",
+        "nul",
+        "long",
+        "hidden",
+        "reserved",
+        "reserved-ext",
+        "empty",
+        "dot",
+        "dash",
+        "space",
+        "tilde",
+        "newline",
+    ],
 )
 def test_hostile_output_names_are_invalid_params_and_write_nothing(
     server, cortex_home, tiny_model, sample_dataset_path, tmp_path, name
 ):
     outside = tmp_path.parent
     before = _tree_snapshot(outside)
-    reply = server.request("cortex/startTraining", {
-        "model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": name,
-    })
+    reply = server.request(
+        "cortex/startTraining",
+        {
+            "model": str(tiny_model),
+            "dataset": str(sample_dataset_path),
+            "outputName": name,
+        },
+    )
     assert reply["error"]["code"] == -32602, reply
     created = _tree_snapshot(outside) - before
     assert not [p for p in created if not p.startswith(str(cortex_home))], created
@@ -265,7 +315,10 @@ def test_delete_fuse_resume_and_cancel_never_reach_outside_cortex_home(
             assert "error" in reply, (method, hostile, reply)
             assert reply["error"]["code"] in (-32602, -32000), reply
             assert reply["error"]["data"]["code"] in (
-                "invalid-params", "job-not-found", "model-not-found"), reply
+                "invalid-params",
+                "job-not-found",
+                "model-not-found",
+            ), reply
     assert {p: p.read_bytes() for p in victim.iterdir()} == before
     assert not any((cortex_home / "mlx_models").iterdir())
     alive(server)
@@ -277,9 +330,14 @@ def test_the_name_of_an_existing_model_is_refused_and_the_model_untouched(
     taken = cortex_home / "mlx_models" / "taken"
     taken.mkdir(parents=True)
     (taken / "adapters.safetensors").write_bytes(b"precious")
-    reply = server.request("cortex/startTraining", {
-        "model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": "taken",
-    })
+    reply = server.request(
+        "cortex/startTraining",
+        {
+            "model": str(tiny_model),
+            "dataset": str(sample_dataset_path),
+            "outputName": "taken",
+        },
+    )
     # Documented in docs/protocol.md as an application error, so clients can offer a new name.
     assert reply["error"]["code"] == -32000, reply
     assert reply["error"]["data"]["code"] == "model-exists", reply
@@ -296,9 +354,10 @@ def test_paths_the_os_refuses_are_application_errors(server, tmp_path):
     assert len(reply["error"]["message"]) < 600
     directory = tmp_path / "a-directory.jsonl"
     directory.mkdir()
-    reply = server.request("cortex/createDataset", {
-        "path": str(directory), "examples": [{"prompt": "a", "response": "b"}],
-        "overwrite": True})
+    reply = server.request(
+        "cortex/createDataset",
+        {"path": str(directory), "examples": [{"prompt": "a", "response": "b"}], "overwrite": True},
+    )
     assert reply["error"]["code"] in (-32000, -32602), reply
     # ~user of a user that does not exist: pathlib raises RuntimeError (was -32603).
     nobody = "~no-such-user-here/data.jsonl"
@@ -306,8 +365,7 @@ def test_paths_the_os_refuses_are_application_errors(server, tmp_path):
         ("cortex/validateDataset", {"path": nobody}),
         ("cortex/analyzeDataset", {"path": nobody}),
         ("cortex/prepareDataset", {"path": nobody, "outDir": str(tmp_path / "out")}),
-        ("cortex/createDataset", {"path": nobody, "examples": [{"prompt": "a",
-                                                                "response": "b"}]}),
+        ("cortex/createDataset", {"path": nobody, "examples": [{"prompt": "a", "response": "b"}]}),
         ("cortex/sampleDataset", {"path": nobody}),
         ("cortex/inspectModel", {"path": "~no-such-user-here/model"}),
         ("cortex/proposeConfig", {"model": "~no-such-user-here/model"}),

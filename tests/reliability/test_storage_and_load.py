@@ -26,8 +26,10 @@ def test_cortex_home_that_is_a_file_is_a_clear_error_before_training(
     server = RawServer(env=dict(os.environ, CORTEX_HOME=str(home)))
     try:
         server.initialize()
-        reply = server.request("cortex/startTraining", {
-            "model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": "x"})
+        reply = server.request(
+            "cortex/startTraining",
+            {"model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": "x"},
+        )
         assert reply["error"]["code"] == -32000, reply
         assert str(home) in reply["error"]["message"]
         assert home.read_text() == "not a folder"
@@ -38,8 +40,9 @@ def test_cortex_home_that_is_a_file_is_a_clear_error_before_training(
 def _tmpfs(mount: Path, options: str):
     """Mount a tmpfs at ``mount`` for the test (skip where mounting needs privileges we lack)."""
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root): " + done.stderr.decode()[-200:])
     yield mount
@@ -64,8 +67,10 @@ def test_read_only_cortex_home_is_a_clear_error_before_training(
     server = RawServer(env=dict(os.environ, CORTEX_HOME=str(read_only_home)))
     try:
         server.initialize()
-        reply = server.request("cortex/startTraining", {
-            "model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": "ro"})
+        reply = server.request(
+            "cortex/startTraining",
+            {"model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": "ro"},
+        )
         assert reply["error"]["code"] == -32000, reply
         assert reply["error"]["data"]["code"] == "file-error", reply
         assert "read-only" in reply["error"]["message"].lower(), reply
@@ -83,10 +88,16 @@ def test_full_disk_fails_the_job_and_leaves_no_partial_model(
     server = RawServer(env=dict(os.environ, CORTEX_HOME=str(tiny_disk)))
     try:
         server.initialize()
-        reply = server.request("cortex/startTraining", {
-            "model": str(tiny_model), "dataset": str(sample_dataset_path), "outputName": "big",
-            "config": {"iterations": 20, "maxSeqLength": 128},
-            "options": {"stepsPerCheckpoint": 2}})
+        reply = server.request(
+            "cortex/startTraining",
+            {
+                "model": str(tiny_model),
+                "dataset": str(sample_dataset_path),
+                "outputName": "big",
+                "config": {"iterations": 20, "maxSeqLength": 128},
+                "options": {"stepsPerCheckpoint": 2},
+            },
+        )
         if "error" in reply:  # detected before training: fine, as long as it is clear
             assert reply["error"]["data"]["code"] in ("file-error",), reply
             return
@@ -94,8 +105,11 @@ def test_full_disk_fails_the_job_and_leaves_no_partial_model(
         while True:
             message = server.read()
             params = message.get("params") or {}
-            if message.get("method") == "cortex/trainingProgress" and \
-                    params.get("jobId") == job_id and params["state"] in ("completed", "failed"):
+            if (
+                message.get("method") == "cortex/trainingProgress"
+                and params.get("jobId") == job_id
+                and params["state"] in ("completed", "failed")
+            ):
                 break
         assert params["state"] == "failed", params
         assert "disk holding CORTEX_HOME is full" in params["message"], params
@@ -111,8 +125,14 @@ def test_cancel_request_stops_a_slow_validation(tmp_path, cortex_home):
     server = RawServer()
     try:
         server.initialize()
-        server.send({"jsonrpc": "2.0", "id": 77, "method": "cortex/validateDataset",
-                     "params": {"path": str(big)}})
+        server.send(
+            {
+                "jsonrpc": "2.0",
+                "id": 77,
+                "method": "cortex/validateDataset",
+                "params": {"path": str(big)},
+            }
+        )
         server.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 77}})
         reply = server.response(77)
         assert "error" in reply and reply["error"]["code"] in (-32800, -32000), reply
@@ -130,9 +150,13 @@ async def test_eight_clients_share_one_home_while_one_trains(
     async def trainer() -> dict:
         async with CortexClient(env=env) as client:
             queue = client.subscribe("cortex/trainingProgress")
-            job = await client.start_training(str(tiny_model), str(sample_dataset_path),
-                                              "shared-home", preset="quick",
-                                              config={"iterations": 30})
+            job = await client.start_training(
+                str(tiny_model),
+                str(sample_dataset_path),
+                "shared-home",
+                preset="quick",
+                config={"iterations": 30},
+            )
             return [n async for n in client.training_progress(job["jobId"], queue)][-1]
 
     async def worker(number: int) -> None:
@@ -150,7 +174,8 @@ async def test_eight_clients_share_one_home_while_one_trains(
                     await client.inspect_model(f"/nonexistent/{uuid.uuid4()}")
                 created = await client.create_dataset(
                     str(cortex_home / f"client-{number}-{round_}.jsonl"),
-                    [{"prompt": f"q{number}", "response": f"a{round_}"}] * 5)
+                    [{"prompt": f"q{number}", "response": f"a{round_}"}] * 5,
+                )
                 assert created["examples"] == 5
 
     results = await asyncio.gather(trainer(), *(worker(n) for n in range(7)))

@@ -17,19 +17,27 @@ pytestmark = pytest.mark.slow
 
 
 def _start(server: RawServer, model, dataset, name: str, iterations: int) -> str:
-    reply = server.request("cortex/startTraining", {
-        "model": str(model), "dataset": str(dataset), "outputName": name,
-        "config": {"iterations": iterations, "batchSize": 2, "maxSeqLength": 128},
-        "options": {"stepsPerCheckpoint": 5},
-    })
+    reply = server.request(
+        "cortex/startTraining",
+        {
+            "model": str(model),
+            "dataset": str(dataset),
+            "outputName": name,
+            "config": {"iterations": iterations, "batchSize": 2, "maxSeqLength": 128},
+            "options": {"stepsPerCheckpoint": 5},
+        },
+    )
     return reply["result"]["jobId"]
 
 
 def _until(server: RawServer, job_id: str, predicate) -> dict:
     while True:
         message = server.read()
-        if message.get("method") == "cortex/trainingProgress" and \
-                message["params"]["jobId"] == job_id and predicate(message["params"]):
+        if (
+            message.get("method") == "cortex/trainingProgress"
+            and message["params"]["jobId"] == job_id
+            and predicate(message["params"])
+        ):
             return message["params"]
 
 
@@ -132,8 +140,11 @@ def test_a_job_that_finishes_after_its_server_is_gone_is_completed_not_interrupt
     again = RawServer(env=env)
     try:
         again.initialize()
-        job = next(j for j in again.request("cortex/listJobs", {})["result"]["jobs"]
-                   if j["jobId"] == job_id)
+        job = next(
+            j
+            for j in again.request("cortex/listJobs", {})["result"]["jobs"]
+            if j["jobId"] == job_id
+        )
         assert job["state"] == "completed" and not job["resumable"], job
         assert job["outputPath"] == str(cortex_home / "mlx_models" / "outlived"), job
         models = again.request("cortex/listModels", {})["result"]["models"]
@@ -187,9 +198,14 @@ def test_wait_and_listings_never_see_a_finishing_job_half_recorded(
         events.append(event)
 
     jobs.on_event = slow_client
-    started = start_training(jobs, model=str(tiny_model), dataset=str(sample_dataset_path),
-                             output_name="finishing", preset="quick",
-                             config={"iterations": 8, "batchSize": 4})
+    started = start_training(
+        jobs,
+        model=str(tiny_model),
+        dataset=str(sample_dataset_path),
+        output_name="finishing",
+        preset="quick",
+        config={"iterations": 8, "batchSize": 4},
+    )
     stop = threading.Event()
 
     def reader() -> None:  # listJobs from another request thread, as fast as it can

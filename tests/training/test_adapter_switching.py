@@ -16,11 +16,21 @@ pytestmark = pytest.mark.slow
 def adapters(tiny_model: Path, chat_data: Path, cortex_home: Path) -> list[Path]:
     jobs = TrainingJobs(cortex_home)
     outputs = []
-    for name, kind, rank, seed in (("ada-lora", "lora", 4, 0), ("ada-dora", "dora", 8, 0),
-                                   ("ada-lora-2", "lora", 4, 1)):
-        config = TrainingConfig(iterations=6, batch_size=4, num_layers=2, max_seq_length=128,
-                                lora_rank=rank, fine_tune_type=kind, learning_rate=1e-2,
-                                seed=seed)
+    for name, kind, rank, seed in (
+        ("ada-lora", "lora", 4, 0),
+        ("ada-dora", "dora", 8, 0),
+        ("ada-lora-2", "lora", 4, 1),
+    ):
+        config = TrainingConfig(
+            iterations=6,
+            batch_size=4,
+            num_layers=2,
+            max_seq_length=128,
+            lora_rank=rank,
+            fine_tune_type=kind,
+            learning_rate=1e-2,
+            seed=seed,
+        )
         job = jobs.start(tiny_model, chat_data, name, config)
         assert jobs.wait(job["jobId"], 120)["state"] == "completed"
         outputs.append(cortex_home / "mlx_models" / name)

@@ -15,23 +15,39 @@ from cortex_rpc.training.service import start_training
 
 pytestmark = pytest.mark.slow
 
-CAPITALS = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
-            ("Egypt", "Cairo"), ("Peru", "Lima"), ("Kenya", "Nairobi"), ("Chile", "Santiago"),
-            ("Greece", "Athens"), ("Norway", "Oslo"), ("Cuba", "Havana"), ("Iran", "Tehran")]
+CAPITALS = [
+    ("France", "Paris"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Japan", "Tokyo"),
+    ("Egypt", "Cairo"),
+    ("Peru", "Lima"),
+    ("Kenya", "Nairobi"),
+    ("Chile", "Santiago"),
+    ("Greece", "Athens"),
+    ("Norway", "Oslo"),
+    ("Cuba", "Havana"),
+    ("Iran", "Tehran"),
+]
 
 
 def write_new_dataset(path: Path) -> Path:
     """A second task (capitals), unlike the bundled sample (programming questions)."""
-    rows = [{"prompt": f"What is the capital of {c}?", "response": f"The capital is {k}."}
-            for c, k in CAPITALS * 2]
+    rows = [
+        {"prompt": f"What is the capital of {c}?", "response": f"The capital is {k}."}
+        for c, k in CAPITALS * 2
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
 def train(jobs: TrainingJobs, events: list, **kwargs) -> dict:
-    started = start_training(jobs, preset="quick",
-                             config={"iterations": 6, "batchSize": 4, **kwargs.pop("config", {})},
-                             **kwargs)
+    started = start_training(
+        jobs,
+        preset="quick",
+        config={"iterations": 6, "batchSize": 4, **kwargs.pop("config", {})},
+        **kwargs,
+    )
     assert jobs.wait(started["jobId"], 120)["state"] == "completed"
     done = next(e for e in events if e.get("event") == "done" and e["jobId"] == started["jobId"])
     return {**started, "done": done}
@@ -41,18 +57,30 @@ def train(jobs: TrainingJobs, events: list, **kwargs) -> dict:
 def setup(tiny_model, sample_dataset_path, cortex_home, tmp_path):
     events: list[dict] = []
     jobs = TrainingJobs(cortex_home, on_event=events.append)
-    v1 = train(jobs, events, model=str(tiny_model), dataset=str(sample_dataset_path),
-               output_name="v1", config={"loraRank": 4, "loraAlpha": 8})
+    v1 = train(
+        jobs,
+        events,
+        model=str(tiny_model),
+        dataset=str(sample_dataset_path),
+        output_name="v1",
+        config={"loraRank": 4, "loraAlpha": 8},
+    )
     return jobs, events, v1, write_new_dataset(tmp_path / "capitals.jsonl")
 
 
-def test_continue_starts_from_the_old_adapter_and_replays_old_data(setup, tiny_model,
-                                                                   cortex_home):
+def test_continue_starts_from_the_old_adapter_and_replays_old_data(setup, tiny_model, cortex_home):
     jobs, events, v1, new_data = setup
     # What v1 scores on the new task's held-out split is where v2 must start.
     v1_on_new = evaluate_model("v1", new_data)["loss"]
-    v2 = train(jobs, events, model="v1", dataset=str(new_data), output_name="v2",
-               continue_from="v1", replay_fraction=0.3)
+    v2 = train(
+        jobs,
+        events,
+        model="v1",
+        dataset=str(new_data),
+        output_name="v2",
+        continue_from="v1",
+        replay_fraction=0.3,
+    )
     assert v2["config"]["loraRank"] == 4 and v2["config"]["loraAlpha"] == 8
     replay = v2["continuedFrom"]["replay"]
     assert v2["continuedFrom"]["name"] == "v1"
@@ -75,15 +103,22 @@ def test_continue_starts_from_the_old_adapter_and_replays_old_data(setup, tiny_m
 def test_layout_conflicts_and_wrong_base_are_refused(setup, tmp_path):
     jobs, _, _, new_data = setup
     with pytest.raises(InvalidParams) as error:
-        start_training(jobs, model="v1", dataset=str(new_data), output_name="v3",
-                       continue_from="v1", config={"loraRank": 16})
+        start_training(
+            jobs,
+            model="v1",
+            dataset=str(new_data),
+            output_name="v3",
+            continue_from="v1",
+            config={"loraRank": 16},
+        )
     assert error.value.data["field"] == "config.loraRank"
     other = tmp_path / "other"
     other.mkdir()
     (other / "config.json").write_text("{}")
     with pytest.raises(InvalidParams):
-        start_training(jobs, model=str(other), dataset=str(new_data), output_name="v3",
-                       continue_from="v1")
+        start_training(
+            jobs, model=str(other), dataset=str(new_data), output_name="v3", continue_from="v1"
+        )
 
 
 def test_missing_old_data_trains_without_replay(tmp_path):

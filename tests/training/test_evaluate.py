@@ -20,15 +20,21 @@ def trained(tiny_model: Path, sample_dataset_path: Path, cortex_home: Path) -> d
     jobs = TrainingJobs(cortex_home)
     events: list[dict] = []
     jobs.on_event = events.append
-    started = start_training(jobs, model=str(tiny_model), dataset=str(sample_dataset_path),
-                             output_name="ev-ft", preset="quick",
-                             config={"iterations": 8, "batchSize": 4})
+    started = start_training(
+        jobs,
+        model=str(tiny_model),
+        dataset=str(sample_dataset_path),
+        output_name="ev-ft",
+        preset="quick",
+        config={"iterations": 8, "batchSize": 4},
+    )
     assert jobs.wait(started["jobId"], 120)["state"] == "completed"
     return next(e for e in events if e.get("event") == "done")
 
 
-def test_evaluate_matches_training_evaluation_and_is_recorded(trained, sample_dataset_path,
-                                                              cortex_home):
+def test_evaluate_matches_training_evaluation_and_is_recorded(
+    trained, sample_dataset_path, cortex_home
+):
     result = evaluate_model("ev-ft", sample_dataset_path)
     # Same valid split, same base loss as the worker's evaluation before the first update.
     # (Its last evaluation runs before the last update, as in mlx_lm; ours after it.)

@@ -72,8 +72,15 @@ def test_a_comparison_stops_between_generations_when_cancelled(tiny_model: Path,
 
     try:
         with pytest.raises(CortexError) as error:
-            compare_adapters(runner, tiny_model, [], ["one", "two", "three"], max_tokens=2,
-                             cancel=cancel, on_output=on_output)
+            compare_adapters(
+                runner,
+                tiny_model,
+                [],
+                ["one", "two", "three"],
+                max_tokens=2,
+                cancel=cancel,
+                on_output=on_output,
+            )
     finally:
         runner.close()
     assert error.value.code == "cancelled"

@@ -20,8 +20,11 @@ def test_truncate_drops_steps_a_resume_replays(tmp_path):
 
 
 def test_evaluation_uses_iteration_zero_as_the_base():
-    entries = [{"iteration": 0, "valLoss": 2.5}, {"iteration": 5, "trainLoss": 1.0},
-               {"iteration": 10, "valLoss": 1.1}]
+    entries = [
+        {"iteration": 0, "valLoss": 2.5},
+        {"iteration": 5, "trainLoss": 1.0},
+        {"iteration": 10, "valLoss": 1.1},
+    ]
     summary = evaluation_summary(entries)
     assert summary["baseValLoss"] == 2.5 and summary["valLoss"] == 1.1
     assert summary["basePerplexity"] == math.exp(2.5)
@@ -30,7 +33,8 @@ def test_evaluation_uses_iteration_zero_as_the_base():
 
 def test_curve_is_valid_svg_with_both_series():
     entries = [{"iteration": 0, "valLoss": 2.0}] + [
-        {"iteration": i, "trainLoss": 2.0 / i} for i in range(1, 20)]
+        {"iteration": i, "trainLoss": 2.0 / i} for i in range(1, 20)
+    ]
     root = ET.fromstring(loss_curve_svg(entries, "demo"))
     assert root.tag.endswith("svg")
     assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 2
@@ -41,8 +45,9 @@ def test_finished_job_writes_evaluation_and_curve(tiny_model, chat_data, cortex_
     from cortex_rpc.training.jobs import TrainingJobs
 
     jobs = TrainingJobs(cortex_home)
-    config = TrainingConfig(iterations=10, batch_size=4, num_layers=2, max_seq_length=128,
-                            learning_rate=1e-2)
+    config = TrainingConfig(
+        iterations=10, batch_size=4, num_layers=2, max_seq_length=128, learning_rate=1e-2
+    )
     job = jobs.start(tiny_model, chat_data, "evaluated", config)
     assert jobs.wait(job["jobId"], 120)["state"] == "completed"
     out = cortex_home / "mlx_models" / "evaluated"

@@ -7,16 +7,28 @@ from cortex_rpc.units import human_bytes, human_duration, human_params
 
 
 def test_running_payload_reads_like_the_guide():
-    payload = {"state": "running", "epoch": 1.25, "totalEpochs": 4, "iteration": 25,
-               "totalIterations": 80, "trainLoss": 0.8542, "etaSeconds": 125}
+    payload = {
+        "state": "running",
+        "epoch": 1.25,
+        "totalEpochs": 4,
+        "iteration": 25,
+        "totalIterations": 80,
+        "trainLoss": 0.8542,
+        "etaSeconds": 125,
+    }
     assert progress_message(payload) == "Epoch 2/4 · step 25/80 · loss 0.854 · ETA 2m 05s"
     update = work_done_update(payload)
     assert update.kind == "report" and update.percentage == 31
 
 
 def test_epoch_is_clamped_to_the_total():
-    payload = {"state": "running", "epoch": 4.0, "totalEpochs": 4, "iteration": 80,
-               "totalIterations": 80}
+    payload = {
+        "state": "running",
+        "epoch": 4.0,
+        "totalEpochs": 4,
+        "iteration": 80,
+        "totalIterations": 80,
+    }
     assert progress_message(payload).startswith("Epoch 4/4")
     assert work_done_update(payload).percentage == 100
 

@@ -15,11 +15,19 @@ pytestmark = pytest.mark.slow
 
 def test_text_records_train_to_completion(tiny_model, cortex_home, tmp_path):
     source = tmp_path / "notes.jsonl"
-    source.write_text("".join(
-        json.dumps({"text": f"Note {i}: cortex-rpc trains adapters."}) + "\n" for i in range(8)))
+    source.write_text(
+        "".join(
+            json.dumps({"text": f"Note {i}: cortex-rpc trains adapters."}) + "\n" for i in range(8)
+        )
+    )
     jobs = TrainingJobs(cortex_home)
     config = TrainingConfig(iterations=4, batch_size=2, num_layers=2, max_seq_length=64)
-    job = jobs.start(tiny_model, None, "text-model", config,
-                     prepare=lambda d: prepare_dataset(source, d).to_wire())
+    job = jobs.start(
+        tiny_model,
+        None,
+        "text-model",
+        config,
+        prepare=lambda d: prepare_dataset(source, d).to_wire(),
+    )
     final = jobs.wait(job["jobId"], 120)
     assert final["state"] == "completed", final["message"]

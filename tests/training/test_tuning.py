@@ -46,8 +46,10 @@ def test_halving_plan_fits_the_budget_or_drops_candidates():
 
 
 def test_fit_timing_separates_start_up_from_iterations():
-    rows = [{"state": "completed", "iterations": n, "seconds": 1.0 + 0.01 * n,
-             "startupSeconds": 0.5} for n in (4, 26, 52)]
+    rows = [
+        {"state": "completed", "iterations": n, "seconds": 1.0 + 0.01 * n, "startupSeconds": 0.5}
+        for n in (4, 26, 52)
+    ]
     startup, per_iteration = fit_timing(rows)
     assert startup == pytest.approx(1.0) and per_iteration == pytest.approx(0.01)
 
@@ -55,8 +57,9 @@ def test_fit_timing_separates_start_up_from_iterations():
 @pytest.mark.slow
 def test_search_returns_the_evidence_table(tiny_model, sample_dataset_path, cortex_home):
     payloads: list[dict] = []
-    result = tune_hyperparameters(str(tiny_model), str(sample_dataset_path), 12, trials=2,
-                                  on_progress=payloads.append)
+    result = tune_hyperparameters(
+        str(tiny_model), str(sample_dataset_path), 12, trials=2, on_progress=payloads.append
+    )
     rows = result["trials"]
     assert rows[0]["round"] == 0 and rows[0]["iterations"] == CALIBRATION_ITERATIONS
     assert all(r["state"] == "completed" and r["valLoss"] is not None for r in rows)
@@ -88,8 +91,9 @@ def test_round_sizes_keep_one_in_eta():
     assert round_sizes(1, 3) == [1]
 
 
-def _schedule_cost(n: int, r0: int, eta: int, overhead: float, per_iteration: float,
-                   continued: bool, done: int = 0) -> float:
+def _schedule_cost(
+    n: int, r0: int, eta: int, overhead: float, per_iteration: float, continued: bool, done: int = 0
+) -> float:
     cost, previous = 0.0, done
     for k, size in enumerate(round_sizes(n, eta)):
         target = r0 * eta**k
@@ -125,9 +129,16 @@ def test_step_seconds_skips_the_first_and_last_report():
 
 
 def test_fit_timing_counts_only_the_iterations_a_run_added():
-    rows = [{"state": "completed", "iterations": start + n, "startIteration": start,
-             "seconds": 2.0 + 0.01 * n, "startupSeconds": 0.5}
-            for start, n in ((0, 12), (12, 300), (300, 600), (900, 1800))]
+    rows = [
+        {
+            "state": "completed",
+            "iterations": start + n,
+            "startIteration": start,
+            "seconds": 2.0 + 0.01 * n,
+            "startupSeconds": 0.5,
+        }
+        for start, n in ((0, 12), (12, 300), (300, 600), (900, 1800))
+    ]
     overhead, per_iteration = fit_timing(rows)
     assert overhead == pytest.approx(2.0) and per_iteration == pytest.approx(0.01)
 
@@ -147,8 +158,7 @@ class _FakeRunner:
 
     OVERHEAD, PER_ITERATION = 1.0, 0.01
 
-    def __init__(self, clock: _FakeClock, balanced_lr: float, slow_runs: range = range(0)
-                 ) -> None:
+    def __init__(self, clock: _FakeClock, balanced_lr: float, slow_runs: range = range(0)) -> None:
         self.clock, self.balanced_lr = clock, balanced_lr
         self.slow_runs = slow_runs  # these runs (0-based) take twice as long: a busy machine
         self.runs: list[dict] = []
@@ -158,35 +168,50 @@ class _FakeRunner:
     def __call__(self, work_dir, model_dir, data_dir, python=None):  # as the class is called
         return self
 
-    def run(self, config, cancel=None, *, resume_from=None, start_iteration=0,
-            steps_per_report=None):
+    def run(
+        self, config, cancel=None, *, resume_from=None, start_iteration=0, steps_per_report=None
+    ):
         key = (config.learning_rate, config.lora_rank)
         if resume_from is not None:  # a continuation resumes its own config's last step
             assert self.checkpoints[resume_from] == (key, start_iteration)
         added = config.iterations - start_iteration
         seconds = (self.OVERHEAD + self.PER_ITERATION * added) * (
-            2 if len(self.runs) in self.slow_runs else 1)
+            2 if len(self.runs) in self.slow_runs else 1
+        )
         self.clock.now += seconds
         checkpoint = f"/ckpt/{len(self.runs)}/checkpoints/step-{config.iterations}"
         self.checkpoints[checkpoint] = (key, config.iterations)
         self.runs.append({"key": key, "from": resume_from, "checkpoint": checkpoint})
-        loss = (math.log10(config.learning_rate / (3 * self.balanced_lr)) ** 2
-                + 4 / config.lora_rank + 50 / config.iterations)
-        return {"state": "completed", "valLoss": loss, "trainLoss": loss,
-                "iterations": config.iterations, "startIteration": start_iteration,
-                "seconds": seconds, "startupSeconds": 0.5,
-                "stepSeconds": self.PER_ITERATION, "checkpoint": checkpoint, "message": None}
+        loss = (
+            math.log10(config.learning_rate / (3 * self.balanced_lr)) ** 2
+            + 4 / config.lora_rank
+            + 50 / config.iterations
+        )
+        return {
+            "state": "completed",
+            "valLoss": loss,
+            "trainLoss": loss,
+            "iterations": config.iterations,
+            "startIteration": start_iteration,
+            "seconds": seconds,
+            "startupSeconds": 0.5,
+            "stepSeconds": self.PER_ITERATION,
+            "checkpoint": checkpoint,
+            "message": None,
+        }
 
     def discard(self, checkpoint):
         self.discarded.append(checkpoint)
 
 
 def test_promoted_trials_continue_from_their_checkpoints(
-        tiny_model, sample_dataset_path, monkeypatch):
+    tiny_model, sample_dataset_path, monkeypatch
+):
     from cortex_rpc.config.proposal import propose_for_model
 
-    balanced = propose_for_model(str(tiny_model), dataset=str(sample_dataset_path),
-                                 preset="balanced").config
+    balanced = propose_for_model(
+        str(tiny_model), dataset=str(sample_dataset_path), preset="balanced"
+    ).config
     clock = _FakeClock()
     fake = _FakeRunner(clock, balanced.learning_rate)
     monkeypatch.setattr(tuning, "time", clock)
@@ -208,13 +233,18 @@ def test_promoted_trials_continue_from_their_checkpoints(
         assert run["from"] == fake.runs[before["index"] - 1]["checkpoint"]
     best = result["best"]
     assert best is rows[-1] or best == rows[-1]  # the survivor, after the most iterations
+
     def quality(point: dict) -> float:  # the fake loss without its iterations term
-        return (math.log10(point["learningRate"] / (3 * balanced.learning_rate)) ** 2
-                + 4 / point["loraRank"])
+        return (
+            math.log10(point["learningRate"] / (3 * balanced.learning_rate)) ** 2
+            + 4 / point["loraRank"]
+        )
 
     winner = min(candidate_configs(balanced, 8), key=quality)
     assert (best["config"]["learningRate"], best["config"]["loraRank"]) == (
-        winner["learningRate"], winner["loraRank"])
+        winner["learningRate"],
+        winner["loraRank"],
+    )
     assert result["bestConfig"]["iterations"] == best["iterations"]
     chain, row = 0, best  # the winner's total is what its runs added, end to end
     while row is not None:
@@ -231,8 +261,9 @@ def test_a_continued_trial_trains_as_one_longer_run(tiny_model, sample_dataset_p
     from cortex_rpc.config.proposal import propose_for_model
     from cortex_rpc.datasets import prepare_dataset
 
-    balanced = propose_for_model(str(tiny_model), dataset=str(sample_dataset_path),
-                                 preset="balanced").config
+    balanced = propose_for_model(
+        str(tiny_model), dataset=str(sample_dataset_path), preset="balanced"
+    ).config
     prepare_dataset(sample_dataset_path, tmp_path / "prepared", seed=balanced.seed)
     subset_data(tmp_path / "prepared", tmp_path / "data")
     runner = TrialRunner(tmp_path / "runs", tiny_model, tmp_path / "data")
@@ -249,11 +280,13 @@ def test_a_continued_trial_trains_as_one_longer_run(tiny_model, sample_dataset_p
 
 
 def test_the_survivor_gets_the_budget_a_slow_first_round_left(
-        tiny_model, sample_dataset_path, monkeypatch):
+    tiny_model, sample_dataset_path, monkeypatch
+):
     from cortex_rpc.config.proposal import propose_for_model
 
-    balanced = propose_for_model(str(tiny_model), dataset=str(sample_dataset_path),
-                                 preset="balanced").config
+    balanced = propose_for_model(
+        str(tiny_model), dataset=str(sample_dataset_path), preset="balanced"
+    ).config
     clock = _FakeClock()
     fake = _FakeRunner(clock, balanced.learning_rate, slow_runs=range(1, 5))  # half of round 1
     monkeypatch.setattr(tuning, "time", clock)

@@ -37,17 +37,45 @@ WIZARD_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--sample",), {"action": "store_true", "help": "use the bundled sample dataset"}),
     (("--preset",), {"choices": ["quick", "balanced", "quality", "expert"]}),
     (("--name",), {"help": "name of the fine-tuned model"}),
-    (("--set",), {"dest": "overrides", "action": "append", "default": [],
-                  "metavar": "FIELD=VALUE",
-                  "help": "override a config field, e.g. --set learningRate=5e-5"}),
-    (("--yes", "-y"), {"action": "store_true",
-                       "help": "accept defaults and confirmations (no questions)"}),
-    (("--json",), {"action": "store_true",
-                   "help": "print machine-readable events on stdout, one JSON per line"}),
-    (("--chat",), {"action": "append", "default": [], "metavar": "PROMPT",
-                   "help": "after training, ask the new model PROMPT (repeatable)"}),
-    (("--model-dir",), {"action": "append", "default": [], "dest": "model_dirs",
-                        "help": "extra folder to look for models in (repeatable)"}),
+    (
+        ("--set",),
+        {
+            "dest": "overrides",
+            "action": "append",
+            "default": [],
+            "metavar": "FIELD=VALUE",
+            "help": "override a config field, e.g. --set learningRate=5e-5",
+        },
+    ),
+    (
+        ("--yes", "-y"),
+        {"action": "store_true", "help": "accept defaults and confirmations (no questions)"},
+    ),
+    (
+        ("--json",),
+        {
+            "action": "store_true",
+            "help": "print machine-readable events on stdout, one JSON per line",
+        },
+    ),
+    (
+        ("--chat",),
+        {
+            "action": "append",
+            "default": [],
+            "metavar": "PROMPT",
+            "help": "after training, ask the new model PROMPT (repeatable)",
+        },
+    ),
+    (
+        ("--model-dir",),
+        {
+            "action": "append",
+            "default": [],
+            "dest": "model_dirs",
+            "help": "extra folder to look for models in (repeatable)",
+        },
+    ),
 ]
 
 
@@ -80,26 +108,51 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("model_name", metavar="MODEL")
     compare = _sub(commands, "compare", help="answer prompts with a base and its adapters")
     compare.add_argument("base_model", metavar="BASE")
-    compare.add_argument("adapters", metavar="ADAPTER", nargs="*",
-                         help="fine-tuned models of BASE (default: all of them)")
+    compare.add_argument(
+        "adapters",
+        metavar="ADAPTER",
+        nargs="*",
+        help="fine-tuned models of BASE (default: all of them)",
+    )
     compare.add_argument("--prompt", dest="prompts", action="append", required=True)
-    evaluate = _sub(commands, "evaluate",
-                    help="validation loss and perplexity of a fine-tuned model vs its base")
+    evaluate = _sub(
+        commands,
+        "evaluate",
+        help="validation loss and perplexity of a fine-tuned model vs its base",
+    )
     evaluate.add_argument("model_name", metavar="MODEL")
     evaluate.add_argument("dataset", metavar="DATASET")
-    evaluate.add_argument("--all", dest="split", action="store_const", const="all",
-                          default="valid", help="score every record, not the held-out split")
+    evaluate.add_argument(
+        "--all",
+        dest="split",
+        action="store_const",
+        const="all",
+        default="valid",
+        help="score every record, not the held-out split",
+    )
     tune = _sub(commands, "tune", help="search learning rate and rank within a time budget")
     tune.add_argument("model_name", metavar="MODEL")
     tune.add_argument("dataset", metavar="DATASET")
-    tune.add_argument("--budget", type=float, default=120.0, metavar="SECONDS",
-                      help="total search time (default 120)")
+    tune.add_argument(
+        "--budget",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="total search time (default 120)",
+    )
     tune.add_argument("--trials", type=int, default=None, help="number of candidates")
-    report = _sub(commands, "report",
-                  help="data-quality report of a dataset: score, top fixes, duplicates, leaks")
+    report = _sub(
+        commands,
+        "report",
+        help="data-quality report of a dataset: score, top fixes, duplicates, leaks",
+    )
     report.add_argument("dataset", metavar="DATASET")
-    report.add_argument("--html", type=Path, metavar="FILE",
-                        help="write the report as a standalone HTML page to FILE")
+    report.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write the report as a standalone HTML page to FILE",
+    )
     resume = _sub(commands, "resume", help="resume a cancelled or interrupted job")
     resume.add_argument("job_id", metavar="JOB")
     cancel = _sub(commands, "cancel", help="cancel a running job")
@@ -155,9 +208,15 @@ async def run_demo(client: CortexClient, term: Terminal, args: argparse.Namespac
         # process that only borrowed it can abort with "terminate called ...").
         sizes = [f"--{key.replace('_', '-')}={value}" for key, value in DEMO_MODEL_SPEC.items()]
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cortex_rpc.models.tiny", str(model_dir), *sizes,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "cortex_rpc.models.tiny",
+            str(model_dir),
+            *sizes,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         _, error = await child.communicate()
         if child.returncode != 0:
             raise WizardAborted(f"could not generate the demo model: {error.decode()[-500:]}")
@@ -168,8 +227,12 @@ async def run_demo(client: CortexClient, term: Terminal, args: argparse.Namespac
             break
         name = f"demo-custom-{number}"
     answers = WizardAnswers(
-        model=str(model_dir), data_option="sample", preset=args.preset or "quick", name=name,
-        overrides={**DEMO_OVERRIDES, **parse_overrides(args.overrides)}, chat=False,
+        model=str(model_dir),
+        data_option="sample",
+        preset=args.preset or "quick",
+        name=name,
+        overrides={**DEMO_OVERRIDES, **parse_overrides(args.overrides)},
+        chat=False,
     )
     result = await Wizard(client, term, answers).run()
     if result.state != "completed":
@@ -192,11 +255,14 @@ async def _demo_check(client: CortexClient, term: Terminal, result: WizardResult
     term.say(f"Taught answer: {expected}")
     term.event("demo", prompt=prompt, expected=expected, reply=reply, similarity=similarity)
     if similarity >= 0.8:
-        term.say(f"✓ The fine-tuned model reproduces what it was taught "
-                 f"(similarity {similarity:.0%}).", style="green")
+        term.say(
+            f"✓ The fine-tuned model reproduces what it was taught (similarity {similarity:.0%}).",
+            style="green",
+        )
         return 0
-    term.say(f"✗ The reply differs from the taught answer (similarity {similarity:.0%}).",
-             style="red")
+    term.say(
+        f"✗ The reply differs from the taught answer (similarity {similarity:.0%}).", style="red"
+    )
     return 1
 
 
@@ -208,14 +274,21 @@ async def run_models(client: CortexClient, term: Terminal) -> int:
     if term.json_mode:
         return 0
     if not models:
-        term.say("No models found. Put MLX / Hugging Face model folders in "
-                 f"{cortex_home() / 'models'} or pass --model-dir.")
+        term.say(
+            "No models found. Put MLX / Hugging Face model folders in "
+            f"{cortex_home() / 'models'} or pass --model-dir."
+        )
         return 0
     table = Table("Name", "Category", "Params", "Size", "Fine-tuned", "Path")
     for m in models:
-        table.add_row(m["name"], str(m.get("category") or "?"), human_params(m.get("parameters")),
-                      human_bytes(m.get("sizeBytes")), "yes" if m.get("kind") == "fine-tuned" else "",
-                      m["path"])
+        table.add_row(
+            m["name"],
+            str(m.get("category") or "?"),
+            human_params(m.get("parameters")),
+            human_bytes(m.get("sizeBytes")),
+            "yes" if m.get("kind") == "fine-tuned" else "",
+            m["path"],
+        )
     term.rich(table)
     return 0
 
@@ -228,12 +301,16 @@ async def run_gpu(client: CortexClient, term: Terminal) -> int:
     memory = info["memory"]
     blas = info.get("blas")
     term.say(f"Backend:  {info['backend']} ({info.get('device')})")
-    term.say(f"Memory:   {human_bytes(memory['availableBytes'])} available of "
-             f"{human_bytes(memory['totalBytes'])}")
+    term.say(
+        f"Memory:   {human_bytes(memory['availableBytes'])} available of "
+        f"{human_bytes(memory['totalBytes'])}"
+    )
     term.say(f"BLAS:     {blas['name'] + ' (' + blas['path'] + ')' if blas else 'built-in'}")
     versions = info["versions"]
-    term.say(f"Versions: cortex-rpc {versions.get('cortexRpc')}, mlx {versions.get('mlx')}, "
-             f"mlx-lm {versions.get('mlxLm')}, Python {versions.get('python')}")
+    term.say(
+        f"Versions: cortex-rpc {versions.get('cortexRpc')}, mlx {versions.get('mlx')}, "
+        f"mlx-lm {versions.get('mlxLm')}, Python {versions.get('python')}"
+    )
     for warning in info.get("warnings", []):
         term.say(f"⚠ {warning}", style="yellow")
     return 0
@@ -243,9 +320,11 @@ async def run_jobs(client: CortexClient, term: Terminal) -> int:
     jobs = await client.list_jobs()
     term.event("jobs", jobs=jobs)
     for job in jobs:
-        term.say(f"{job['jobId']}  {job['state']:<11} {job.get('outputName') or '':<24} "
-                 f"{job.get('iteration') or 0}/{job.get('totalIterations') or '?'}  "
-                 f"{job.get('message') or ''}")
+        term.say(
+            f"{job['jobId']}  {job['state']:<11} {job.get('outputName') or '':<24} "
+            f"{job.get('iteration') or 0}/{job.get('totalIterations') or '?'}  "
+            f"{job.get('message') or ''}"
+        )
     if not jobs and not term.json_mode:
         term.say("No training jobs yet.")
     return 0
@@ -253,8 +332,11 @@ async def run_jobs(client: CortexClient, term: Terminal) -> int:
 
 async def run_batch(client: CortexClient, term: Terminal, args: argparse.Namespace) -> int:
     """Fine-tune the same base model on each dataset of a folder, one after the other."""
-    files = sorted(p for p in args.directory.iterdir()
-                   if p.suffix in (".jsonl", ".json", ".csv", ".txt") and p.is_file())
+    files = sorted(
+        p
+        for p in args.directory.iterdir()
+        if p.suffix in (".jsonl", ".json", ".csv", ".txt") and p.is_file()
+    )
     if not files:
         term.say(f"No datasets (*.jsonl, *.json, *.csv, *.txt) in {args.directory}")
         return 1
@@ -283,8 +365,7 @@ async def run_compare(client: CortexClient, term: Terminal, args: argparse.Names
     """Show the base's and each adapter's answer to the same prompts side by side."""
     from rich.table import Table
 
-    adapters = args.adapters or [
-        a["name"] for a in await client.list_adapters(args.base_model)]
+    adapters = args.adapters or [a["name"] for a in await client.list_adapters(args.base_model)]
     if not adapters:
         term.say(f"No fine-tuned models of {args.base_model} yet.")
         return 1
@@ -304,9 +385,11 @@ async def run_evaluate(client: CortexClient, term: Terminal, args: argparse.Name
     term.say(f"Evaluating {args.model_name} and its base on {args.dataset} ({args.split})…")
     result = await client.evaluate(args.model_name, args.dataset, split=args.split)
     term.event("evaluation", **result)
-    term.say(f"{result['examples']} examples · loss {result['baseLoss']:.3f} -> "
-             f"{result['loss']:.3f} · perplexity {result['basePerplexity']:.1f} -> "
-             f"{result['perplexity']:.1f}  ({result['seconds']:.1f} s)")
+    term.say(
+        f"{result['examples']} examples · loss {result['baseLoss']:.3f} -> "
+        f"{result['loss']:.3f} · perplexity {result['basePerplexity']:.1f} -> "
+        f"{result['perplexity']:.1f}  ({result['seconds']:.1f} s)"
+    )
     return 0
 
 
@@ -314,21 +397,26 @@ def tuning_line(note: dict[str, Any]) -> str | None:
     """One terminal line for a ``cortex/tuningProgress`` payload (None: nothing to show)."""
     trial = note.get("trial")
     if note.get("event") == "plan":
-        return (f"Plan: {note.get('candidates')} candidates, "
-                f"{note.get('firstRoundIterations')} iterations each in round 1")
+        return (
+            f"Plan: {note.get('candidates')} candidates, "
+            f"{note.get('firstRoundIterations')} iterations each in round 1"
+        )
     if not trial:
         return None
     config = trial.get("config", {})
     val = trial.get("valLoss")
     score = f"val loss {val:.4f}" if isinstance(val, (int, float)) else trial.get("state", "")
-    return (f"  trial {trial.get('index')} (round {trial.get('round')}): lr "
-            f"{config.get('learningRate'):g}, rank {config.get('loraRank')}, "
-            f"{trial.get('iterations')} it, {trial.get('seconds', 0):.1f} s · {score}  "
-            f"[{note.get('usedSeconds', 0):.0f}/{note.get('budgetSeconds', 0):.0f} s]")
+    return (
+        f"  trial {trial.get('index')} (round {trial.get('round')}): lr "
+        f"{config.get('learningRate'):g}, rank {config.get('loraRank')}, "
+        f"{trial.get('iterations')} it, {trial.get('seconds', 0):.1f} s · {score}  "
+        f"[{note.get('usedSeconds', 0):.0f}/{note.get('budgetSeconds', 0):.0f} s]"
+    )
 
 
 async def run_tune(client: CortexClient, term: Terminal, args: argparse.Namespace) -> int:
     """Search hyperparameters within the budget and print the config to train with."""
+
     def show(note: dict[str, Any]) -> None:
         term.event("tuning", **note)
         line = tuning_line(note)
@@ -336,18 +424,26 @@ async def run_tune(client: CortexClient, term: Terminal, args: argparse.Namespac
             term.say(line)
 
     term.say(f"Searching for {args.budget:.0f} s on {args.model_name} with {args.dataset}…")
-    result = await client.tune_hyperparameters(args.model_name, args.dataset, args.budget,
-                                               trials=args.trials, on_progress=show)
+    result = await client.tune_hyperparameters(
+        args.model_name, args.dataset, args.budget, trials=args.trials, on_progress=show
+    )
     term.event("tuned", **result)
     best = result["bestConfig"]
-    overrides = " ".join(f"--set {key}={best[key]}" for key in
-                         ("learningRate", "loraRank", "loraAlpha", "iterations") if key in best)
+    overrides = " ".join(
+        f"--set {key}={best[key]}"
+        for key in ("learningRate", "loraRank", "loraAlpha", "iterations")
+        if key in best
+    )
     balanced = result.get("balancedValLoss")
-    term.say(f"Best: val loss {result['best']['valLoss']:.4f} (Balanced: "
-             f"{f'{balanced:.4f}' if isinstance(balanced, (int, float)) else 'not measured'}) "
-             f"after {result['usedSeconds']:.0f} s")
-    term.say(f"Train with it: cortex-finetune --model {args.model_name} --data {args.dataset} "
-             f"{overrides}")
+    term.say(
+        f"Best: val loss {result['best']['valLoss']:.4f} (Balanced: "
+        f"{f'{balanced:.4f}' if isinstance(balanced, (int, float)) else 'not measured'}) "
+        f"after {result['usedSeconds']:.0f} s"
+    )
+    term.say(
+        f"Train with it: cortex-finetune --model {args.model_name} --data {args.dataset} "
+        f"{overrides}"
+    )
     return 0
 
 

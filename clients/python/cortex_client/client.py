@@ -87,11 +87,14 @@ class CortexClient:
             start_new_session=True,
         )
         self._reader_task = asyncio.create_task(self._read_loop())
-        result = await self.request("initialize", {
-            "processId": os.getpid(),
-            "capabilities": {"window": {"workDoneProgress": True}},
-            "initializationOptions": self.initialization_options,
-        })
+        result = await self.request(
+            "initialize",
+            {
+                "processId": os.getpid(),
+                "capabilities": {"window": {"workDoneProgress": True}},
+                "initializationOptions": self.initialization_options,
+            },
+        )
         await self.notify("initialized", {})
         self.server_info = result.get("serverInfo", {})
         self.capabilities = result.get("capabilities", {})
@@ -211,14 +214,18 @@ class CortexClient:
                 return
             if "error" in message:
                 error = message["error"]
-                future.set_exception(CortexRpcError(error.get("code", -32603),
-                                                    error.get("message", ""), error.get("data")))
+                future.set_exception(
+                    CortexRpcError(
+                        error.get("code", -32603), error.get("message", ""), error.get("data")
+                    )
+                )
             else:
                 future.set_result(message.get("result"))
         elif "id" in message:
             # A server-to-client request (e.g. window/workDoneProgress/create): accept it.
-            asyncio.ensure_future(self._send({"jsonrpc": "2.0", "id": message["id"],
-                                              "result": None}))
+            asyncio.ensure_future(
+                self._send({"jsonrpc": "2.0", "id": message["id"], "result": None})
+            )
         else:
             for queue in self._subscribers.get(message.get("method", ""), []):
                 queue.put_nowait(message.get("params") or {})
@@ -234,9 +241,13 @@ class CortexClient:
     async def list_models(self) -> list[dict[str, Any]]:
         return (await self.request("cortex/listModels", {}))["models"]
 
-    async def propose_config(self, model: str, dataset: str | None = None,
-                             preset: str = "balanced",
-                             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def propose_config(
+        self,
+        model: str,
+        dataset: str | None = None,
+        preset: str = "balanced",
+        overrides: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"model": str(model), "preset": preset}
         if dataset is not None:
             params["dataset"] = str(dataset)
@@ -244,8 +255,9 @@ class CortexClient:
             params["overrides"] = overrides
         return await self.request("cortex/proposeConfig", params)
 
-    async def validate_dataset(self, path: str | None = None, *, text: str | None = None,
-                               format: str | None = None) -> dict[str, Any]:
+    async def validate_dataset(
+        self, path: str | None = None, *, text: str | None = None, format: str | None = None
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {}
         if path is not None:
             params["path"] = str(path)
@@ -259,26 +271,41 @@ class CortexClient:
         params = {"path": str(path)} | ({"model": str(model)} if model else {})
         return await self.request("cortex/analyzeDataset", params)
 
-    async def dataset_report(self, path: str, model: str | None = None,
-                             format: str = "markdown") -> dict[str, Any]:
+    async def dataset_report(
+        self, path: str, model: str | None = None, format: str = "markdown"
+    ) -> dict[str, Any]:
         """The data-quality report; ``format`` "markdown" or "html" adds that rendering."""
         params = {"path": str(path), "format": format} | ({"model": str(model)} if model else {})
         return await self.request("cortex/datasetReport", params)
 
-    async def create_dataset(self, path: str, examples: list[dict[str, str]],
-                             overwrite: bool = False) -> dict[str, Any]:
-        return await self.request("cortex/createDataset", {
-            "path": str(path), "examples": examples, "overwrite": overwrite})
+    async def create_dataset(
+        self, path: str, examples: list[dict[str, str]], overwrite: bool = False
+    ) -> dict[str, Any]:
+        return await self.request(
+            "cortex/createDataset",
+            {"path": str(path), "examples": examples, "overwrite": overwrite},
+        )
 
     async def sample_dataset(self, path: str, overwrite: bool = False) -> dict[str, Any]:
-        return await self.request("cortex/sampleDataset",
-                                  {"path": str(path), "overwrite": overwrite})
+        return await self.request(
+            "cortex/sampleDataset", {"path": str(path), "overwrite": overwrite}
+        )
 
-    async def start_training(self, model: str, dataset: str, output_name: str, *,
-                             preset: str = "balanced",
-                             config: dict[str, Any] | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {"model": str(model), "dataset": str(dataset),
-                                  "outputName": output_name, "preset": preset}
+    async def start_training(
+        self,
+        model: str,
+        dataset: str,
+        output_name: str,
+        *,
+        preset: str = "balanced",
+        config: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": str(model),
+            "dataset": str(dataset),
+            "outputName": output_name,
+            "preset": preset,
+        }
         if config:
             params["config"] = config
         return await self.request("cortex/startTraining", params)
@@ -319,8 +346,9 @@ class CortexClient:
             self.unsubscribe("cortex/trainingProgress", queue)
 
     @contextlib.asynccontextmanager
-    async def _forwarding(self, method: str,
-                          callback: Callable[[dict[str, Any]], None] | None) -> AsyncIterator[None]:
+    async def _forwarding(
+        self, method: str, callback: Callable[[dict[str, Any]], None] | None
+    ) -> AsyncIterator[None]:
         """Pass each ``method`` notification to ``callback`` while the body runs.
 
         Notifications arrive before the reply that ends the body; any not yet delivered
@@ -346,12 +374,23 @@ class CortexClient:
                 if not note.get("__closed__"):
                     callback(note)
 
-    async def generate(self, model: str, prompt: str, *, max_tokens: int = 64,
-                       temperature: float = 0.0, adapter: str | None = None,
-                       on_chunk: Callable[[str], None] | None = None) -> dict[str, Any]:
+    async def generate(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        max_tokens: int = 64,
+        temperature: float = 0.0,
+        adapter: str | None = None,
+        on_chunk: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
         """Generate from a model; ``on_chunk`` receives text as it streams."""
-        params: dict[str, Any] = {"model": str(model), "prompt": prompt,
-                                  "maxTokens": max_tokens, "temperature": temperature}
+        params: dict[str, Any] = {
+            "model": str(model),
+            "prompt": prompt,
+            "maxTokens": max_tokens,
+            "temperature": temperature,
+        }
         if adapter:
             params["adapter"] = str(adapter)
         callback = None if on_chunk is None else (lambda chunk: on_chunk(chunk.get("text", "")))
@@ -360,28 +399,45 @@ class CortexClient:
 
     async def list_adapters(self, base_model: str) -> list[dict[str, Any]]:
         return (await self.request("cortex/listAdapters", {"baseModel": str(base_model)}))[
-            "adapters"]
+            "adapters"
+        ]
 
-    async def compare_adapters(self, base_model: str, adapters: list[str], prompts: list[str],
-                               max_tokens: int = 64) -> dict[str, Any]:
-        return await self.request("cortex/compareAdapters", {
-            "baseModel": str(base_model), "adapters": list(adapters), "prompts": list(prompts),
-            "maxTokens": max_tokens})
+    async def compare_adapters(
+        self, base_model: str, adapters: list[str], prompts: list[str], max_tokens: int = 64
+    ) -> dict[str, Any]:
+        return await self.request(
+            "cortex/compareAdapters",
+            {
+                "baseModel": str(base_model),
+                "adapters": list(adapters),
+                "prompts": list(prompts),
+                "maxTokens": max_tokens,
+            },
+        )
 
-    async def evaluate(self, model: str, dataset: str, *, split: str = "valid",
-                       max_examples: int | None = None) -> dict[str, Any]:
+    async def evaluate(
+        self, model: str, dataset: str, *, split: str = "valid", max_examples: int | None = None
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"model": str(model), "dataset": str(dataset), "split": split}
         if max_examples is not None:
             params["maxExamples"] = max_examples
         return await self.request("cortex/evaluate", params)
 
     async def tune_hyperparameters(
-        self, model: str, dataset: str, budget_seconds: float, *, trials: int | None = None,
+        self,
+        model: str,
+        dataset: str,
+        budget_seconds: float,
+        *,
+        trials: int | None = None,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Run the search; ``on_progress`` receives each ``cortex/tuningProgress`` payload."""
-        params: dict[str, Any] = {"model": str(model), "dataset": str(dataset),
-                                  "budgetSeconds": budget_seconds}
+        params: dict[str, Any] = {
+            "model": str(model),
+            "dataset": str(dataset),
+            "budgetSeconds": budget_seconds,
+        }
         if trials is not None:
             params["trials"] = trials
         async with self._forwarding("cortex/tuningProgress", on_progress):

@@ -64,8 +64,12 @@ class TrainingConfig:
 class LoRATrainer:
     """Fine-tune a model with LoRA through a cortex-rpc server, synchronously."""
 
-    def __init__(self, model_manager: Any = None, config: TrainingConfig | None = None,
-                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        model_manager: Any = None,
+        config: TrainingConfig | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         # model_manager is accepted for the guide's signature; models are resolved by the
         # server (paths or names from cortex/listModels).
         self.model_manager = model_manager
@@ -82,15 +86,22 @@ class LoRATrainer:
     async def _train(self, model: str, dataset: str, output_name: str) -> dict[str, Any]:
         async with CortexClient() as client:
             queue = client.subscribe("cortex/trainingProgress")
-            job = await client.start_training(model, dataset, output_name,
-                                              preset=self.config.preset,
-                                              config=self.config.overrides())
+            job = await client.start_training(
+                model,
+                dataset,
+                output_name,
+                preset=self.config.preset,
+                config=self.config.overrides(),
+            )
             last: dict[str, Any] = {}
             async for note in client.training_progress(job["jobId"], queue):
                 last = note
                 if self.on_progress:
                     self.on_progress(note)
             if last.get("state") != "completed":
-                raise CortexRpcError(-32000, f"Training {last.get('state')}: "
-                                     f"{last.get('message', '')}", {"code": "training-failed"})
+                raise CortexRpcError(
+                    -32000,
+                    f"Training {last.get('state')}: {last.get('message', '')}",
+                    {"code": "training-failed"},
+                )
             return last

@@ -135,8 +135,12 @@ class Wizard:
         self.term.heading("Step 1: Select Base Model")
         model = self.answers.model
         last = _recall("lastModel")
-        if (model is None and last and self.term.interactive
-                and await self.term.confirm(f"Use currently loaded model '{Path(last).name}'?")):
+        if (
+            model is None
+            and last
+            and self.term.interactive
+            and await self.term.confirm(f"Use currently loaded model '{Path(last).name}'?")
+        ):
             model = last
         while True:
             if model is None:
@@ -154,7 +158,9 @@ class Wizard:
         self.term.say(
             f"✓ Model: {self.model['name']} ({self.model['category'].capitalize()}, "
             f"{human_params(self.model['parameters'])} params, "
-            f"{human_bytes(self.model['sizeBytes'])})", style="green")
+            f"{human_bytes(self.model['sizeBytes'])})",
+            style="green",
+        )
         self.term.event("model", **self.model)
 
     async def _pick_model(self) -> str:
@@ -182,8 +188,10 @@ class Wizard:
             option = "file"
         while True:
             if option is None:
-                index = await self.term.choose("Select option", [
-                    "Use existing file", "Create dataset interactively", "Use sample dataset"])
+                index = await self.term.choose(
+                    "Select option",
+                    ["Use existing file", "Create dataset interactively", "Use sample dataset"],
+                )
                 option = ("file", "create", "sample")[index]
             if option == "file":
                 if path is None:
@@ -212,8 +220,11 @@ class Wizard:
                         break
                     self.term.say("Add at least one example.", style="yellow")
                     continue
-                self.term.say(f"⚠ Only {len(examples)} examples; at least "
-                              f"{MIN_RECOMMENDED_EXAMPLES} are recommended.", style="yellow")
+                self.term.say(
+                    f"⚠ Only {len(examples)} examples; at least "
+                    f"{MIN_RECOMMENDED_EXAMPLES} are recommended.",
+                    style="yellow",
+                )
                 if await self.term.confirm("Add more examples?"):
                     continue
                 break
@@ -221,8 +232,9 @@ class Wizard:
                 continue
             response = await self.term.ask("Response")
             if not response:
-                self.term.say("A response cannot be empty; enter the example again.",
-                              style="yellow")
+                self.term.say(
+                    "A response cannot be empty; enter the example again.", style="yellow"
+                )
                 continue
             examples.append({"prompt": prompt, "response": response})
         overwrite = False
@@ -250,20 +262,28 @@ class Wizard:
             return False
         problems = report["diagnostics"]
         errors = [d for d in problems if d.get("severity") == 1]
-        self.term.event("validation", path=path, ok=report["ok"], examples=report["examples"],
-                        diagnostics=problems)
+        self.term.event(
+            "validation",
+            path=path,
+            ok=report["ok"],
+            examples=report["examples"],
+            diagnostics=problems,
+        )
         for diagnostic in problems[:20]:
             line = diagnostic["range"]["start"]["line"] + 1
             column = diagnostic["range"]["start"]["character"] + 1
             kind = "error" if diagnostic.get("severity") == 1 else "warning"
-            self.term.say(f"  {Path(path).name}:{line}:{column}: {kind} "
-                          f"[{diagnostic.get('code')}] {diagnostic['message']}",
-                          style="red" if kind == "error" else "yellow")
+            self.term.say(
+                f"  {Path(path).name}:{line}:{column}: {kind} "
+                f"[{diagnostic.get('code')}] {diagnostic['message']}",
+                style="red" if kind == "error" else "yellow",
+            )
         if len(problems) > 20:
             self.term.say(f"  ... and {report.get('total', len(problems)) - 20} more")
         if not report["ok"] or errors:
-            self.term.say(f"✗ Dataset has {len(errors)} error(s); fix them and try again.",
-                          style="red")
+            self.term.say(
+                f"✗ Dataset has {len(errors)} error(s); fix them and try again.", style="red"
+            )
             return False
         self.dataset = {"path": path, **report}
         self.term.say(f"✓ Dataset validated: {report['examples']} examples", style="green")
@@ -276,25 +296,31 @@ class Wizard:
         detected = await self.client.propose_config(self.model["path"], self.dataset["path"])
         data = detected.get("dataset") or {}
         self.term.say("Smart Configuration detected:")
-        self.term.say(f"  Model: {self.model['category'].capitalize()} "
-                      f"({human_params(self.model['parameters'])} params, "
-                      f"{human_bytes(self.model['sizeBytes'])})")
-        self.term.say(f"  Dataset: {str(data.get('sizeClass', '?')).capitalize()} "
-                      f"({data.get('examples', self.dataset['examples'])} examples)")
+        self.term.say(
+            f"  Model: {self.model['category'].capitalize()} "
+            f"({human_params(self.model['parameters'])} params, "
+            f"{human_bytes(self.model['sizeBytes'])})"
+        )
+        self.term.say(
+            f"  Dataset: {str(data.get('sizeClass', '?')).capitalize()} "
+            f"({data.get('examples', self.dataset['examples'])} examples)"
+        )
         self.term.say(f"  Task type: {str(data.get('taskType', '?')).capitalize()}")
         self.term.say()
         preset = self.answers.preset
         if preset is None:
             self.term.say("Select training preset:")
-            preset = PRESETS[await self.term.choose(
-                "Select preset", [label for _, label in PRESETS], default=1)][0]
+            preset = PRESETS[
+                await self.term.choose("Select preset", [label for _, label in PRESETS], default=1)
+            ][0]
         overrides = dict(self.answers.overrides)
         if preset == "expert" and self.term.interactive:
             overrides = await self._ask_expert(preset, overrides)
         while True:
             try:
                 self.proposal = await self.client.propose_config(
-                    self.model["path"], self.dataset["path"], preset, overrides or None)
+                    self.model["path"], self.dataset["path"], preset, overrides or None
+                )
                 break
             except CortexRpcError as error:
                 self.term.say(f"✗ {error.message}", style="red")
@@ -311,8 +337,9 @@ class Wizard:
         self.term.event("config", **self.proposal)
 
     async def _ask_expert(self, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
-        proposed = (await self.client.propose_config(
-            self.model["path"], self.dataset["path"], preset))["config"]
+        proposed = (
+            await self.client.propose_config(self.model["path"], self.dataset["path"], preset)
+        )["config"]
         chosen = dict(overrides)
         self.term.say("Press Enter to keep the proposed value.")
         for key, label in EXPERT_FIELDS:
@@ -368,11 +395,13 @@ class Wizard:
         rows = [
             ("Base model", self.model["name"]),
             ("Output model", self.name),
-            ("Dataset", f"{Path(self.dataset['path']).name} ({self.dataset['examples']} "
-                        "examples)"),
+            ("Dataset", f"{Path(self.dataset['path']).name} ({self.dataset['examples']} examples)"),
             ("", ""),
-            ("Model size", f"{self.model['category'].capitalize()} "
-                           f"({human_params(self.model['parameters'])} params)"),
+            (
+                "Model size",
+                f"{self.model['category'].capitalize()} "
+                f"({human_params(self.model['parameters'])} params)",
+            ),
             ("Task type", str(data.get("taskType", "?")).capitalize()),
             ("Config source", f"Smart {self.preset.capitalize()}"),
             ("", ""),
@@ -394,8 +423,12 @@ class Wizard:
     async def train(self) -> WizardResult:
         queue = self.client.subscribe("cortex/trainingProgress")
         started = await self.client.start_training(
-            self.model["path"], self.dataset["path"], self.name, preset=self.preset,
-            config=self.overrides or None)
+            self.model["path"],
+            self.dataset["path"],
+            self.name,
+            preset=self.preset,
+            config=self.overrides or None,
+        )
         job_id = started["jobId"]
         self.term.event("started", **started)
         self.term.say("\n⚡ Starting fine-tuning...")
@@ -408,10 +441,13 @@ class Wizard:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, interrupts.put_nowait, True)
         progress = Progress(
-            TextColumn("   "), BarColumn(bar_width=20, table_column=Column(min_width=20)),
-            TaskProgressColumn(), TextColumn("{task.fields[status]}"),
+            TextColumn("   "),
+            BarColumn(bar_width=20, table_column=Column(min_width=20)),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[status]}"),
             console=self.term.console,
-            transient=False, disable=self.term.json_mode,
+            transient=False,
+            disable=self.term.json_mode,
         )
         task = progress.add_task("train", total=None, status="Queued")
         final: dict[str, Any] = {}
@@ -421,16 +457,19 @@ class Wizard:
                 next_note = asyncio.ensure_future(anext(notes))
                 next_interrupt = asyncio.ensure_future(interrupts.get())
                 while True:
-                    done, _ = await asyncio.wait({next_note, next_interrupt},
-                                                 return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait(
+                        {next_note, next_interrupt}, return_when=asyncio.FIRST_COMPLETED
+                    )
                     if next_interrupt in done:
                         next_interrupt = asyncio.ensure_future(interrupts.get())
                         progress.stop()
                         action = await self._on_interrupt(interrupts)
                         if action == "detach":
                             await self.client.detach()
-                            self.term.say(f"Detached: job {job_id} keeps training; its model "
-                                          f"will be saved to {output_path}.")
+                            self.term.say(
+                                f"Detached: job {job_id} keeps training; its model "
+                                f"will be saved to {output_path}."
+                            )
                             next_note.cancel()
                             return WizardResult("detached", job_id, self.name, output_path)
                         if action == "cancel":
@@ -454,19 +493,24 @@ class Wizard:
         state = final.get("state", "failed")
         message = final.get("message", "")
         if state == "cancelled":
-            self.term.say(f"✗ Training cancelled. Resume it with: cortex-finetune resume "
-                          f"{job_id}", style="yellow")
+            self.term.say(
+                f"✗ Training cancelled. Resume it with: cortex-finetune resume {job_id}",
+                style="yellow",
+            )
         elif state != "completed":
             self.term.say(f"✗ Training {state}: {message}", style="red")
-        return WizardResult(state, job_id, self.name, final.get("outputPath") or output_path,
-                            message, final)
+        return WizardResult(
+            state, job_id, self.name, final.get("outputPath") or output_path, message, final
+        )
 
     async def _on_interrupt(self, interrupts: asyncio.Queue) -> str:
         """Ask what a Ctrl-C meant; a second Ctrl-C while asking cancels."""
         if not self.term.interactive:
             return "cancel"
-        self.term.say("\nInterrupted. [c]ancel training (keeps the checkpoint), [d]etach "
-                      "(training continues), or Enter to keep watching? Ctrl-C again cancels.")
+        self.term.say(
+            "\nInterrupted. [c]ancel training (keeps the checkpoint), [d]etach "
+            "(training continues), or Enter to keep watching? Ctrl-C again cancels."
+        )
         answer = asyncio.ensure_future(self.term.ask("Choice", ""))
         second = asyncio.ensure_future(interrupts.get())
         done, _ = await asyncio.wait({answer, second}, return_when=asyncio.FIRST_COMPLETED)
@@ -498,8 +542,9 @@ class Wizard:
         if note.get("peakMemoryBytes"):
             parts.append(f"mem {human_bytes(note['peakMemoryBytes'])}")
         status = " | ".join(parts) or str(note.get("message") or note.get("state"))
-        progress.update(task, total=total, completed=note.get("iteration") or 0,
-                        status="| " + status)
+        progress.update(
+            task, total=total, completed=note.get("iteration") or 0, status="| " + status
+        )
 
     # -- Result and chat ---------------------------------------------------------------------
 
@@ -509,16 +554,20 @@ class Wizard:
         self.term.say(f"📁 Model saved to: {path}")
         self.term.say("💡 To load your fine-tuned model:")
         self.term.say(f"   cortex-finetune chat {result.output_name}")
-        self.term.say(f"   python -c \"from mlx_lm import load; load('{self.model['path']}', "
-                      f"adapter_path='{path}')\"")
+        self.term.say(
+            f"   python -c \"from mlx_lm import load; load('{self.model['path']}', "
+            f"adapter_path='{path}')\""
+        )
         self.term.say()
         self.term.say(f"   LoRA adapter size: {human_bytes(result.final.get('adapterBytes'))}")
         self.term.say(f"   Base model: {self.model['name']}")
         evaluation = result.final.get("evaluation") or {}
         if evaluation.get("basePerplexity") and evaluation.get("perplexity"):
-            self.term.say(f"   Validation perplexity: {evaluation['basePerplexity']:.1f} -> "
-                          f"{evaluation['perplexity']:.1f} (loss {evaluation['baseValLoss']:.3f}"
-                          f" -> {evaluation['valLoss']:.3f})")
+            self.term.say(
+                f"   Validation perplexity: {evaluation['basePerplexity']:.1f} -> "
+                f"{evaluation['perplexity']:.1f} (loss {evaluation['baseValLoss']:.3f}"
+                f" -> {evaluation['valLoss']:.3f})"
+            )
         if result.final.get("lossCurvePath"):
             self.term.say(f"   Loss curve: {result.final['lossCurvePath']}")
         self.term.event("completed", **result.final)
@@ -527,15 +576,16 @@ class Wizard:
         wanted = self.answers.chat
         if wanted is None:
             wanted = self.term.interactive and await self.term.confirm(
-                f"Load '{result.output_name}' now?")
+                f"Load '{result.output_name}' now?"
+            )
         if not wanted:
             return
-        await chat_loop(self.client, self.term, result.output_name or "",
-                        self.answers.prompts)
+        await chat_loop(self.client, self.term, result.output_name or "", self.answers.prompts)
 
 
-async def chat_loop(client: CortexClient, term: Terminal, model: str,
-                    prompts: list[str] | None = None) -> None:
+async def chat_loop(
+    client: CortexClient, term: Terminal, model: str, prompts: list[str] | None = None
+) -> None:
     """Chat with ``model`` until an empty line; ``prompts`` answers from a script instead."""
     term.say("✓ Model loaded successfully! (empty line to finish)", style="green")
     scripted = list(prompts or [])
