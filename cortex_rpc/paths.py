@@ -6,9 +6,14 @@ coming from a client can never point outside it.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import CortexError, InvalidParams
 
@@ -53,19 +58,97 @@ def user_path(path: str | os.PathLike[str]) -> Path:
         ) from error
 
 
+def existing_file(path: str | os.PathLike[str], code: str = "dataset-not-found") -> Path:
+    """Return the user's file path with ``~`` expanded, or raise ``code`` if it is no file.
+
+    The one check every method that reads a user's file makes, so that ``~/data.jsonl`` means
+    the same thing to validateDataset, startTraining, evaluate and the tuner.
+    """
+    resolved = user_path(path)
+    if not resolved.is_file():
+        what = "Dataset" if code == "dataset-not-found" else "File"
+        raise CortexError(
+            code, f"{what} {resolved} does not exist or is not a file", path=str(resolved)
+        )
+    return resolved
+
+
+@dataclass(frozen=True)
+class CortexHome:
+    """The root of everything cortex-rpc writes, and the folders under it.
+
+    Passed explicitly (the server builds one from ``initializationOptions.cortexHome``), so
+    no code reads ``$CORTEX_HOME`` behind a caller's back and no setting mutates the process
+    environment.
+    """
+
+    root: Path
+
+    @classmethod
+    def default(cls) -> CortexHome:
+        """Return ``$CORTEX_HOME``, else ``~/.cortex``."""
+        return cls(Path(os.environ.get("CORTEX_HOME") or Path.home() / ".cortex").expanduser())
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str] | None) -> CortexHome:
+        """Return the home at ``root`` (``~`` expanded), or the default one for None."""
+        return cls.default() if root is None else cls(user_path(root))
+
+    @property
+    def models(self) -> Path:
+        """Fine-tuned models (``mlx_models/NAME``)."""
+        return self.root / "mlx_models"
+
+    @property
+    def base_models(self) -> Path:
+        """Base models the user keeps for cortex (``models/NAME``)."""
+        return self.root / "models"
+
+    @property
+    def jobs(self) -> Path:
+        """One folder of state per training job."""
+        return self.root / "jobs"
+
+    @property
+    def tuning(self) -> Path:
+        """Scratch folders of hyperparameter searches."""
+        return self.root / "tuning"
+
+    @property
+    def datasets(self) -> Path:
+        """Datasets cortex writes for the user (the sample, created datasets)."""
+        return self.root / "datasets"
+
+
 def cortex_home() -> Path:
-    """Return ``$CORTEX_HOME`` (default ``~/.cortex``), the root of everything cortex-rpc writes."""
-    return Path(os.environ.get("CORTEX_HOME") or Path.home() / ".cortex").expanduser()
+    """Return the default home's root (for clients; the server passes a CortexHome)."""
+    return CortexHome.default().root
 
 
 def fine_tuned_models_dir() -> Path:
-    """Return the directory fine-tuned models are saved in (``$CORTEX_HOME/mlx_models``)."""
-    return cortex_home() / "mlx_models"
+    """Return the default home's fine-tuned models folder."""
+    return CortexHome.default().models
 
 
-def jobs_dir() -> Path:
-    """Return the directory that holds one folder of state per training job."""
-    return cortex_home() / "jobs"
+def write_atomic(path: Path, data: str | bytes | dict[str, Any] | list[Any]) -> None:
+    """Replace ``path`` with ``data`` (JSON for a dict or list) so a reader never sees half.
+
+    A temp file beside the target (unique per process and thread) is renamed over it; on any
+    failure the temp file is removed and the old content stays.
+    """
+    if isinstance(data, (dict, list)):
+        data = json.dumps(data, indent=2)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def validate_model_name(name: object, field: str = "outputName") -> str:
