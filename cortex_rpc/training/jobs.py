@@ -219,8 +219,9 @@ class TrainingJobs:
         dataset_info: dict | None = None,
         options: dict | None = None,
         prepare: Callable[[Path], dict] | None = None,
+        submit: bool = True,
     ) -> dict:
-        """Create a job and start it (or queue it behind the running one).
+        """Create a job and start it (or queue it behind the running one; see ``submit``).
 
         Returns ``{jobId, state, outputPath, config}``. Raises ``model-exists`` when the name
         is taken by a saved model or by another active job. ``options`` may carry worker
@@ -290,16 +291,28 @@ class TrainingJobs:
             "ownerCreateTime": _process_create_time(os.getpid()),
         }
         _write_json_atomic(job_dir / "status.json", status)
-        with self._lock:
-            self._queue.append(job_id)
-        self._notify(status, "queued")
-        self._start_next()
+        if submit:
+            self.submit(job_id)
         return {
             "jobId": job_id,
             "state": self._read_status(job_id)["state"],
             "outputPath": str(target),
             "config": config.to_wire(),
         }
+
+    def submit(self, job_id: str) -> None:
+        """Queue a created job (announcing ``queued``) and start it when the trainer is free.
+
+        The server creates with ``submit=False`` and submits once the startTraining reply is
+        written, so no notification of a job reaches a client before its id does.
+        """
+        status = self._read_status(job_id)
+        with self._lock:
+            if job_id in self._queue or job_id in self._running:
+                return
+            self._queue.append(job_id)
+        self._notify(status, "queued")
+        self._start_next()
 
     def cancel(self, job_id: str) -> dict:
         """Stop a job: SIGTERM (the worker checkpoints and exits), SIGKILL after 5 s.
@@ -338,7 +351,7 @@ class TrainingJobs:
         ).start()
         return self._public(status)
 
-    def resume(self, job_id: str) -> dict:
+    def resume(self, job_id: str, submit: bool = True) -> dict:
         """Continue a cancelled, interrupted or failed job from its last checkpoint."""
         status = self._effective_status(self._read_status(job_id))
         if status["state"] not in RESUMABLE_STATES:
@@ -359,10 +372,8 @@ class TrainingJobs:
             ownerPid=os.getpid(),
             ownerCreateTime=_process_create_time(os.getpid()),
         )
-        with self._lock:
-            self._queue.append(job_id)
-        self._notify(status, "queued")
-        self._start_next()
+        if submit:
+            self.submit(job_id)
         return self._public(self._read_status(job_id))
 
     def list_jobs(self) -> list[dict]:

@@ -35,6 +35,7 @@ def start_training(
     options: dict[str, Any] | None = None,
     continue_from: str | None = None,
     replay_fraction: float | None = None,
+    submit: bool = True,
 ) -> dict[str, Any]:
     """Start a job training ``model`` on ``dataset``; return at once with its id and config.
 
@@ -98,7 +99,9 @@ def start_training(
             replayed.update(replay)
         return info
 
-    started = jobs.start(model_dir, None, output_name, chosen, options=options, prepare=prepare)
+    started = jobs.start(
+        model_dir, None, output_name, chosen, options=options, prepare=prepare, submit=submit
+    )
     if previous is not None:
         started["continuedFrom"] = {**options["continuedFrom"], "replay": replayed}
     return {
