@@ -613,11 +613,11 @@ class TrainingProgressRelay:
 def _jobs(ls: CortexServer) -> Any:
     """The job manager, created on first use (after initialize has set CORTEX_HOME)."""
     if getattr(ls, "_jobs", None) is None:
-        from .paths import cortex_home
+        from .paths import CortexHome
         from .training.jobs import TrainingJobs
 
         ls._progress_relay = TrainingProgressRelay(ls)
-        ls._jobs = TrainingJobs(cortex_home(), on_event=ls._progress_relay)
+        ls._jobs = TrainingJobs(CortexHome.at(ls.options.cortex_home), on_event=ls._progress_relay)
         ls.on_exit.append(lambda: _stop_jobs(ls))
     return ls._jobs
 
@@ -641,6 +641,9 @@ def _client_creates_progress(ls: CortexServer) -> bool:
 
 @server.cortex_method(protocol.START_TRAINING)
 def start_training(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from .training.contract import WorkerOptions
     from .training.service import start_training
 
     jobs = _jobs(ls)
@@ -653,10 +656,10 @@ def start_training(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
         config=params.get("config"),
         dataset_format=params.get("format"),
         model_dirs=ls.options.model_dirs,
-        options={
-            **params.get("options", {}),
-            **({"distributed": params["distributed"]} if params.get("distributed") else {}),
-        },
+        options=replace(
+            WorkerOptions.from_client(params.get("options")),
+            distributed=params.get("distributed") or None,
+        ),
         continue_from=params.get("continueFrom"),
         replay_fraction=params.get("replayFraction"),
     )
@@ -805,6 +808,7 @@ def evaluate(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
         split=params.get("split", "valid"),
         max_examples=params.get("maxExamples"),
         cancel=ls.request.cancel,
+        slot=_jobs(ls).slot,
     )
 
 
@@ -828,4 +832,6 @@ def tune_hyperparameters(ls: CortexServer, params: dict[str, Any]) -> dict[str, 
             model_dirs=ls.options.model_dirs,
             on_progress=on_progress,
             cancel=ls.request.cancel,
+            home=_jobs(ls).home,
+            slot=_jobs(ls).slot,
         )

@@ -7,14 +7,15 @@ shows a half-deleted or half-written model.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
 from ..paths import fine_tuned_models_dir, validate_model_name
+from ..workers import log_tail, start_worker
 from .inspect import FINE_TUNED_MARKER, marker_base_path, read_marker
 
 FUSE_TIMEOUT_SECONDS = 3600
@@ -69,27 +70,24 @@ def fuse_model(
         )
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_name}.", dir=source.parent))
     try:
-        command = [
-            python or sys.executable,
-            "-m",
+        worker = start_worker(
             "mlx_lm",
-            "fuse",
-            "--model",
-            str(base),
-            "--adapter-path",
-            str(source),
-            "--save-path",
-            str(tmp / "m"),
-        ]
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=FUSE_TIMEOUT_SECONDS,
-            stdin=subprocess.DEVNULL,
+            ["fuse", "--model", str(base), "--adapter-path", str(source)]
+            + ["--save-path", str(tmp / "m")],
+            log_path=tmp / "fuse.log",
+            python=python,
+            events=False,
         )
-        if done.returncode != 0:
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
+        try:
+            returncode = worker.wait(FUSE_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            worker.signal(signal.SIGKILL)
+            worker.wait()
+            raise CortexError(
+                "fuse-failed", f"mlx_lm fuse took more than {FUSE_TIMEOUT_SECONDS} s"
+            ) from None
+        if returncode != 0:
+            tail = "\n".join(log_tail(tmp / "fuse.log").splitlines()[-8:])
             raise CortexError("fuse-failed", f"mlx_lm fuse failed: {tail}")
         (tmp / "m").rename(target)
     finally:

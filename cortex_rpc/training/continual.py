@@ -50,10 +50,11 @@ def continuation(previous: str | Path, config: dict[str, Any] | None = None) -> 
                 f"(its adapter has that layout)",
                 field=f"config.{key}",
             )
-    options: dict[str, Any] = {"initAdapters": str(adapter_dir / ADAPTERS)}
+    # WorkerOptions fields the new job needs (its adapter's start and layout).
+    options: dict[str, Any] = {"init_adapters": str(adapter_dir / ADAPTERS)}
     keys = (adapter_cfg.get("lora_parameters") or {}).get("keys")
     if keys:
-        options["loraKeys"] = list(keys)
+        options["lora_keys"] = tuple(keys)
     return {
         "base": base,
         "adapterDir": adapter_dir,

@@ -10,11 +10,11 @@ computed by ``python -m cortex_rpc.training.evaluate_worker`` (mlx_lm's ``evalua
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import subprocess
-import sys
+import signal
 import tempfile
 import threading
 import time
@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError, InvalidParams
+from ..paths import existing_file
+from ..workers import log_tail, start_worker
+from .contract import ONE_SHOT_EVENT_TYPES, Error, Result, decode_event
+from .jobs import TrainerSlot
 from .output import MARKER, resolve_fine_tuned
 
 SPLITS = ("valid", "all")
@@ -69,39 +73,55 @@ def write_eval_records(
 
 
 def run_evaluate_worker(
-    spec: dict[str, Any], python: str | None = None, cancel: threading.Event | None = None
+    spec: dict[str, Any],
+    python: str | None = None,
+    cancel: threading.Event | None = None,
+    slot: TrainerSlot | None = None,
 ) -> dict[str, Any]:
-    """Run the evaluation worker on ``spec`` and return its result (raises CortexError)."""
-    with tempfile.TemporaryDirectory(prefix="cortex-eval-") as tmp:
-        spec_path = Path(tmp) / "spec.json"
-        spec_path.write_text(json.dumps(spec))
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-        process = subprocess.Popen(
-            [python or sys.executable, "-m", "cortex_rpc.training.evaluate_worker", str(spec_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            text=True,
+    """Run the evaluation worker on ``spec`` and return its result (raises CortexError).
+
+    It waits for the server's training slot first: an evaluation computes as much as a
+    training step does, and one job trains at a time.
+    """
+    with contextlib.ExitStack() as stack:
+        if slot is not None:
+            stack.enter_context(slot.hold("evaluation", cancel))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cortex-eval-")))
+        (tmp / "spec.json").write_text(json.dumps(spec))
+        worker = start_worker(
+            "cortex_rpc.training.evaluate_worker",
+            [str(tmp / "spec.json")],
+            log_path=tmp / "worker.log",
+            python=python,
         )
-        while True:
-            try:
-                out, err = process.communicate(timeout=0.2)
-                break
-            except subprocess.TimeoutExpired:
-                if cancel is not None and cancel.is_set():
-                    process.kill()
-                    process.communicate()
-                    raise CortexError("cancelled", "Evaluation cancelled") from None
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    result = json.loads(lines[-1]) if lines else None
-    if process.returncode != 0 or result is None or "error" in result:
-        error = (result or {}).get("error") or {}
-        raise CortexError(
-            error.get("code", "evaluation-failed"),
-            error.get("message") or f"The evaluation worker failed: {err.strip()[-2000:]}",
-        )
-    return result
+        stack.callback(worker.close)
+        stopped = threading.Event()
+        stack.callback(stopped.set)
+        if cancel is not None:
+
+            def stop_on_cancel() -> None:
+                while not stopped.wait(0.1):
+                    if cancel.is_set():
+                        worker.signal(signal.SIGKILL)
+                        return
+
+            threading.Thread(target=stop_on_cancel, daemon=True, name="eval-cancel").start()
+        final = None
+        for data in worker.events():
+            event = decode_event(data, ONE_SHOT_EVENT_TYPES)
+            if event is not None and event.final:
+                final = event
+        returncode = worker.wait()
+        if cancel is not None and cancel.is_set():
+            raise CortexError("cancelled", "Evaluation cancelled")
+        if isinstance(final, Error):
+            raise CortexError(final.code, final.message)
+        if not isinstance(final, Result) or returncode != 0:
+            tail = log_tail(tmp / "worker.log")
+            raise CortexError(
+                "evaluation-failed", f"The evaluation worker failed (exit {returncode}): {tail}"
+            )
+        return final.value
 
 
 def record_evaluation(model_dir: Path, entry: dict[str, Any]) -> None:
@@ -122,18 +142,14 @@ def evaluate_model(
     max_examples: int | None = None,
     python: str | None = None,
     cancel: threading.Event | None = None,
+    slot: TrainerSlot | None = None,
 ) -> dict[str, Any]:
     """Return held-out loss and perplexity of fine-tuned ``model`` and of its base on ``dataset``.
 
     The result is also appended to the model's marker under ``evaluations``.
     """
     base, adapter_dir, marker = resolve_fine_tuned(model)
-    if not Path(dataset).is_file():
-        raise CortexError(
-            "dataset-not-found",
-            f"Dataset {dataset} does not exist or is not a file",
-            path=str(dataset),
-        )
+    dataset = existing_file(dataset)
     seed = int((marker.get("config") or {}).get("seed") or 0)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cortex-eval-data-") as tmp:
@@ -150,6 +166,7 @@ def evaluate_model(
             },
             python=python,
             cancel=cancel,
+            slot=slot,
         )
     result = {
         "model": adapter_dir.name,

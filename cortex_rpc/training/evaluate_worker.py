@@ -1,7 +1,7 @@
 """The evaluation worker: ``python -m cortex_rpc.training.evaluate_worker SPEC.json``.
 
-Loads the base once, scores it, applies the adapter in place and scores again, then prints
-one JSON line ``{examples, baseLoss, loss}`` (or ``{error: {code, message}}``). The loss is
+Loads the base once, scores it, applies the adapter in place and scores again, then reports
+a ``result`` event ``{examples, baseLoss, loss}`` (or an ``error``) on its event channel. The loss is
 mlx_lm's ``evaluate`` with ``default_loss``: mean cross-entropy per target token, on the
 answers only for chat records (as training masks prompts), on the whole text for text records.
 Batch size 1, so no record is dropped and none is padded.
@@ -17,6 +17,8 @@ from pathlib import Path
 
 from ..accel import preload_fast_blas
 from ..errors import CortexError
+from ..workers import open_event_writer
+from .contract import Blas, Error, Result
 
 
 def _dataset(path: Path, tokenizer) -> tuple:
@@ -63,21 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m cortex_rpc.training.evaluate_worker SPEC.json", file=sys.stderr)
         return 2
-    preload_fast_blas()
+    events = open_event_writer()
+    blas = preload_fast_blas()
+    events.emit(Blas(name=blas.name if blas else None, path=blas.path if blas else None))
     try:
         result = evaluate_spec(json.loads(Path(argv[0]).read_text()))
     except CortexError as exc:
-        print(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
+        events.emit(Error(code=exc.code, message=exc.message))
         return 1
     except Exception as exc:  # noqa: BLE001 - reported to the caller as an error reply
         traceback.print_exc()
-        print(
-            json.dumps(
-                {"error": {"code": "evaluation-failed", "message": f"{type(exc).__name__}: {exc}"}}
-            )
-        )
+        events.emit(Error(code="evaluation-failed", message=f"{type(exc).__name__}: {exc}"))
         return 1
-    print(json.dumps(result))
+    events.emit(Result(value=result))
     return 0
 
 

@@ -19,13 +19,11 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,60 +31,33 @@ from filelock import FileLock
 
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError, InvalidParams
-from ..paths import validate_model_name
-from .events import EVENT_FD_ENV
+from ..paths import CortexHome, validate_model_name, write_atomic
+from ..workers import WorkerHandle, log_tail, start_worker
+from .contract import (
+    Blas,
+    Checkpoint,
+    Done,
+    Error,
+    JobSpec,
+    JobState,
+    JobStatus,
+    Progress,
+    Resumed,
+    Started,
+    Warning,
+    WorkerEvent,
+    WorkerOptions,
+    decode_event,
+)
 from .output import output_path, read_job_result
 
 logger = logging.getLogger(__name__)
 
-ACTIVE_STATES = ("queued", "running", "cancelling")
-RESUMABLE_STATES = ("cancelled", "interrupted", "failed")
 CANCEL_GRACE_SECONDS = 5.0
-LOG_TAIL_LINES = 15
-# Fields of a progress event that are copied into notifications and status.json.
-PROGRESS_FIELDS = (
-    "iteration",
-    "totalIterations",
-    "epoch",
-    "totalEpochs",
-    "trainLoss",
-    "valLoss",
-    "learningRate",
-    "tokensPerSecond",
-    "etaSeconds",
-    "peakMemoryBytes",
-    "trainedTokens",
-)
-LIST_FIELDS = (
-    "jobId",
-    "state",
-    "outputName",
-    "outputPath",
-    "model",
-    "iteration",
-    "totalIterations",
-    "trainLoss",
-    "valLoss",
-    "createdAt",
-    "updatedAt",
-    "message",
-    "resumable",
-)
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _process_alive(pid: int | None, create_time: float | None) -> bool:
@@ -113,48 +84,102 @@ def _process_create_time(pid: int) -> float | None:
         return None
 
 
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """Return the last ``lines`` lines of a log file ('' if there is none)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 16384))
-            text = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
+class TrainerSlot:
+    """The server's one training slot: whoever holds it may train; the others wait in order.
+
+    Training jobs, the tuner's trials and evaluations all ask this one slot, so one job
+    trains at a time server-wide whichever feature started it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: deque[tuple[str, Callable[[], None]]] = deque()
+        self._holder: str | None = None
+
+    @property
+    def holder(self) -> str | None:
+        """The key of whoever trains now."""
+        return self._holder
+
+    def request(self, key: str, on_granted: Callable[[], None]) -> None:
+        """Call ``on_granted()`` once ``key`` holds the slot: now if free, else on release."""
+        with self._lock:
+            if self._holder is not None:
+                self._waiting.append((key, on_granted))
+                return
+            self._holder = key
+        on_granted()
+
+    def withdraw(self, key: str) -> bool:
+        """Take ``key`` out of the queue; return False if it was not waiting."""
+        with self._lock:
+            for item in self._waiting:
+                if item[0] == key:
+                    self._waiting.remove(item)
+                    return True
+        return False
+
+    def release(self, key: str) -> None:
+        """End ``key``'s turn and grant the slot to the next in line."""
+        with self._lock:
+            if self._holder != key:
+                return
+            self._holder = None
+            if not self._waiting:
+                return
+            self._holder, on_granted = self._waiting.popleft()
+        # The next holder starts from this thread; a failure there must not break ours.
+        try:
+            on_granted()
+        except Exception:  # noqa: BLE001 - the holder reports its own failures
+            logger.exception("starting the next job failed")
+
+    @contextlib.contextmanager
+    def hold(self, key: str, cancel: threading.Event | None = None) -> Iterator[None]:
+        """Wait for the slot (raising ``cancelled`` if ``cancel`` is set first), then hold it."""
+        granted = threading.Event()
+        self.request(key, granted.set)
+        while not granted.wait(0.1):
+            if cancel is not None and cancel.is_set() and self.withdraw(key):
+                raise CortexError("cancelled", "Cancelled while waiting for a training job")
+        try:
+            yield
+        finally:
+            self.release(key)
 
 
 class _Running:
-    """A live worker: its process, and whether a cancel was asked for."""
+    """A live worker: its handle, and whether a cancel was asked for."""
 
-    def __init__(self, process: subprocess.Popen, distributed: bool = False) -> None:
-        self.process = process
+    def __init__(self, worker: WorkerHandle, distributed: bool = False) -> None:
+        self.worker = worker
         self.distributed = distributed
         self.cancel_requested = False
-        self.final_event: dict | None = None
 
 
 class TrainingJobs:
     """Starts, queues, cancels and resumes training jobs; reports their events to ``on_event``.
 
     ``on_event(payload)`` is called from reader threads with a ``cortex/trainingProgress``
-    payload: ``{jobId, state, event, ...progress fields, message?, outputPath?, adapterBytes?}``.
+    payload (``JobStatus.notification``). Jobs train when ``slot`` (the server's one
+    ``TrainerSlot``, shared with the tuner and evaluations) is theirs.
     """
 
     def __init__(
         self,
-        home: Path,
+        home: CortexHome,
         on_event: Callable[[dict], None] | None = None,
         python: str | None = None,
+        slot: TrainerSlot | None = None,
     ) -> None:
-        self.home = Path(home)
-        self.jobs_root = self.home / "jobs"
-        self.models_dir = self.home / "mlx_models"
+        self.home = home
+        self.root = home.jobs
         self.on_event = on_event or (lambda payload: None)
-        self.python = python or sys.executable
+        self.python = python
+        self.slot = slot or TrainerSlot()
         self._lock = threading.RLock()
-        self._queue: deque[str] = deque()
+        self._changed = threading.Condition(self._lock)
+        self._queued: set[str] = set()
         self._running: dict[str, _Running] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._closed = False
@@ -167,88 +192,89 @@ class TrainingJobs:
     def _job_dir(self, job_id: str) -> Path:
         if not job_id or "/" in job_id or ".." in job_id:
             raise InvalidParams(f"jobId {job_id!r} is not a job id", field="jobId")
-        return self.jobs_root / job_id
+        return self.root / job_id
 
-    def _read_status(self, job_id: str) -> dict:
+    def _read_status(self, job_id: str) -> JobStatus:
         try:
-            return json.loads((self._job_dir(job_id) / "status.json").read_text())
-        except (OSError, ValueError) as exc:
+            data = json.loads((self._job_dir(job_id) / "status.json").read_text())
+            return JobStatus.from_wire(data)
+        except (OSError, ValueError, TypeError) as exc:
             raise CortexError("job-not-found", f"No training job {job_id!r}") from exc
 
-    def _update_status(self, job_id: str, **changes: Any) -> dict:
+    def _update_status(self, job_id: str, **changes: Any) -> JobStatus:
+        """Apply ``changes`` (snake_case JobStatus fields) under the job's file lock."""
         job_dir = self._job_dir(job_id)
         with FileLock(str(job_dir / "status.lock")):
             try:
-                status = json.loads((job_dir / "status.json").read_text())
-            except (OSError, ValueError):
-                status = {"jobId": job_id}
-            status.update(changes)
-            status["updatedAt"] = _now()
+                status = JobStatus.from_wire(json.loads((job_dir / "status.json").read_text()))
+            except (OSError, ValueError, TypeError):
+                status = JobStatus(job_id=job_id, state=JobState.INTERRUPTED)
+            status = status.changed(**changes, updated_at=_now(), storage_error=None)
             try:
-                _write_json_atomic(job_dir / "status.json", status)
+                write_atomic(job_dir / "status.json", status.to_wire())
             except OSError as exc:
                 # A full disk must not silence the job: the client still hears every state
                 # (the file keeps its last good state, which later reads as interrupted).
                 logger.warning("could not write %s: %s", job_dir / "status.json", exc)
-                status["storageError"] = str(exc)
+                status = status.changed(storage_error=str(exc))
+        with self._changed:
+            self._changed.notify_all()
         return status
 
-    def _notify(self, status: dict, event: str, **extra: Any) -> None:
-        payload = {
-            "jobId": status["jobId"],
-            "state": status["state"],
-            "event": event,
-            "outputName": status.get("outputName"),
-        }
-        for key in PROGRESS_FIELDS:
-            if status.get(key) is not None:
-                payload[key] = status[key]
-        payload.update({k: v for k, v in extra.items() if v is not None})
+    def _notify(self, status: JobStatus, event: str, **extra: Any) -> None:
         # A broken client callback must not kill the job's reader thread.
         with contextlib.suppress(Exception):
-            self.on_event(payload)
+            self.on_event(status.notification(event, **extra))
+
+    def _ours(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._running or job_id in self._queued or job_id in self._finishing
 
     # -- public API -----------------------------------------------------------------------------
 
     def start(
         self,
         model_path: str | Path,
-        data_dir: str | Path,
-        output_name: str,
+        data_dir: str | Path | None,
+        output_name: str | None,
         config: TrainingConfig,
         dataset_info: dict | None = None,
-        options: dict | None = None,
+        options: WorkerOptions | None = None,
         prepare: Callable[[Path], dict] | None = None,
         submit: bool = True,
     ) -> dict:
         """Create a job and start it (or queue it behind the running one; see ``submit``).
 
         Returns ``{jobId, state, outputPath, config}``. Raises ``model-exists`` when the name
-        is taken by a saved model or by another active job. ``options`` may carry worker
-        settings: stepsPerReport, stepsPerEval, stepsPerCheckpoint, valBatches, maskPrompt,
-        loraKeys, distributed. With ``prepare``, ``data_dir`` is ignored: the job's own
-        ``data/`` folder is filled by ``prepare(folder)``, which returns the dataset info, so
-        the job never reads the user's file again.
+        is taken by a saved model or by another active job. ``output_name`` None trains
+        without saving a model (the tuner's trials). With ``prepare``, ``data_dir`` is
+        ignored: the job's own ``data/`` folder is filled by ``prepare(folder)``, which
+        returns the dataset info, so the job never reads the user's file again.
         """
-        validate_model_name(output_name)
-        target = output_path(output_name, self.models_dir)
-        for job in self.list_jobs():
-            if job["outputName"] == output_name and job["state"] in ACTIVE_STATES:
-                raise CortexError(
-                    "model-exists",
-                    f"Job {job['jobId']} is already training a model named {output_name!r}.",
-                )
+        options = options or WorkerOptions()
+        target = None
+        if output_name is not None:
+            validate_model_name(output_name)
+            target = output_path(output_name, self.home.models)
+            for job in self.list_jobs():
+                if job["outputName"] == output_name and JobState(job["state"]).active:
+                    raise CortexError(
+                        "model-exists",
+                        f"Job {job['jobId']} is already training a model named {output_name!r}.",
+                    )
         model_path = Path(model_path).resolve()
         if not (model_path / "config.json").exists():
             raise InvalidParams(f"{model_path} is not a model folder", field="model")
         if config.iterations <= 0:
             raise InvalidParams("config.iterations must be computed", field="config.iterations")
-        if options and options.get("distributed"):
+        if options.distributed:
+            from dataclasses import replace
+
             from .distributed import validate
 
-            options = {**options, "distributed": validate(options["distributed"])}
+            options = replace(options, distributed=validate(options.distributed))
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        job_dir = self.jobs_root / job_id
+        job_dir = self.root / job_id
         job_dir.mkdir(parents=True)
         try:
             if prepare is not None:
@@ -260,59 +286,56 @@ class TrainingJobs:
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
-        spec = {
-            "jobId": job_id,
-            "model": str(model_path),
-            "dataDir": str(data_dir),
-            "config": config.to_wire(),
-            "outputName": output_name,
-            "outputDir": str(self.models_dir),
-            "adapterDir": str(job_dir / "final"),
-            "datasetInfo": dataset_info or {},
-            "resume": False,
-            **(options or {}),
-        }
-        _write_json_atomic(job_dir / "spec.json", spec)
+        spec = JobSpec(
+            job_id=job_id,
+            model=str(model_path),
+            data_dir=str(data_dir),
+            config=config,
+            output_name=output_name,
+            output_dir=str(self.home.models),
+            adapter_dir=str(job_dir / "final"),
+            dataset_info=dataset_info or {},
+            options=options,
+        )
+        write_atomic(job_dir / JobSpec.FILE, spec.to_wire())
         now = _now()
-        status = {
-            "jobId": job_id,
-            "state": "queued",
-            "outputName": output_name,
-            "outputPath": str(target),
-            "model": str(model_path),
-            "iteration": 0,
-            "totalIterations": config.iterations,
-            "trainLoss": None,
-            "valLoss": None,
-            "createdAt": now,
-            "updatedAt": now,
-            "message": "Queued",
-            "ownerPid": os.getpid(),
-            "ownerCreateTime": _process_create_time(os.getpid()),
-        }
-        _write_json_atomic(job_dir / "status.json", status)
+        status = JobStatus(
+            job_id=job_id,
+            state=JobState.QUEUED,
+            output_name=output_name,
+            output_path=str(target) if target is not None else None,
+            model=str(model_path),
+            iteration=0,
+            total_iterations=config.iterations,
+            created_at=now,
+            updated_at=now,
+            message="Queued",
+            owner_pid=os.getpid(),
+            owner_create_time=_process_create_time(os.getpid()),
+        )
+        write_atomic(job_dir / "status.json", status.to_wire())
         if submit:
             self.submit(job_id)
         return {
             "jobId": job_id,
-            "state": self._read_status(job_id)["state"],
-            "outputPath": str(target),
+            "state": self._read_status(job_id).state.value,
+            "outputPath": status.output_path,
             "config": config.to_wire(),
         }
 
     def submit(self, job_id: str) -> None:
-        """Queue a created job (announcing ``queued``) and start it when the trainer is free.
+        """Queue a created job (announcing ``queued``) and start it when the slot is free.
 
         The server creates with ``submit=False`` and submits once the startTraining reply is
         written, so no notification of a job reaches a client before its id does.
         """
         status = self._read_status(job_id)
         with self._lock:
-            if job_id in self._queue or job_id in self._running:
+            if self._ours(job_id) or self._closed:
                 return
-            self._queue.append(job_id)
+            self._queued.add(job_id)
         self._notify(status, "queued")
-        self._start_next()
+        self.slot.request(job_id, lambda: self._launch_granted(job_id))
 
     def cancel(self, job_id: str) -> dict:
         """Stop a job: SIGTERM (the worker checkpoints and exits), SIGKILL after 5 s.
@@ -320,100 +343,109 @@ class TrainingJobs:
         A queued job is simply dequeued. Returns the job's list entry.
         """
         with self._lock:
-            if job_id in self._queue:
-                self._queue.remove(job_id)
+            if job_id in self._queued:
+                self._queued.discard(job_id)
+                self.slot.withdraw(job_id)
                 status = self._update_status(
-                    job_id, state="cancelled", message="Cancelled before it started"
+                    job_id, state=JobState.CANCELLED, message="Cancelled before it started"
                 )
-                self._notify(status, "cancelled", message=status["message"])
-                return self._public(status)
+                self._notify(status, "cancelled", message=status.message)
+                return status.entry()
             running = self._running.get(job_id)
         if running is None:
             status = self._effective_status(self._read_status(job_id))
-            if status["state"] in ACTIVE_STATES:
+            if status.state.active and _process_alive(status.pid, status.pid_create_time):
                 # Owned by another server process: signal its worker directly.
-                pid = status.get("pid")
-                if pid and _process_alive(pid, status.get("pidCreateTime")):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pid, signal.SIGTERM)
-                    return self._public(status)
-            return self._public(status)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(status.pid, signal.SIGTERM)
+            return status.entry()
         running.cancel_requested = True
-        status = self._update_status(job_id, state="cancelling", message="Cancelling")
+        status = self._update_status(job_id, state=JobState.CANCELLING, message="Cancelling")
         self._notify(status, "cancelling")
         if running.distributed:
             # SIGTERM the ranks, not mlx.launch: it must live to relay the "cancelled" event.
-            self._signal_ranks(running.process, signal.SIGTERM)
+            self._signal_ranks(running.worker.pid, signal.SIGTERM)
+            running.worker.kill_after(CANCEL_GRACE_SECONDS)
         else:
-            self._signal(running.process, signal.SIGTERM)
-        threading.Thread(
-            target=self._kill_later, args=(running.process,), daemon=True, name=f"kill-{job_id}"
-        ).start()
-        return self._public(status)
+            running.worker.stop(CANCEL_GRACE_SECONDS)
+        return status.entry()
 
     def resume(self, job_id: str, submit: bool = True) -> dict:
         """Continue a cancelled, interrupted or failed job from its last checkpoint."""
         status = self._effective_status(self._read_status(job_id))
-        if status["state"] not in RESUMABLE_STATES:
+        if not status.state.resumable:
             raise CortexError(
                 "job-not-resumable",
-                f"Job {job_id} is {status['state']}; only cancelled, interrupted or failed jobs "
-                "can be resumed.",
+                f"Job {job_id} is {status.state.value}; only cancelled, interrupted or failed "
+                "jobs can be resumed.",
             )
         job_dir = self._job_dir(job_id)
-        spec = json.loads((job_dir / "spec.json").read_text())
-        output_path(spec["outputName"], self.models_dir)
-        spec["resume"] = True
-        _write_json_atomic(job_dir / "spec.json", spec)
+        spec = JobSpec.read(job_dir)
+        if spec.output_name is not None:
+            output_path(spec.output_name, Path(spec.output_dir))
+        from dataclasses import replace
+
+        write_atomic(job_dir / JobSpec.FILE, replace(spec, resume=True).to_wire())
         status = self._update_status(
             job_id,
-            state="queued",
+            state=JobState.QUEUED,
             message="Queued to resume",
-            ownerPid=os.getpid(),
-            ownerCreateTime=_process_create_time(os.getpid()),
+            owner_pid=os.getpid(),
+            owner_create_time=_process_create_time(os.getpid()),
         )
         if submit:
             self.submit(job_id)
-        return self._public(self._read_status(job_id))
+        return self._read_status(job_id).entry()
 
     def list_jobs(self) -> list[dict]:
         """Return every job on disk, newest first, with vanished workers shown ``interrupted``."""
-        if not self.jobs_root.exists():
+        if not self.root.exists():
             return []
         jobs = []
-        for job_dir in self.jobs_root.iterdir():
+        for job_dir in self.root.iterdir():
             if not (job_dir / "status.json").exists():
                 continue
             try:
                 status = self._read_status(job_dir.name)
             except CortexError:
                 continue
-            jobs.append(self._public(self._effective_status(status)))
+            jobs.append(self._effective_status(status).entry())
         jobs.sort(key=lambda j: (j.get("createdAt") or "", j["jobId"]), reverse=True)
         return jobs
 
     def get(self, job_id: str) -> dict:
         """Return one job's list entry."""
-        return self._public(self._effective_status(self._read_status(job_id)))
+        return self._effective_status(self._read_status(job_id)).entry()
 
-    def wait(self, job_id: str, timeout: float | None = None) -> dict:
-        """Block until the job leaves the queued/running states (for tests and scripts)."""
+    def wait(
+        self, job_id: str, timeout: float | None = None, cancel: threading.Event | None = None
+    ) -> dict:
+        """Block until the job has ended; return its entry (TimeoutError after ``timeout``).
+
+        Setting ``cancel`` cancels the job (once) and keeps waiting for it to stop.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        cancelled = False
         while True:
             job = self.get(job_id)
-            with self._lock:
-                ours = job_id in self._running or job_id in self._queue or job_id in self._finishing
-            if job["state"] not in ACTIVE_STATES and not ours:
-                return job
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job['state']}")
-            time.sleep(0.05)
+            with self._changed:
+                if not JobState(job["state"]).active and not self._ours(job_id):
+                    return job
+                if cancel is not None and cancel.is_set() and not cancelled:
+                    cancelled = True
+                    self.cancel(job_id)
+                    continue
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"job {job_id} still {job['state']}")
+                # Woken by any change of ours; a job of another server is polled.
+                self._changed.wait(0.25 if left is None else min(0.25, left))
 
     def wait_all(self) -> None:
         """Block until every queued and running job of this manager has finished."""
         while True:
             with self._lock:
-                pending = list(self._running) + list(self._queue) + list(self._finishing)
+                pending = [*self._running, *self._queued, *self._finishing]
             if not pending:
                 return
             self.wait(pending[0])
@@ -422,12 +454,13 @@ class TrainingJobs:
         """Cancel running jobs cleanly (they stay resumable) and mark queued ones interrupted."""
         with self._lock:
             self._closed = True
-            queued = list(self._queue)
-            self._queue.clear()
+            queued = list(self._queued)
+            self._queued.clear()
             running = list(self._running)
         for job_id in queued:
+            self.slot.withdraw(job_id)
             status = self._update_status(
-                job_id, state="interrupted", message="The server stopped before it ran"
+                job_id, state=JobState.INTERRUPTED, message="The server stopped before it ran"
             )
             self._notify(status, "interrupted")
         for job_id in running:
@@ -440,217 +473,200 @@ class TrainingJobs:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _public(self, status: dict) -> dict:
-        entry = {key: status.get(key) for key in LIST_FIELDS}
-        entry["resumable"] = status.get("state") in RESUMABLE_STATES
-        for key in ("adapterBytes", "tokensPerSecond", "epoch", "totalEpochs", "checkpoint"):
-            if status.get(key) is not None:
-                entry[key] = status[key]
-        return entry
-
-    def _effective_status(self, status: dict) -> dict:
+    def _effective_status(self, status: JobStatus) -> JobStatus:
         """Return the status with a vanished worker or owner shown as ``interrupted``.
 
         A worker that recorded its result before it vanished finished its job: ``completed``.
         """
-        job_id = status["jobId"]
-        with self._lock:
-            if job_id in self._running or job_id in self._queue or job_id in self._finishing:
+        job_id = status.job_id
+        if self._ours(job_id):
+            return status
+        if status.state in (JobState.RUNNING, JobState.CANCELLING):
+            if _process_alive(status.pid, status.pid_create_time):
                 return status
-        state = status.get("state")
-        if state in ("running", "cancelling"):
-            if _process_alive(status.get("pid"), status.get("pidCreateTime")):
-                return status
-        elif state == "queued":
-            if _process_alive(status.get("ownerPid"), status.get("ownerCreateTime")):
+        elif status.state == JobState.QUEUED:
+            if _process_alive(status.owner_pid, status.owner_create_time):
                 return status
         else:
             return status
         result = read_job_result(self._job_dir(job_id))
-        if result is not None and state != "queued":
+        done = decode_event({**result, "event": "done"}) if result is not None else None
+        if isinstance(done, Done) and status.state != JobState.QUEUED:
             # The worker finished after its server died (kill -9): the model is saved.
-            changes = {
-                "state": "completed",
+            changes: dict[str, Any] = {
+                "state": JobState.COMPLETED,
                 "message": "Completed (while no server was listening)",
-                **{
-                    key: result.get(key)
-                    for key in ("iteration", "trainLoss", "valLoss", "outputPath", "adapterBytes")
-                },
+                **self._done_fields(done),
             }
         else:
             changes = {
-                "state": "interrupted",
+                "state": JobState.INTERRUPTED,
                 "message": "The worker stopped without finishing (server restart or crash)",
             }
         with contextlib.suppress(OSError):
             return self._update_status(job_id, **changes)
-        return {**status, **changes}
+        return status.changed(**changes)
 
-    def _start_next(self) -> None:
+    @staticmethod
+    def _done_fields(done: Done) -> dict[str, Any]:
+        return {
+            "iteration": done.iteration,
+            "train_loss": done.train_loss,
+            "val_loss": done.val_loss,
+            "output_path": done.output_path,
+            "adapter_bytes": done.adapter_bytes,
+        }
+
+    def _launch_granted(self, job_id: str) -> None:
+        """Start the job's worker now that the slot is its; a failure ends the job."""
         with self._lock:
-            if self._closed or self._running or not self._queue:
+            if job_id not in self._queued or self._closed:
+                self._queued.discard(job_id)
+                self.slot.release(job_id)
                 return
-            job_id = self._queue.popleft()
             try:
-                spec_distributed = json.loads(
-                    (self._job_dir(job_id) / "spec.json").read_text()
-                ).get("distributed")
-                process = self._launch(job_id)
-            except Exception as exc:  # noqa: BLE001 - report and move on to the next job
-                status = self._update_status(job_id, state="failed", message=str(exc))
-                self._notify(status, "error", message=str(exc))
-                threading.Thread(target=self._start_next, daemon=True).start()
+                spec = JobSpec.read(self._job_dir(job_id))
+                worker = self._launch(spec)
+            except Exception as exc:  # noqa: BLE001 - report and hand the slot on
+                self._queued.discard(job_id)
+                status = self._update_status(job_id, state=JobState.FAILED, message=str(exc))
+                self._notify(status, "error", message=str(exc), code="launch-failed")
+                self.slot.release(job_id)
                 return
-            self._running[job_id] = _Running(process, distributed=bool(spec_distributed))
+            self._queued.discard(job_id)
+            self._running[job_id] = _Running(worker, distributed=bool(spec.options.distributed))
         status = self._update_status(
             job_id,
-            state="running",
+            state=JobState.RUNNING,
             message="Starting",
-            pid=process.pid,
-            pidCreateTime=_process_create_time(process.pid),
+            pid=worker.pid,
+            pid_create_time=_process_create_time(worker.pid),
         )
         self._notify(status, "running")
 
-    def _worker_command(self, job_dir: Path, spec: dict) -> list[str]:
-        distributed = spec.get("distributed")
-        if not distributed:
-            return [self.python, "-m", "cortex_rpc.training.worker", str(job_dir)]
-        from .distributed import launch_command
+    def _launch(self, spec: JobSpec) -> WorkerHandle:
+        job_dir = self._job_dir(spec.job_id)
+        command = None
+        if spec.options.distributed:
+            import sys
 
-        return launch_command(self.python, job_dir, distributed)
+            from .distributed import launch_command
 
-    def _launch(self, job_id: str) -> subprocess.Popen:
-        job_dir = self._job_dir(job_id)
-        spec = json.loads((job_dir / "spec.json").read_text())
-        read_fd, write_fd = os.pipe()
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        distributed = bool(spec.get("distributed"))
-        if distributed:
-            # mlx.launch relays rank 0's stdout: events arrive on its stdout (distributed.py).
-            env.pop(EVENT_FD_ENV, None)
-        else:
-            env[EVENT_FD_ENV] = str(write_fd)
-        log = open(job_dir / "worker.log", "ab")  # noqa: SIM115 - handed to the child
-        try:
-            process = subprocess.Popen(
-                self._worker_command(job_dir, spec),
-                stdin=subprocess.DEVNULL,
-                stdout=write_fd if distributed else log,
-                stderr=log,
-                pass_fds=() if distributed else (write_fd,),
-                env=env,
-                # Own process group: cancel signals the worker (and mlx.launch's ranks) only.
-                start_new_session=True,
+            command = launch_command(
+                self.python or sys.executable, job_dir, spec.options.distributed
             )
-        finally:
-            os.close(write_fd)
-            log.close()
+        worker = start_worker(
+            "cortex_rpc.training.worker",
+            [str(job_dir)],
+            log_path=job_dir / "worker.log",
+            python=self.python,
+            # mlx.launch relays rank 0's stdout: events arrive on its stdout (distributed.py).
+            events_on_stdout=command is not None,
+            command=command,
+        )
         thread = threading.Thread(
             target=self._read_events,
-            args=(job_id, process, read_fd),
+            args=(spec.job_id, worker),
             daemon=True,
-            name=f"training-{job_id}",
+            name=f"training-{spec.job_id}",
         )
-        self._threads[job_id] = thread
+        self._threads[spec.job_id] = thread
         thread.start()
-        return process
+        return worker
 
-    def _read_events(self, job_id: str, process: subprocess.Popen, read_fd: int) -> None:
-        final: dict | None = None
-        with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as stream:
-            for line in stream:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(event, dict):
-                    continue
-                kind = event.get("event")
-                if kind in ("done", "cancelled", "error"):
-                    final = event
-                    continue
+    def _read_events(self, job_id: str, worker: WorkerHandle) -> None:
+        final: WorkerEvent | None = None
+        for data in worker.events():
+            event = decode_event(data)
+            if event is None:
+                logger.warning("job %s: ignored a line outside the contract: %.200s", job_id, data)
+            elif event.final:
+                final = event
+            else:
                 self._handle_event(job_id, event)
-        returncode = process.wait()
+        worker.close_events()
+        returncode = worker.wait()
         self._finish(job_id, returncode, final)
 
-    def _handle_event(self, job_id: str, event: dict) -> None:
-        kind = event.get("event")
-        if kind == "progress":
-            changes = {k: event[k] for k in PROGRESS_FIELDS if k in event}
-            status = self._update_status(job_id, message="Training", **changes)
-            if status["state"] == "cancelling":
+    def _handle_event(self, job_id: str, event: WorkerEvent) -> None:
+        if isinstance(event, Progress):
+            fields = {k: v for k, v in vars(event).items() if v is not None}
+            status = self._update_status(job_id, message="Training", **fields)
+            if status.state == JobState.CANCELLING:
                 return
             self._notify(status, "progress")
-        elif kind == "checkpoint":
-            status = self._update_status(job_id, checkpoint=event.get("path"))
-            self._notify(status, "checkpoint", checkpointPath=event.get("path"))
-        elif kind in ("started", "resumed"):
-            changes = {"message": "Training"}
-            if "iteration" in event:
-                changes["iteration"] = event["iteration"]
-            if "totalIterations" in event:
-                changes["totalIterations"] = event["totalIterations"]
+        elif isinstance(event, Checkpoint):
+            status = self._update_status(job_id, checkpoint=event.path)
+            self._notify(status, "checkpoint", checkpointPath=event.path)
+        elif isinstance(event, (Started, Resumed)):
+            changes: dict[str, Any] = {"message": "Training", "iteration": event.iteration}
+            if isinstance(event, Started):
+                changes["total_iterations"] = event.total_iterations
             status = self._update_status(job_id, **changes)
-            details = (
-                "examples",
-                "validationExamples",
-                "batchSize",
-                "numLayers",
-                "quantizationBits",
-                "ranks",
-                "path",
-            )
-            self._notify(status, kind, **{k: event[k] for k in details if k in event})
-        elif kind == "warning":
-            status = self._read_status(job_id)
-            self._notify(status, "warning", message=event.get("message"))
+            details = event.to_wire()
+            details.pop("event")
+            details.pop("iteration", None)
+            details.pop("totalIterations", None)
+            self._notify(status, event.kind, **details)
+        elif isinstance(event, Warning):
+            self._notify(self._read_status(job_id), "warning", message=event.message)
+        elif isinstance(event, Blas):
+            if event.name is None:
+                message = (
+                    "No fast BLAS was found: MLX uses its reference BLAS and trains about 20x "
+                    "slower on this CPU. Install OpenBLAS (Debian: libopenblas0-pthread) or "
+                    "set CORTEX_BLAS to a BLAS library."
+                )
+                logger.warning("job %s: %s", job_id, message)
+                self._notify(self._read_status(job_id), "warning", message=message)
+            else:
+                logger.info("job %s: BLAS %s (%s)", job_id, event.name, event.path)
 
-    def _finish(self, job_id: str, returncode: int, final: dict | None) -> None:
+    def _finish(self, job_id: str, returncode: int, final: WorkerEvent | None) -> None:
         with self._lock:
             running = self._running.pop(job_id, None)
             self._finishing.add(job_id)
         try:
             self._record_outcome(job_id, returncode, final, running)
         finally:
-            with self._lock:
+            with self._changed:
                 self._finishing.discard(job_id)
-        self._start_next()
+                self._changed.notify_all()
+            self.slot.release(job_id)
 
     def _record_outcome(
-        self, job_id: str, returncode: int, final: dict | None, running: _Running | None
+        self, job_id: str, returncode: int, final: WorkerEvent | None, running: _Running | None
     ) -> None:
         cancel_requested = running is not None and running.cancel_requested
-        kind = (final or {}).get("event")
         extra: dict[str, Any] = {}
-        if kind == "done" and returncode == 0:
-            changes = {
-                "state": "completed",
+        if isinstance(final, Done) and returncode == 0:
+            changes: dict[str, Any] = {
+                "state": JobState.COMPLETED,
                 "message": "Completed",
-                "iteration": final.get("iteration"),
-                "trainLoss": final.get("trainLoss"),
-                "valLoss": final.get("valLoss"),
-                "outputPath": final.get("outputPath"),
-                "adapterBytes": final.get("adapterBytes"),
+                **self._done_fields(final),
             }
             extra = {
-                "outputPath": final.get("outputPath"),
-                "adapterBytes": final.get("adapterBytes"),
-                "evaluation": final.get("evaluation"),
-                "lossCurvePath": final.get("lossCurvePath"),
+                "outputPath": final.output_path,
+                "adapterBytes": final.adapter_bytes,
+                "evaluation": final.evaluation,
+                "lossCurvePath": final.loss_curve_path,
             }
-        elif kind == "cancelled" or (cancel_requested and kind != "error"):
+        elif (
+            final is not None
+            and final.kind == "cancelled"
+            or (cancel_requested and not isinstance(final, Error))
+        ):
             changes = {
-                "state": "cancelled",
+                "state": JobState.CANCELLED,
                 "message": "Cancelled; resume continues from the last checkpoint",
             }
-        elif kind == "error":
+        elif isinstance(final, Error):
             changes = {
-                "state": "failed",
-                "message": final.get("message") or "Training failed",
-                "errorCode": final.get("code"),
+                "state": JobState.FAILED,
+                "message": final.message or "Training failed",
+                "error_code": final.code,
             }
-            extra = {"code": final.get("code")}
+            extra = {"code": final.code}
         else:
             how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
             tail = log_tail(self._job_dir(job_id) / "worker.log")
@@ -659,33 +675,24 @@ class TrainingJobs:
                 # Nobody here sent it: on Linux that is usually the kernel's OOM killer.
                 hint = " If the system ran out of memory, try a smaller batch or 4-bit."
             message = f"The worker stopped ({how}).{hint} {tail}".strip()
-            changes = {"state": "failed", "message": message}
+            changes = {"state": JobState.FAILED, "message": message}
             extra = {"code": "worker-crashed"}
-        changes["returnCode"] = returncode
+        changes["return_code"] = returncode
         status = self._update_status(job_id, **changes)
-        event = {"completed": "done", "cancelled": "cancelled"}.get(status["state"], "error")
-        self._notify(status, event, message=status["message"], **extra)
+        event = {JobState.COMPLETED: "done", JobState.CANCELLED: "cancelled"}.get(
+            status.state, "error"
+        )
+        self._notify(status, event, message=status.message, **extra)
 
     @staticmethod
-    def _signal(process: subprocess.Popen, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signum)
-
-    @staticmethod
-    def _signal_ranks(process: subprocess.Popen, signum: int) -> None:
+    def _signal_ranks(pid: int, signum: int) -> None:
         import psutil
 
         try:
-            children = psutil.Process(process.pid).children(recursive=True)
+            children = psutil.Process(pid).children(recursive=True)
         except psutil.Error:
             return
         for child in children:
             with contextlib.suppress(psutil.Error):
                 if "cortex_rpc.training.worker" in " ".join(child.cmdline()):
                     child.send_signal(signum)
-
-    def _kill_later(self, process: subprocess.Popen) -> None:
-        try:
-            process.wait(CANCEL_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            self._signal(process, signal.SIGKILL)

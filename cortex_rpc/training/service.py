@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,9 @@ from ..models.inspect import marker_base_path
 from ..models.registry import resolve_model
 from ..paths import validate_model_name
 from ..units import human_duration
+from .contract import TERMINAL_STATES, WorkerOptions
 from .jobs import TrainingJobs
 from .output import output_path, read_marker
-
-TERMINAL_STATES = ("completed", "failed", "cancelled", "interrupted")
 
 
 def start_training(
@@ -32,7 +31,7 @@ def start_training(
     config: dict[str, Any] | None = None,
     dataset_format: str | None = None,
     model_dirs: Iterable[str] = (),
-    options: dict[str, Any] | None = None,
+    options: WorkerOptions | None = None,
     continue_from: str | None = None,
     replay_fraction: float | None = None,
     submit: bool = True,
@@ -65,7 +64,9 @@ def start_training(
             )
         model_dir, marker, config = previous["base"], None, previous["overrides"]
         continued = {"name": previous["adapterDir"].name, "path": str(previous["adapterDir"])}
-        options = {**(options or {}), **previous["options"], "continuedFrom": continued}
+        options = replace(
+            options or WorkerOptions(), **previous["options"], continued_from=continued
+        )
     if marker is not None:
         raise InvalidParams(
             f"{model_dir.name} is a fine-tuned adapter, not a base model; train on its base "
@@ -103,7 +104,7 @@ def start_training(
         model_dir, None, output_name, chosen, options=options, prepare=prepare, submit=submit
     )
     if previous is not None:
-        started["continuedFrom"] = {**options["continuedFrom"], "replay": replayed}
+        started["continuedFrom"] = {**continued, "replay": replayed}
     return {
         **started,
         "preset": preset,

@@ -50,8 +50,9 @@ from ..config.training_config import TrainingConfig
 from ..errors import CortexError, InvalidParams
 from ..models.inspect import read_marker
 from ..models.registry import resolve_model
-from ..paths import cortex_home
-from .jobs import TrainingJobs
+from ..paths import CortexHome, existing_file
+from .contract import WorkerOptions
+from .jobs import TrainerSlot, TrainingJobs
 
 LR_FACTORS = (0.3, 1.0, 3.0, 10.0, 30.0)
 RANKS = (4, 8, 16, 32)
@@ -210,12 +211,20 @@ class TrialRunner:
     """
 
     def __init__(
-        self, work_dir: Path, model_dir: Path, data_dir: Path, python: str | None = None
+        self,
+        work_dir: Path,
+        model_dir: Path,
+        data_dir: Path,
+        python: str | None = None,
+        slot: TrainerSlot | None = None,
     ) -> None:
         self.model_dir, self.data_dir = model_dir, data_dir
         self.events: dict[str, dict[str, Any]] = {}
-        self.jobs = TrainingJobs(work_dir, on_event=self._on_event, python=python)
-        self.count = 0
+        # A private job folder (trials save no model), but the server's training slot: a
+        # trial waits for a user's job, and a user's job for the trial in progress.
+        self.jobs = TrainingJobs(
+            CortexHome(work_dir), on_event=self._on_event, python=python, slot=slot
+        )
 
     def _on_event(self, payload: dict) -> None:
         seen = self.events.setdefault(payload["jobId"], {"reports": []})
@@ -238,29 +247,19 @@ class TrialRunner:
         steps_per_report: int | None = None,
     ) -> dict:
         """Train ``config`` to its ``iterations``; return {valLoss, trainLoss, seconds, ...}."""
-        self.count += 1
         added = config.iterations - start_iteration
         launched = time.monotonic()
-        options: dict[str, Any] = {
-            "outputName": None,  # a trial saves no model
-            "stepsPerEval": config.iterations,  # at the first step (fresh runs) and the last
-            "stepsPerCheckpoint": config.iterations,  # none on the way...
-            "checkpointAtEnd": True,  # ...one at the end, to continue from
-            "stepsPerReport": steps_per_report or max(1, added // 5),
-        }
-        if resume_from is not None:
-            options["resumeFrom"] = resume_from
-        job = self.jobs.start(
-            self.model_dir, self.data_dir, f"trial-{self.count:03d}", config, options=options
+        options = WorkerOptions(
+            steps_per_eval=config.iterations,  # at the first step (fresh runs) and the last
+            steps_per_checkpoint=config.iterations,  # none on the way...
+            checkpoint_at_end=True,  # ...one at the end, to continue from
+            steps_per_report=steps_per_report or max(1, added // 5),
+            resume_from=resume_from,
         )
+        # No output name: a trial saves no model.
+        job = self.jobs.start(self.model_dir, self.data_dir, None, config, options=options)
         job_id = job["jobId"]
-        while True:
-            try:
-                state = self.jobs.wait(job_id, timeout=0.2)
-                break
-            except TimeoutError:
-                if cancel is not None and cancel.is_set():
-                    self.jobs.cancel(job_id)
+        state = self.jobs.wait(job_id, cancel=cancel)
         seen = self.events.get(job_id, {})
         final = seen.get("final") or {}
         ended = time.monotonic()
@@ -309,6 +308,8 @@ def tune_hyperparameters(
     on_progress: Callable[[dict], None] | None = None,
     cancel: threading.Event | None = None,
     python: str | None = None,
+    home: CortexHome | None = None,
+    slot: TrainerSlot | None = None,
 ) -> dict[str, Any]:
     """Search learning rate, rank and iterations for ``model`` on ``dataset`` within the budget.
 
@@ -326,17 +327,12 @@ def tune_hyperparameters(
         raise InvalidParams(
             f"{model_dir.name} is a fine-tuned adapter; tune on its base", field="model"
         )
-    if not Path(dataset).is_file():
-        raise CortexError(
-            "dataset-not-found",
-            f"Dataset {dataset} does not exist or is not a file",
-            path=str(dataset),
-        )
+    dataset = str(existing_file(dataset))
     balanced = propose_for_model(
         str(model_dir), dataset=dataset, preset="balanced", model_dirs=model_dirs
     ).config
     tuning_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    work = cortex_home() / "tuning" / tuning_id
+    work = (home or CortexHome.default()).tuning / tuning_id
     rows: list[dict[str, Any]] = []
     notify = on_progress or (lambda payload: None)
 
@@ -368,7 +364,7 @@ def tune_hyperparameters(
         data_dir = work / "data"
         examples, _ = subset_data(work / "prepared", data_dir)
         batch = min(balanced.batch_size, examples)
-        runner = TrialRunner(work / "runs", model_dir, data_dir, python)
+        runner = TrialRunner(work / "runs", model_dir, data_dir, python, slot)
         candidates = candidate_configs(balanced, trials, seed)
 
         def config_for(point: dict, iterations: int) -> TrainingConfig:

@@ -23,14 +23,16 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..accel import preload_fast_blas
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError
-from .events import EventWriter, open_event_writer
+from ..workers import EventWriter, open_event_writer
+from . import contract
+from .contract import JobSpec
 from .history import CURVE_FILE, HISTORY_FILE, LossHistory, evaluation_summary, loss_curve_svg
 
 QUANT_GROUP_SIZE = 64
@@ -544,30 +546,32 @@ class EventCallback:
         if self.history is not None:
             self.history.append(iteration=it, trainLoss=self.train_loss)
         self.events.emit(
-            "progress",
-            iteration=it,
-            totalIterations=self.total,
-            epoch=round(it / self.total * self.total_epochs, 4),
-            totalEpochs=self.total_epochs,
-            trainLoss=self.train_loss,
-            valLoss=self.val_loss,
-            learningRate=float(info["learning_rate"]),
-            tokensPerSecond=float(info["tokens_per_second"]),
-            trainedTokens=int(info["trained_tokens"]),
-            etaSeconds=round(per_it * (self.total - it), 2),
-            peakMemoryBytes=int(info["peak_memory"] * 1e9),
+            contract.Progress(
+                iteration=it,
+                total_iterations=self.total,
+                epoch=round(it / self.total * self.total_epochs, 4),
+                total_epochs=self.total_epochs,
+                train_loss=self.train_loss,
+                val_loss=self.val_loss,
+                learning_rate=float(info["learning_rate"]),
+                tokens_per_second=float(info["tokens_per_second"]),
+                trained_tokens=int(info["trained_tokens"]),
+                eta_seconds=round(per_it * (self.total - it), 2),
+                peak_memory_bytes=int(info["peak_memory"] * 1e9),
+            )
         )
 
 
-def options_from_spec(spec: dict, config: TrainingConfig, batch_size: int) -> RunOptions:
+def options_from_spec(spec: JobSpec, batch_size: int) -> RunOptions:
     """Return loop options: spec overrides, else a report every ~2% and a checkpoint every ~10%."""
+    config, options = spec.config, spec.options
     total = config.iterations
     return RunOptions(
         total_iterations=total,
-        steps_per_report=int(spec.get("stepsPerReport") or max(1, total // 50)),
-        steps_per_eval=int(spec.get("stepsPerEval") or max(1, total // 10)),
-        steps_per_checkpoint=int(spec.get("stepsPerCheckpoint") or max(1, total // 10)),
-        val_batches=int(spec.get("valBatches", -1)),
+        steps_per_report=int(options.steps_per_report or max(1, total // 50)),
+        steps_per_eval=int(options.steps_per_eval or max(1, total // 10)),
+        steps_per_checkpoint=int(options.steps_per_checkpoint or max(1, total // 10)),
+        val_batches=int(options.val_batches),
         max_seq_length=config.max_seq_length,
         batch_size=batch_size,
         grad_accumulation_steps=config.grad_accumulation_steps,
@@ -576,137 +580,142 @@ def options_from_spec(spec: dict, config: TrainingConfig, batch_size: int) -> Ru
     )
 
 
-def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> dict:
-    """Train the job in ``job_dir`` to completion; return the ``done`` event's fields."""
+def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done | None:
+    """Train the job in ``job_dir`` to completion; return the ``done`` event (None on rank > 0)."""
     import mlx.core as mx
     import mlx.optimizers as optim
 
     from . import output
 
-    spec = json.loads((job_dir / "spec.json").read_text())
-    config = TrainingConfig.from_wire(spec["config"])
+    spec = JobSpec.read(job_dir)
+    config, options = spec.config, spec.options
     if config.iterations <= 0:
         raise CortexError("invalid-config", "config.iterations must be computed before training")
     world = mx.distributed.init()
     rank, world_size = world.rank(), world.size()
 
-    model, tokenizer, info = prepare_model(spec["model"], config, spec.get("loraKeys"))
+    model, tokenizer, info = prepare_model(spec.model, config, options.lora_keys)
     for warning in info["warnings"]:
-        events.emit("warning", message=warning)
-    if spec.get("initAdapters"):
+        events.emit(contract.Warning(message=warning))
+    if options.init_adapters:
         # Continual learning: start from the previous version's adapter (same layout).
-        model.load_weights(spec["initAdapters"], strict=False)
+        model.load_weights(options.init_adapters, strict=False)
         mx.eval(model.parameters())
-    replay = (spec.get("datasetInfo") or {}).get("replay") or {}
+    replay = spec.dataset_info.get("replay") or {}
     if replay.get("warning"):
-        events.emit("warning", message=replay["warning"])
-    mask_prompt = spec.get("maskPrompt", True)
-    if mask_prompt and _is_text_data(Path(spec["dataDir"])):
+        events.emit(contract.Warning(message=replay["warning"]))
+    mask_prompt = options.mask_prompt
+    if mask_prompt and _is_text_data(Path(spec.data_dir)):
         # Plain {"text"} records have no prompt to mask; mlx_lm refuses masking for them.
         mask_prompt = False
-    train_set, valid_set = load_datasets(spec["dataDir"], tokenizer, mask_prompt=mask_prompt)
+    train_set, valid_set = load_datasets(spec.data_dir, tokenizer, mask_prompt=mask_prompt)
     batch_size = config.batch_size
     if batch_size > len(train_set):
         events.emit(
-            "warning",
-            message=f"batchSize {batch_size} exceeds the {len(train_set)} training examples; "
-            f"using {len(train_set)}.",
+            contract.Warning(
+                message=f"batchSize {batch_size} exceeds the {len(train_set)} training "
+                f"examples; using {len(train_set)}."
+            )
         )
         batch_size = len(train_set)
     if batch_size % world_size:
         batch_size = max(world_size, batch_size - batch_size % world_size)
-        events.emit("warning", message=f"batchSize rounded to {batch_size} for {world_size} ranks.")
-    options = options_from_spec(spec, config, batch_size)
+        events.emit(
+            contract.Warning(message=f"batchSize rounded to {batch_size} for {world_size} ranks.")
+        )
+    run_options = options_from_spec(spec, batch_size)
     schedule = BatchSchedule(
         train_set, batch_size, config.max_seq_length, config.seed, rank, world_size
     )
     optimizer = optim.Adam(learning_rate=config.learning_rate)
     optimizer.init(model.trainable_parameters())
-    adapter_cfg = adapter_config(config, info, spec["model"])
+    adapter_cfg = adapter_config(config, info, spec.model)
 
     start_state = None
-    ckpt = latest_checkpoint(job_dir) if spec.get("resume") else None
-    if ckpt is None and spec.get("resumeFrom"):
+    ckpt = latest_checkpoint(job_dir) if spec.resume else None
+    if ckpt is None and options.resume_from:
         # Another job's checkpoint: the tuner continues a promoted trial in a new job.
-        ckpt = Path(spec["resumeFrom"])
+        ckpt = Path(options.resume_from)
     if ckpt is not None:
         start_state = load_checkpoint(ckpt, model, optimizer)
-        events.emit("resumed", iteration=start_state["iteration"], path=str(ckpt))
+        events.emit(contract.Resumed(iteration=start_state["iteration"], path=str(ckpt)))
 
     def on_checkpoint(state: dict) -> None:
         if rank == 0:
             path = save_checkpoint(job_dir, model, optimizer, adapter_cfg, state)
-            events.emit("checkpoint", iteration=state["iteration"], path=str(path))
+            events.emit(contract.Checkpoint(iteration=state["iteration"], path=str(path)))
 
     history = LossHistory(job_dir / HISTORY_FILE) if rank == 0 else None
     if history is not None:
         history.truncate((start_state or {}).get("iteration", -1))
     callback = EventCallback(
-        events, options.total_iterations, batch_size, len(train_set), config.epochs, history
+        events, run_options.total_iterations, batch_size, len(train_set), config.epochs, history
     )
     events.emit(
-        "started",
-        iteration=(start_state or {}).get("iteration", 0),
-        totalIterations=options.total_iterations,
-        examples=len(train_set),
-        validationExamples=len(valid_set) if valid_set is not None else 0,
-        batchSize=batch_size,
-        numLayers=info["numLayers"],
-        quantizationBits=info["quantizationBits"],
-        ranks=world_size,
+        contract.Started(
+            iteration=(start_state or {}).get("iteration", 0),
+            total_iterations=run_options.total_iterations,
+            examples=len(train_set),
+            validation_examples=len(valid_set) if valid_set is not None else 0,
+            batch_size=batch_size,
+            num_layers=info["numLayers"],
+            quantization_bits=info["quantizationBits"],
+            ranks=world_size,
+        )
     )
     final = train_loop(
         model,
         optimizer,
         schedule,
         valid_set,
-        options,
+        run_options,
         callback=callback,
         start_state=start_state,
         on_checkpoint=on_checkpoint,
         stop=stop,
     )
-    if spec.get("checkpointAtEnd"):
+    if options.checkpoint_at_end:
         on_checkpoint(final)  # so that another job can continue from the last step (resumeFrom)
     if rank != 0:
-        return {}
-    final_dir = job_dir / "final"
+        return None
+    final_dir = Path(spec.adapter_dir)
     shutil.rmtree(final_dir, ignore_errors=True)
     save_adapters(model, final_dir, adapter_cfg)
-    result = {
-        "iteration": final["iteration"],
-        "trainLoss": final["trainLoss"],
-        "valLoss": final["valLoss"],
-        "adapterPath": str(final_dir),
-    }
     entries = history.entries() if history is not None else []
     evaluation = evaluation_summary(entries)
-    result["evaluation"] = evaluation
-    if spec.get("outputName"):
+    done = contract.Done(
+        iteration=final["iteration"],
+        train_loss=final["trainLoss"],
+        val_loss=final["valLoss"],
+        adapter_path=str(final_dir),
+        evaluation=evaluation,
+    )
+    if spec.output_name:
         out = output.assemble_model(
-            name=spec["outputName"],
+            name=spec.output_name,
             adapter_dir=final_dir,
-            base_model=Path(spec["model"]),
+            base_model=Path(spec.model),
             config=config,
-            dataset_info=spec.get("datasetInfo") or {},
+            dataset_info=spec.dataset_info,
             quantization_bits=info["quantizationBits"],
             final_losses={"trainLoss": final["trainLoss"], "valLoss": final["valLoss"]},
-            models_dir=Path(spec["outputDir"]) if spec.get("outputDir") else None,
+            models_dir=Path(spec.output_dir),
             evaluation=evaluation,
-            extra_files={CURVE_FILE: loss_curve_svg(entries, f"{spec['outputName']}: loss")},
+            extra_files={CURVE_FILE: loss_curve_svg(entries, f"{spec.output_name}: loss")},
             marker_extra=(
-                {"continuedFrom": {**spec["continuedFrom"], "replay": replay}}
-                if spec.get("continuedFrom")
+                {"continuedFrom": {**options.continued_from, "replay": replay}}
+                if options.continued_from
                 else None
             ),
         )
-        result.update(
-            lossCurvePath=str(out / CURVE_FILE),
-            outputPath=str(out),
-            adapterPath=str(out),
-            adapterBytes=(out / "adapters.safetensors").stat().st_size,
+        done = replace(
+            done,
+            loss_curve_path=str(out / CURVE_FILE),
+            output_path=str(out),
+            adapter_path=str(out),
+            adapter_bytes=(out / "adapters.safetensors").stat().st_size,
         )
-    return result
+    return done
 
 
 _OOM_PATTERN = re.compile(
@@ -750,28 +759,27 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("MLX_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
     events = open_event_writer(enabled=rank == 0)
     blas = preload_fast_blas()
-    events.emit("blas", name=blas.name if blas else None, path=blas.path if blas else None)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    events.emit(contract.Blas(name=blas.name if blas else None, path=blas.path if blas else None))
     try:
-        result = run_job(job_dir, events, stop)
+        done = run_job(job_dir, events, stop)
     except Cancelled:
-        events.emit("cancelled", message="Training cancelled; the last checkpoint is kept.")
+        events.emit(contract.Cancelled(message="Training cancelled; the last checkpoint is kept."))
         return 0
     except CortexError as exc:
-        events.emit("error", code=exc.code, message=exc.message)
+        events.emit(contract.Error(code=exc.code, message=exc.message))
         return 1
     except Exception as exc:  # noqa: BLE001 - every failure must reach the client as an event
         code, message = describe_failure(exc)
-        events.emit("error", code=code, message=message)  # first: the log may be unwritable
+        events.emit(contract.Error(code=code, message=message))  # first: the log may be unwritable
         with contextlib.suppress(OSError):
             traceback.print_exc()
         return 1
-    if result:
+    if done is not None:
         from .output import write_job_result
 
         with contextlib.suppress(OSError):  # a full disk: the event still tells the server
-            write_job_result(job_dir, result)
-        events.emit("done", **result)
+            write_job_result(job_dir, done.to_wire())
+        events.emit(done)
     return 0
 
 

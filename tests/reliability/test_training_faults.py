@@ -185,10 +185,11 @@ def test_wait_and_listings_never_see_a_finishing_job_half_recorded(
     import threading
     import time
 
+    from cortex_rpc.paths import CortexHome
     from cortex_rpc.training.jobs import TrainingJobs
     from cortex_rpc.training.service import start_training
 
-    jobs = TrainingJobs(cortex_home)
+    jobs = TrainingJobs(CortexHome(cortex_home))
     events: list[dict] = []
     seen: list[str] = []
 

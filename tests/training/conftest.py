@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from cortex_rpc.config.training_config import TrainingConfig
+from cortex_rpc.paths import CortexHome, write_atomic
+from cortex_rpc.training.contract import JobSpec, WorkerOptions
+
 
 def write_chat_data(sample: Path, directory: Path, valid: int = 4) -> Path:
     """Write train.jsonl / valid.jsonl in mlx_lm's chat shape from prompt/response records."""
@@ -25,6 +29,30 @@ def write_chat_data(sample: Path, directory: Path, valid: int = 4) -> Path:
     (directory / "train.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats[:split]))
     (directory / "valid.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats[split:]))
     return directory
+
+
+def write_spec(
+    job_dir: Path,
+    model: Path,
+    data_dir: Path,
+    config: TrainingConfig,
+    output_name: str | None,
+    options: WorkerOptions | None = None,
+) -> JobSpec:
+    """Write the spec.json a job manager would write for a worker run in ``job_dir``."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    spec = JobSpec(
+        job_id=job_dir.name,
+        model=str(model),
+        data_dir=str(data_dir),
+        config=config,
+        output_name=output_name,
+        output_dir=str(CortexHome.default().models),
+        adapter_dir=str(job_dir / "final"),
+        options=options or WorkerOptions(),
+    )
+    write_atomic(job_dir / JobSpec.FILE, spec.to_wire())
+    return spec
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cortex_rpc.config.training_config import TrainingConfig
+from cortex_rpc.paths import CortexHome
 from cortex_rpc.training.jobs import TrainingJobs
 
 pytestmark = pytest.mark.slow
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def adapters(tiny_model: Path, chat_data: Path, cortex_home: Path) -> list[Path]:
-    jobs = TrainingJobs(cortex_home)
+    jobs = TrainingJobs(CortexHome(cortex_home))
     outputs = []
     for name, kind, rank, seed in (
         ("ada-lora", "lora", 4, 0),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cortex_rpc.errors import InvalidParams
+from cortex_rpc.paths import CortexHome
 from cortex_rpc.training.continual import mix_replay
 from cortex_rpc.training.evaluate import evaluate_model
 from cortex_rpc.training.jobs import TrainingJobs
@@ -56,7 +57,7 @@ def train(jobs: TrainingJobs, events: list, **kwargs) -> dict:
 @pytest.fixture
 def setup(tiny_model, sample_dataset_path, cortex_home, tmp_path):
     events: list[dict] = []
-    jobs = TrainingJobs(cortex_home, on_event=events.append)
+    jobs = TrainingJobs(CortexHome(cortex_home), on_event=events.append)
     v1 = train(
         jobs,
         events,

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from cortex_rpc.config.training_config import TrainingConfig
+from cortex_rpc.paths import CortexHome
+from cortex_rpc.training.contract import WorkerOptions
 from cortex_rpc.training.distributed import launch_command
 from cortex_rpc.training.jobs import TrainingJobs
 
@@ -23,7 +25,7 @@ def test_launch_command_names_backend_hosts_and_worker(tmp_path: Path):
 
 def test_two_local_ranks_train_to_completion(tiny_model: Path, chat_data: Path, cortex_home: Path):
     events: list[dict] = []
-    jobs = TrainingJobs(cortex_home, events.append)
+    jobs = TrainingJobs(CortexHome(cortex_home), events.append)
     config = TrainingConfig(iterations=6, batch_size=4, num_layers=2, max_seq_length=256)
     job_id = jobs.start(
         tiny_model,
@@ -31,7 +33,7 @@ def test_two_local_ranks_train_to_completion(tiny_model: Path, chat_data: Path, 
         "tiny-dist",
         config,
         {},
-        {"stepsPerReport": 2, "distributed": {"hosts": ["127.0.0.1"], "ranksPerHost": 2}},
+        WorkerOptions(steps_per_report=2, distributed={"hosts": ["127.0.0.1"], "ranksPerHost": 2}),
     )["jobId"]
     job = jobs.wait(job_id, timeout=120)
     log = (cortex_home / "jobs" / job_id / "worker.log").read_text()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cortex_rpc.errors import CortexError
+from cortex_rpc.paths import CortexHome
 from cortex_rpc.training.evaluate import evaluate_model, write_eval_records
 from cortex_rpc.training.jobs import TrainingJobs
 from cortex_rpc.training.service import start_training
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def trained(tiny_model: Path, sample_dataset_path: Path, cortex_home: Path) -> dict:
-    jobs = TrainingJobs(cortex_home)
+    jobs = TrainingJobs(CortexHome(cortex_home))
     events: list[dict] = []
     jobs.on_event = events.append
     started = start_training(

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from cortex_rpc.config.training_config import TrainingConfig
 from cortex_rpc.training import worker
-from cortex_rpc.training.events import EventWriter
 from cortex_rpc.training.generate import ModelRunner
+from cortex_rpc.workers import EventWriter
+
+from .conftest import write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -21,17 +22,8 @@ def test_generate_streams_text_and_survives_a_worker_crash(
     job_dir = tmp_path / "job"
     job_dir.mkdir()
     config = TrainingConfig(iterations=2, batch_size=4, num_layers=2, max_seq_length=256)
-    (job_dir / "spec.json").write_text(
-        json.dumps(
-            {
-                "model": str(tiny_model),
-                "dataDir": str(chat_data),
-                "config": config.to_wire(),
-                "outputName": "tiny-chat",
-            }
-        )
-    )
-    out = worker.run_job(job_dir, EventWriter(None), worker.StopFlag())["outputPath"]
+    write_spec(job_dir, tiny_model, chat_data, config, "tiny-chat")
+    out = worker.run_job(job_dir, EventWriter(None), worker.StopFlag()).output_path
 
     runner = ModelRunner(log_path=tmp_path / "generate.log")
     try:

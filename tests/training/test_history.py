@@ -6,6 +6,7 @@ import json
 import math
 import xml.etree.ElementTree as ET
 
+from cortex_rpc.paths import CortexHome
 from cortex_rpc.training.history import LossHistory, evaluation_summary, loss_curve_svg
 
 
@@ -44,7 +45,7 @@ def test_finished_job_writes_evaluation_and_curve(tiny_model, chat_data, cortex_
     from cortex_rpc.config.training_config import TrainingConfig
     from cortex_rpc.training.jobs import TrainingJobs
 
-    jobs = TrainingJobs(cortex_home)
+    jobs = TrainingJobs(CortexHome(cortex_home))
     config = TrainingConfig(
         iterations=10, batch_size=4, num_layers=2, max_seq_length=128, learning_rate=1e-2
     )

@@ -13,6 +13,8 @@ import pytest
 
 from cortex_rpc.config.training_config import TrainingConfig
 from cortex_rpc.errors import CortexError
+from cortex_rpc.paths import CortexHome
+from cortex_rpc.training.contract import WorkerOptions
 from cortex_rpc.training.jobs import TrainingJobs
 
 pytestmark = pytest.mark.slow
@@ -58,14 +60,14 @@ def test_two_jobs_queue_then_complete_with_output(
     """A second start queues; both complete; events are monotonic; the output is complete."""
     before = file_digests(tiny_model)
     events = Events()
-    jobs = TrainingJobs(cortex_home, events)
+    jobs = TrainingJobs(CortexHome(cortex_home), events)
     first = jobs.start(
         tiny_model,
         chat_data,
         "tiny-a",
         _config(20),
         {"examples": 20},
-        {"stepsPerReport": 2, "stepsPerCheckpoint": 10},
+        WorkerOptions(steps_per_report=2, steps_per_checkpoint=10),
     )
     second = jobs.start(tiny_model, chat_data, "tiny-b", _config(6), {"examples": 20})
     assert first["state"] == "running"
@@ -114,14 +116,14 @@ def test_two_jobs_queue_then_complete_with_output(
 def test_cancel_then_resume_reaches_total(tiny_model: Path, chat_data: Path, cortex_home: Path):
     """SIGTERM checkpoints and stops within 5 s; resume continues to the planned total."""
     events = Events()
-    jobs = TrainingJobs(cortex_home, events)
+    jobs = TrainingJobs(CortexHome(cortex_home), events)
     started = jobs.start(
         tiny_model,
         chat_data,
         "tiny-cancel",
         _config(400, grad_checkpoint=True),
         {},
-        {"stepsPerReport": 5, "stepsPerCheckpoint": 1000},
+        WorkerOptions(steps_per_report=5, steps_per_checkpoint=1000),
     )
     job_id = started["jobId"]
     events.wait_for(lambda e: e["jobId"] == job_id and e.get("iteration", 0) >= 10)
@@ -152,14 +154,14 @@ def test_killed_worker_fails_and_keeps_a_loadable_checkpoint(
     from mlx_lm.utils import load
 
     events = Events()
-    jobs = TrainingJobs(cortex_home, events)
+    jobs = TrainingJobs(CortexHome(cortex_home), events)
     job_id = jobs.start(
         tiny_model,
         chat_data,
         "tiny-killed",
         _config(2000),
         {},
-        {"stepsPerReport": 10, "stepsPerCheckpoint": 10},
+        WorkerOptions(steps_per_report=10, steps_per_checkpoint=10),
     )["jobId"]
     events.wait_for(lambda e: e["jobId"] == job_id and e["event"] == "checkpoint")
     pid = json.loads((cortex_home / "jobs" / job_id / "status.json").read_text())["pid"]
@@ -177,7 +179,7 @@ def test_restarted_manager_reports_vanished_worker_interrupted(
     tiny_model: Path, chat_data: Path, cortex_home: Path
 ):
     """A job whose status says running but whose worker is gone shows as interrupted."""
-    jobs = TrainingJobs(cortex_home)
+    jobs = TrainingJobs(CortexHome(cortex_home))
     job_dir = cortex_home / "jobs" / "20240101-000000-abcdef"
     job_dir.mkdir(parents=True)
     (job_dir / "spec.json").write_text(
@@ -204,7 +206,7 @@ def test_restarted_manager_reports_vanished_worker_interrupted(
             }
         )
     )
-    restarted = TrainingJobs(cortex_home)
+    restarted = TrainingJobs(CortexHome(cortex_home))
     [job] = restarted.list_jobs()
     assert job["state"] == "interrupted" and job["resumable"]
     assert set(job) >= {
@@ -242,5 +244,5 @@ def test_server_side_modules_do_not_import_mlx():
 def test_existing_model_name_is_refused(tiny_model: Path, chat_data: Path, cortex_home: Path):
     (cortex_home / "mlx_models" / "taken").mkdir(parents=True)
     with pytest.raises(CortexError) as exc:
-        TrainingJobs(cortex_home).start(tiny_model, chat_data, "taken", _config(2))
+        TrainingJobs(CortexHome(cortex_home)).start(tiny_model, chat_data, "taken", _config(2))
     assert exc.value.code == "model-exists"

@@ -11,6 +11,7 @@ from cortex_rpc.config.training_config import TrainingConfig
 from cortex_rpc.errors import CortexError, InvalidParams
 from cortex_rpc.models.manage import delete_model, fuse_model
 from cortex_rpc.models.registry import list_models
+from cortex_rpc.paths import CortexHome
 from cortex_rpc.training.jobs import TrainingJobs
 
 pytestmark = pytest.mark.slow
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def fine_tuned(tiny_model: Path, chat_data: Path, cortex_home: Path) -> Path:
-    jobs = TrainingJobs(cortex_home)
+    jobs = TrainingJobs(CortexHome(cortex_home))
     config = TrainingConfig(iterations=4, batch_size=4, num_layers=2, max_seq_length=128)
     job = jobs.start(tiny_model, chat_data, "tiny-ft", config)
     assert jobs.wait(job["jobId"], 120)["state"] == "completed"

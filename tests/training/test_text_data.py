@@ -8,6 +8,7 @@ import pytest
 
 from cortex_rpc.config.training_config import TrainingConfig
 from cortex_rpc.datasets import prepare_dataset
+from cortex_rpc.paths import CortexHome
 from cortex_rpc.training.jobs import TrainingJobs
 
 pytestmark = pytest.mark.slow
@@ -20,7 +21,7 @@ def test_text_records_train_to_completion(tiny_model, cortex_home, tmp_path):
             json.dumps({"text": f"Note {i}: cortex-rpc trains adapters."}) + "\n" for i in range(8)
         )
     )
-    jobs = TrainingJobs(cortex_home)
+    jobs = TrainingJobs(CortexHome(cortex_home))
     config = TrainingConfig(iterations=4, batch_size=2, num_layers=2, max_seq_length=64)
     job = jobs.start(
         tiny_model,

@@ -9,7 +9,10 @@ import pytest
 
 from cortex_rpc.config.training_config import TrainingConfig
 from cortex_rpc.training import worker
-from cortex_rpc.training.events import EventWriter
+from cortex_rpc.training.contract import WorkerEvent, WorkerOptions
+from cortex_rpc.workers import EventWriter
+
+from .conftest import write_spec
 
 
 class Recorder:
@@ -172,28 +175,20 @@ def test_qlora_4bit_trains_and_leaves_base_untouched(
     )
     job_dir = tmp_path / "job"
     job_dir.mkdir()
-    (job_dir / "spec.json").write_text(
-        json.dumps(
-            {
-                "model": str(tiny_model),
-                "dataDir": str(chat_data),
-                "config": config.to_wire(),
-                "outputName": "tiny-qlora",
-                "stepsPerReport": 1,
-            }
-        )
+    write_spec(
+        job_dir, tiny_model, chat_data, config, "tiny-qlora", WorkerOptions(steps_per_report=1)
     )
     events: list[dict] = []
 
     class Capture(EventWriter):
-        def emit(self, event: str, **fields) -> None:
-            events.append({"event": event, **fields})
+        def emit(self, event: WorkerEvent) -> None:
+            events.append(event.to_wire())
 
     result = worker.run_job(job_dir, Capture(None), worker.StopFlag())
     assert file_digests(tiny_model) == before
     started = next(e for e in events if e["event"] == "started")
     assert started["quantizationBits"] == 4
-    out = Path(result["outputPath"])
+    out = Path(result.output_path)
     marker = output.read_marker(out)
     assert marker["quantizationBits"] == 4
     assert not (out / "model.safetensors").exists()
