@@ -343,6 +343,78 @@ ONE_SHOT_EVENT_TYPES: dict[str, type[WorkerEvent]] = {
 }
 
 
+# The generation worker serves requests from its stdin and answers each by id.
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One ``cortex/generate`` for the warm generation worker."""
+
+    id: int
+    model: str
+    prompt: str
+    adapter: str | None = None
+    quantization_bits: int | None = None
+    max_tokens: int = 128
+    temperature: float = 0.0
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the request line's JSON object."""
+        return _to_wire(self)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> GenerationRequest:
+        """Return the request a line holds (TypeError when a required field is missing)."""
+        return cls(**_from_wire(cls, data))
+
+
+@dataclass(frozen=True)
+class Ready(WorkerEvent):
+    """The generation worker is up and reads requests."""
+
+    kind: ClassVar[str] = "ready"
+    pid: int = 0
+
+
+@dataclass(frozen=True)
+class Chunk(WorkerEvent):
+    """Text generated so far for request ``id``, as it streams."""
+
+    kind: ClassVar[str] = "chunk"
+    id: int | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Generated(WorkerEvent):
+    """Request ``id`` is answered."""
+
+    kind: ClassVar[str] = "result"
+    final: ClassVar[bool] = True
+    id: int | None = None
+    text: str = ""
+    tokens: int = 0
+    tokens_per_second: float = 0.0
+    prompt_tokens: int = 0
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestError(WorkerEvent):
+    """Request ``id`` failed; the worker keeps serving."""
+
+    kind: ClassVar[str] = "error"
+    final: ClassVar[bool] = True
+    id: int | None = None
+    code: str = "generation-failed"
+    message: str = ""
+
+
+GENERATION_EVENT_TYPES: dict[str, type[WorkerEvent]] = {
+    cls.kind: cls for cls in (Ready, Chunk, Generated, RequestError)
+}
+
+
 def decode_event(
     data: Any, types: dict[str, type[WorkerEvent]] = EVENT_TYPES
 ) -> WorkerEvent | None:

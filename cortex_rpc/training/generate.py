@@ -6,19 +6,24 @@ chunks; the worker keeps the last model loaded, and is restarted if it dies.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
-from .events import EVENT_FD_ENV
+from ..workers import WorkerHandle, start_worker
+from .contract import (
+    GENERATION_EVENT_TYPES,
+    Chunk,
+    Generated,
+    GenerationRequest,
+    Ready,
+    RequestError,
+    WorkerEvent,
+    decode_event,
+)
 from .output import read_marker, resolve_fine_tuned
 
 
@@ -54,43 +59,34 @@ class ModelRunner:
     """Runs generation requests one at a time on a warm worker process."""
 
     def __init__(self, python: str | None = None, log_path: Path | None = None) -> None:
-        self.python = python or sys.executable
+        self.python = python
         self.log_path = log_path
         self._lock = threading.Lock()
-        self._process: subprocess.Popen | None = None
-        self._events: Any = None
+        self._worker: WorkerHandle | None = None
         self._ids = itertools.count(1)
 
-    def _ensure_worker(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            return
-        self.close()
-        read_fd, write_fd = os.pipe()
-        env = dict(os.environ)
-        env[EVENT_FD_ENV] = str(write_fd)
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            self._process = subprocess.Popen(
-                [self.python, "-m", "cortex_rpc.training.generate_worker"],
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=log,
-                pass_fds=(write_fd,),
-                env=env,
-                start_new_session=True,
-            )
-        finally:
-            os.close(write_fd)
-            if self.log_path:
-                log.close()
-        self._events = os.fdopen(read_fd, "r", encoding="utf-8")
-        ready = self._read()
-        if ready is None or ready.get("event") != "ready":
-            raise CortexError("generation-failed", "The generation worker did not start")
+    def _next_event(self) -> WorkerEvent | None:
+        assert self._worker is not None
+        while (data := self._worker.next_event()) is not None:
+            event = decode_event(data, GENERATION_EVENT_TYPES)
+            if event is not None:
+                return event
+        return None
 
-    def _read(self) -> dict | None:
-        line = self._events.readline()
-        return json.loads(line) if line else None
+    def _ensure_worker(self) -> WorkerHandle:
+        if self._worker is not None and self._worker.process.poll() is None:
+            return self._worker
+        self.close()
+        self._worker = start_worker(
+            "cortex_rpc.training.generate_worker",
+            log_path=self.log_path,
+            python=self.python,
+            stdin=True,
+        )
+        if not isinstance(self._next_event(), Ready):
+            self.close()
+            raise CortexError("generation-failed", "The generation worker did not start")
+        return self._worker
 
     def generate(
         self,
@@ -104,64 +100,45 @@ class ModelRunner:
         """Return ``{text, tokens, tokensPerSecond}``, calling ``on_chunk(text)`` as text arrives."""
         base, adapter_dir, bits = resolve_model(model_path, adapter)
         with self._lock:
-            for attempt in range(2):
-                self._ensure_worker()
-                request = {
-                    "id": next(self._ids),
-                    "model": base,
-                    "adapter": adapter_dir,
-                    "quantizationBits": bits,
-                    "prompt": prompt,
-                    "maxTokens": max_tokens,
-                    "temperature": temperature,
-                }
+            for _attempt in range(2):
+                worker = self._ensure_worker()
+                request = GenerationRequest(
+                    id=next(self._ids),
+                    model=base,
+                    adapter=adapter_dir,
+                    quantization_bits=bits,
+                    prompt=prompt,
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                )
                 try:
-                    self._process.stdin.write((json.dumps(request) + "\n").encode())
-                    self._process.stdin.flush()
+                    worker.send(request.to_wire())
                 except (BrokenPipeError, OSError):
                     self.close()
                     continue
-                while True:
-                    event = self._read()
-                    if event is None:
-                        # The worker died mid-request: restart it once, then give up.
-                        self.close()
-                        break
-                    if event.get("id") != request["id"]:
+                while (event := self._next_event()) is not None:
+                    if getattr(event, "id", None) != request.id:
                         continue
-                    kind = event.get("event")
-                    if kind == "chunk" and on_chunk is not None:
-                        on_chunk(event["text"])
-                    elif kind == "result":
+                    if isinstance(event, Chunk) and on_chunk is not None:
+                        on_chunk(event.text)
+                    elif isinstance(event, Generated):
                         return {
-                            "text": event["text"],
-                            "tokens": event["tokens"],
-                            "tokensPerSecond": event["tokensPerSecond"],
-                            "finishReason": event.get("finishReason"),
+                            "text": event.text,
+                            "tokens": event.tokens,
+                            "tokensPerSecond": event.tokens_per_second,
+                            "finishReason": event.finish_reason,
                         }
-                    elif kind == "error":
-                        raise CortexError(
-                            event.get("code") or "generation-failed", event["message"]
-                        )
-                if attempt == 1:
-                    break
+                    elif isinstance(event, RequestError):
+                        raise CortexError(event.code or "generation-failed", event.message)
+                # The worker died mid-request: restart it once, then give up.
+                self.close()
         raise CortexError("generation-failed", "The generation worker stopped unexpectedly")
 
     def close(self) -> None:
         """Stop the worker (it is started again by the next request)."""
-        process, self._process = self._process, None
-        if process is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._events is not None:
-            with contextlib.suppress(OSError):
-                self._events.close()
-            self._events = None
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()
 
 
 def compare_adapters(

@@ -20,7 +20,8 @@ import traceback
 from typing import Any
 
 from ..accel import preload_fast_blas
-from .events import EventWriter, open_event_writer
+from ..workers import EventWriter, open_event_writer
+from .contract import Chunk, Generated, GenerationRequest, Ready, RequestError
 
 
 class LoadedModel:
@@ -418,37 +419,35 @@ def chat_prompt(tokenizer: Any, prompt: str) -> Any:
     return prompt
 
 
-def handle(request: dict, loaded: LoadedModel, out: EventWriter) -> None:
+def handle(request: GenerationRequest, loaded: LoadedModel, out: EventWriter) -> None:
     """Answer one request: stream chunks, then the result."""
     from mlx_lm.generate import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
-    rid = request.get("id")
-    model, tokenizer = loaded.get(
-        request["model"], request.get("adapter"), request.get("quantizationBits")
-    )
-    sampler = make_sampler(temp=float(request.get("temperature") or 0.0))
+    model, tokenizer = loaded.get(request.model, request.adapter, request.quantization_bits)
+    sampler = make_sampler(temp=float(request.temperature or 0.0))
     text = []
     last = None
     for response in stream_generate(
         model,
         tokenizer,
-        chat_prompt(tokenizer, request["prompt"]),
-        max_tokens=int(request.get("maxTokens") or 128),
+        chat_prompt(tokenizer, request.prompt),
+        max_tokens=int(request.max_tokens or 128),
         sampler=sampler,
     ):
         last = response
         if response.text:
             text.append(response.text)
-            out.emit("chunk", id=rid, text=response.text)
+            out.emit(Chunk(id=request.id, text=response.text))
     out.emit(
-        "result",
-        id=rid,
-        text="".join(text),
-        tokens=last.generation_tokens if last else 0,
-        tokensPerSecond=last.generation_tps if last else 0.0,
-        promptTokens=last.prompt_tokens if last else 0,
-        finishReason=last.finish_reason if last else None,
+        Generated(
+            id=request.id,
+            text="".join(text),
+            tokens=last.generation_tokens if last else 0,
+            tokens_per_second=last.generation_tps if last else 0.0,
+            prompt_tokens=last.prompt_tokens if last else 0,
+            finish_reason=last.finish_reason if last else None,
+        )
     )
 
 
@@ -456,23 +455,24 @@ def main() -> int:
     """Serve requests until stdin closes."""
     out = open_event_writer()
     preload_fast_blas()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     loaded = LoadedModel()
-    out.emit("ready", pid=os.getpid())
+    out.emit(Ready(pid=os.getpid()))
     for line in sys.stdin:
         if not line.strip():
             continue
-        request: dict = {}
+        request_id = None
         try:
-            request = json.loads(line)
-            handle(request, loaded, out)
+            data = json.loads(line)
+            request_id = data.get("id") if isinstance(data, dict) else None
+            handle(GenerationRequest.from_wire(data), loaded, out)
         except Exception as exc:  # noqa: BLE001 - report and keep serving
             traceback.print_exc()
             out.emit(
-                "error",
-                id=request.get("id"),
-                code=getattr(exc, "code", "generation-failed"),
-                message=f"{type(exc).__name__}: {exc}",
+                RequestError(
+                    id=request_id,
+                    code=getattr(exc, "code", "generation-failed"),
+                    message=f"{type(exc).__name__}: {exc}",
+                )
             )
     return 0
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import CortexError, InvalidParams
+from ..errors import InvalidParams
 from ..models.inspect import marker_base_path
 from ..models.registry import resolve_model
-from ..paths import validate_model_name
+from ..paths import existing_file
 from ..units import human_duration
 from .contract import TERMINAL_STATES, WorkerOptions
 from .jobs import TrainingJobs
@@ -47,8 +47,9 @@ def start_training(
     from ..datasets import prepare_dataset
     from .continual import DEFAULT_REPLAY_FRACTION, continuation, mix_replay
 
-    validate_model_name(output_name)
-    output_path(output_name, jobs.models_dir)
+    # Name first: a bad or taken name is the cheapest mistake to report (jobs.start checks
+    # it again under its own rules, for callers that come to it directly).
+    output_path(output_name, jobs.home.models)
     model_dir = resolve_model(model, model_dirs)
     marker = read_marker(model_dir)
     previous = None
@@ -73,12 +74,7 @@ def start_training(
             f"{marker_base_path(marker)} instead",
             field="model",
         )
-    if not Path(dataset).is_file():
-        raise CortexError(
-            "dataset-not-found",
-            f"Dataset {dataset} does not exist or is not a file",
-            path=str(dataset),
-        )
+    dataset = str(existing_file(dataset))
     proposal = propose_for_model(
         str(model_dir),
         dataset=dataset,

@@ -33,17 +33,17 @@ def test_generate_streams_text_and_survives_a_worker_crash(
         )
         assert result["tokens"] > 0 and isinstance(result["text"], str)
         assert "".join(chunks) == result["text"]
-        pid = runner._process.pid
+        pid = runner._worker.pid
 
         # The fine-tuned folder alone is enough: its marker names the base.
         tuned = runner.generate(out, "What is Python?", max_tokens=8)
         assert tuned["tokens"] > 0
-        assert runner._process.pid == pid  # same warm worker
+        assert runner._worker.pid == pid  # same warm worker
 
-        runner._process.kill()
-        runner._process.wait()
+        runner._worker.process.kill()
+        runner._worker.process.wait()
         again = runner.generate(tiny_model, "Hello", max_tokens=4)
-        assert again["tokens"] > 0 and runner._process.pid != pid
+        assert again["tokens"] > 0 and runner._worker.pid != pid
     finally:
         runner.close()
 
