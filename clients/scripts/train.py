@@ -11,6 +11,9 @@ import json
 import subprocess
 import sys
 
+# The job states after which no more progress comes (cortex_rpc.training.contract).
+TERMINAL = ("completed", "failed", "cancelled", "interrupted")
+
 
 class Server:
     """cortex-rpc as a child process, spoken to with Content-Length framed JSON-RPC."""
@@ -108,7 +111,7 @@ def main():
                 f"  {p.get('tokensPerSecond', 0):.0f} tok/s",
                 flush=True,
             )
-        if p["state"] in ("completed", "failed", "cancelled", "interrupted"):
+        if p["state"] in TERMINAL:
             final = p
 
     server.request("shutdown")

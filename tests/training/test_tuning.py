@@ -165,7 +165,9 @@ class _FakeRunner:
         self.checkpoints: dict[str, tuple[tuple, int]] = {}
         self.discarded: list[str] = []
 
-    def __call__(self, work_dir, model_dir, data_dir, python=None, slot=None):  # as the class is called
+    def __call__(
+        self, work_dir, model_dir, data_dir, python=None, slot=None
+    ):  # as the class is called
         return self
 
     def run(

@@ -20,7 +20,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-TERMINAL_STATES = ("completed", "failed", "cancelled", "interrupted")
+from cortex_rpc.training.contract import TERMINAL_STATES
 
 
 class CortexRpcError(Exception):

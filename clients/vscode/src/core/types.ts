@@ -92,7 +92,7 @@ export interface ValidationReport {
 
 export interface WrittenDataset { path: string; examples: number; warnings: string[] }
 
-export type JobState = "queued" | "running" | "completed" | "failed" | "cancelled" | "interrupted";
+export type JobState = "queued" | "running" | "cancelling" | "completed" | "failed" | "cancelled" | "interrupted";
 export const TERMINAL_STATES: readonly JobState[] = ["completed", "failed", "cancelled", "interrupted"];
 
 export interface TrainingProgress {
