@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..accel import detect_backend, find_fast_blas, needs_fast_blas, usable_memory_bytes
 from ..models.inspect import inspect_model
 from ..models.registry import resolve_model
 from .smart import DatasetProfile, MachineProfile, Proposal, profile_from_wire, propose_config
+
+if TYPE_CHECKING:  # the datasets package is imported only when a dataset is given
+    from ..datasets.load import DatasetSource
 
 
 def current_machine() -> MachineProfile:
@@ -21,11 +24,14 @@ def current_machine() -> MachineProfile:
     )
 
 
-def dataset_profile(path: str) -> DatasetProfile:
-    """Return the smart-config view of a dataset file, from the dataset analysis."""
+def dataset_profile(dataset: DatasetSource, format: str | None = None) -> DatasetProfile:
+    """Return the smart-config view of a dataset (a path or loaded), from its stats.
+
+    Raises CortexError ``dataset-invalid`` when the dataset has errors.
+    """
     from ..datasets import dataset_stats
 
-    stats = dataset_stats(path)
+    stats = dataset_stats(dataset, format)
     return DatasetProfile(
         examples=stats.examples,
         size_class=stats.size_class,
@@ -38,7 +44,8 @@ def dataset_profile(path: str) -> DatasetProfile:
 def propose_for_model(
     model: str,
     *,
-    dataset: str | None = None,
+    dataset: DatasetSource | None = None,
+    dataset_format: str | None = None,
     dataset_stats: dict[str, Any] | None = None,
     preset: str = "balanced",
     overrides: dict[str, Any] | None = None,
@@ -46,11 +53,15 @@ def propose_for_model(
     machine: MachineProfile | None = None,
     overrides_field: str = "overrides",
 ) -> Proposal:
-    """Return the smart configuration for ``model`` and, if given, a dataset path or its stats."""
+    """Return the smart configuration for ``model`` and, if given, a dataset or its stats.
+
+    ``dataset`` is a path (read in ``dataset_format``, detected when None) or a dataset
+    already loaded, which is not read again.
+    """
     inspection = inspect_model(resolve_model(model, model_dirs))
     profile = None
     if dataset is not None:
-        profile = dataset_profile(dataset)
+        profile = dataset_profile(dataset, dataset_format)
     elif dataset_stats is not None:
         profile = profile_from_wire(dataset_stats)
     return propose_config(

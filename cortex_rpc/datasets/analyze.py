@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config.smart import size_class_for
 from .diagnostics import ValidationResult
-from .formats import LONG_CHARS, RecordState, detect_format
-from .validate import FileChecks, build_states, read_dataset_text, result_from
+from .formats import LONG_CHARS, RecordState
+from .load import DatasetSource, as_loaded
 
 _STRUCTURED_STARTS = ("{", "[", "<", "```", "|", "SELECT ", "def ", "import ")
 
@@ -95,37 +94,14 @@ def task_type(states: list[RecordState]) -> str:
     return "completion" if completion * 2 > len(shapes) else "chat"
 
 
-def load_dataset(
-    path: str | Path, cancel: threading.Event | None = None
-) -> tuple[list[RecordState], ValidationResult]:
-    """Return every record state of a dataset file and all its diagnostics (no limit)."""
-    text, decode_diagnostics = read_dataset_text(path)
-    fmt = detect_format(path, text)
-    states, extra = build_states(text, fmt, cancel=cancel)
-    checks = FileChecks()
-    for state in states:
-        checks.add(state)
-    result = result_from(
-        fmt,
-        checks,
-        decode_diagnostics + extra,
-        text.count("\n") + 1,
-        text.split("\n", 1)[0],
-        limit=10**9,
-    )
-    return states, result
-
-
-def dataset_stats(path: str | Path) -> DatasetStats:
-    """Return the dataset's stats; CortexError ``dataset-invalid`` when it has errors."""
-    from .prepare import load_checked
-
-    _, _, states = load_checked(path)
-    chars = [s.chars for s in states]
+def dataset_stats(source: DatasetSource, format: str | None = None) -> DatasetStats:
+    """Return the stats of a dataset (a path or loaded); ``dataset-invalid`` if it has errors."""
+    records = as_loaded(source, format).check().records
+    chars = [s.chars for s in records]
     return DatasetStats(
-        len(states),
-        size_class_for(len(states)),
-        task_type(states),
+        len(records),
+        size_class_for(len(records)),
+        task_type(records),
         sum(chars) / len(chars) if chars else 0.0,
         max(chars, default=0),
     )
@@ -140,17 +116,24 @@ def token_counts(states: list[RecordState], model_path: str | Path) -> list[int]
 
 
 def analyze_dataset(
-    path: str | Path, *, model_path: str | Path | None = None, context_length: int | None = None
+    source: DatasetSource,
+    *,
+    model_path: str | Path | None = None,
+    context_length: int | None = None,
 ) -> DatasetAnalysis:
-    """Return the analysis of a dataset (errors count against quality, they do not raise)."""
-    states, result = load_dataset(path)
+    """Return the analysis of a dataset, a path or loaded (errors lower quality, never raise).
+
+    ``context_length`` is the model's context for ``tokens.overContext`` (default: read from
+    ``model_path``).
+    """
+    loaded = as_loaded(source)
     counted = context = None
     if model_path is not None:
         from .tokens import model_context_length
 
         context = context_length or model_context_length(model_path)
-        counted = token_counts([s for s in states if s.turns is not None], model_path)
-    return analyze_loaded(states, result, counted, context)
+        counted = token_counts(loaded.records, model_path)
+    return analyze_loaded(loaded.states, loaded.result, counted, context)
 
 
 def analyze_loaded(

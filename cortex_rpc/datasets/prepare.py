@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -10,10 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CortexError
-from ..paths import user_path
-from .formats import RecordState, detect_format
-from .validate import FileChecks, build_states, read_dataset_text, result_from
+from .formats import RecordState
+from .load import DatasetSource, as_loaded
 
 
 @dataclass
@@ -40,37 +37,6 @@ class PreparedDataset:
             "trainPath": self.train_path,
             "validPath": self.valid_path,
         }
-
-
-def load_checked(
-    source: str | Path, format: str | None = None
-) -> tuple[str, str, list[RecordState]]:
-    """Return (format, majority shape, records) of a dataset with no errors.
-
-    Raises CortexError ``dataset-invalid`` with the first diagnostics when it has errors.
-    """
-    text, decode_diagnostics = read_dataset_text(source)
-    fmt = format or detect_format(source, text)
-    states, extra = build_states(text, fmt)
-    checks = FileChecks()
-    for state in states:
-        checks.add(state)
-    result = result_from(
-        fmt, checks, decode_diagnostics + extra, text.count("\n") + 1, text.split("\n", 1)[0]
-    )
-    if not result.ok:
-        errors = [d for d in result.diagnostics if d.severity == "error"]
-        first = errors[0]
-        raise CortexError(
-            "dataset-invalid",
-            f"{Path(source).name} has {result.errors} error(s); first at line "
-            f"{first.start_line + 1}: {first.message}",
-            path=str(source),
-            errors=result.errors,
-            diagnostics=[d.to_wire() for d in errors[:20]],
-        )
-    records = [s for s in states if s.turns is not None]
-    return fmt, result.shape or "prompt-response", records
 
 
 def mlx_record(state: RecordState) -> dict[str, Any]:
@@ -102,7 +68,7 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def prepare_dataset(
-    source: str | Path,
+    source: DatasetSource,
     out_dir: str | Path,
     *,
     format: str | None = None,
@@ -111,12 +77,16 @@ def prepare_dataset(
 ) -> PreparedDataset:
     """Write ``out_dir/train.jsonl`` and ``valid.jsonl`` from any accepted dataset.
 
+    ``source`` is a dataset path or a dataset loaded from a file (then it is not read again).
     Every record is converted to one shape (mlx_lm picks the format from the first record):
     chat messages, or ``{"text"}`` when the whole file is plain text. The split is a
     shuffle by ``seed``, so the same seed gives the same split. The source is only read.
+    Raises CortexError ``dataset-invalid`` when the dataset has errors.
     """
-    source = user_path(source)
-    fmt, _, states = load_checked(source, format)
+    loaded = as_loaded(source, format)
+    if loaded.path is None or loaded.sha256 is None:
+        raise ValueError("prepare_dataset needs a dataset loaded from a file, not from text")
+    states = loaded.check().records
     all_text = all(s.shape == "text" for s in states)
     if not all_text:  # a text record in a chat file becomes a one-turn assistant message
         records = [
@@ -137,9 +107,9 @@ def prepare_dataset(
     _write_jsonl(out_dir / "train.jsonl", train)
     _write_jsonl(out_dir / "valid.jsonl", valid)
     return PreparedDataset(
-        source=str(source),
-        sha256=hashlib.sha256(source.read_bytes()).hexdigest(),
-        format=fmt,
+        source=str(loaded.path),
+        sha256=loaded.sha256,
+        format=loaded.format,
         shape="text" if all_text else "chat",
         train_examples=len(train),
         valid_examples=len(valid),

@@ -1,6 +1,6 @@
 """Dataset report: the analysis plus near-duplicates, lengths, answer diversity, leaks, a score.
 
-``dataset_report`` reads a file once and returns a ``DatasetReport``; ``report_markdown`` and
+``dataset_report`` loads a file once (or takes a loaded dataset) and returns a ``DatasetReport``; ``report_markdown`` and
 ``report_html`` render it for people (the terminal, and a VS Code webview).
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
-from ..paths import user_path
-from .analyze import DatasetAnalysis, analyze_loaded, load_dataset, token_counts
+from .analyze import DatasetAnalysis, analyze_loaded, token_counts
 from .diagnostics import ValidationResult
 from .formats import LONG_CHARS, RecordState
+from .load import DatasetSource, as_loaded
 from .similarity import near_duplicate_groups, normalize
 
 SAMPLE_CHARS = 120
@@ -365,27 +365,32 @@ def _the(count: int, word: str) -> str:
 
 
 def dataset_report(
-    path: str | Path,
+    source: DatasetSource,
     *,
     model_path: str | Path | None = None,
     context_length: int | None = None,
     cancel: threading.Event | None = None,
 ) -> DatasetReport:
-    """Return the quality report of a dataset file; invalid records lower the score."""
+    """Return the quality report of a dataset, a path or loaded; invalid records lower the score.
+
+    ``context_length`` is the model's context for ``overContext`` (default: read from
+    ``model_path``).
+    """
 
     def checkpoint() -> None:
         if cancel is not None and cancel.is_set():
             raise CortexError("cancelled", "The dataset report was cancelled")
 
-    states, result = load_dataset(path, cancel)
-    records: list[RecordState] = [s for s in states if s.turns is not None]
+    loaded = as_loaded(source, cancel=cancel)
+    result = loaded.result
+    records: list[RecordState] = loaded.records
     counted = context = None
     if model_path is not None:
         from .tokens import model_context_length
 
         context = context_length or model_context_length(model_path)
         counted = token_counts(records, model_path)
-    analysis = analyze_loaded(states, result, counted, context)
+    analysis = analyze_loaded(loaded.states, result, counted, context)
     checkpoint()
     examples = []
     for number, state in enumerate(records):
@@ -414,7 +419,7 @@ def dataset_report(
     diversity = _diversity(examples)
     checkpoint()
     return _scored(
-        str(user_path(path)),
+        "" if loaded.path is None else str(loaded.path),
         analysis,
         result,
         examples,

@@ -8,17 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import CortexError, InvalidParams
-from ..paths import user_path
 from .diagnostics import MAX_DIAGNOSTICS, Diagnostic, ValidationResult, sort_key
-from .formats import (
-    FORMATS,
-    PARSERS,
-    RecordState,
-    decode,
-    detect_format,
-    document_diagnostics,
-    jsonl_state,
-)
+from .formats import PARSERS, RecordState, document_diagnostics, jsonl_state
 
 MIN_EXAMPLES = 5  # the guide warns under 5; mlx_lm needs a batch (default 4) to train at all
 CANCEL_EVERY = 2000
@@ -199,9 +190,12 @@ def result_from(
     extra: Iterable[Diagnostic],
     line_count: int,
     first_line: str,
-    limit: int = MAX_DIAGNOSTICS,
+    limit: int | None = MAX_DIAGNOSTICS,
 ) -> ValidationResult:
-    """Assemble a ValidationResult from the file checks and any document-level diagnostics."""
+    """Assemble a ValidationResult from the file checks and any document-level diagnostics.
+
+    At most ``limit`` diagnostics are kept (all of them for None); ``total`` counts all.
+    """
     diagnostics = checks.diagnostics(line_count, first_line)
     extra = list(extra)
     if extra:
@@ -219,16 +213,6 @@ def result_from(
     )
 
 
-def read_dataset_text(path: str | Path) -> tuple[str, list[Diagnostic]]:
-    """Return a dataset file's text and its UTF-8 problems; CortexError if it is missing."""
-    path = user_path(path)
-    if not path.is_file():
-        raise CortexError(
-            "dataset-not-found", f"Dataset {path} does not exist or is not a file", path=str(path)
-        )
-    return decode(path.read_bytes())
-
-
 def validate_dataset(
     path: str | Path | None = None,
     *,
@@ -238,18 +222,12 @@ def validate_dataset(
     cancel: threading.Event | None = None,
 ) -> ValidationResult:
     """Return every problem in a dataset file (or text), at most 1000, with the total count."""
+    from .load import load, load_text  # load builds on this module's checks
+
     if (path is None) == (text is None):
         raise InvalidParams("give either path or text", field="path")
-    if format is not None and format not in FORMATS:
-        raise InvalidParams(f"format must be one of {', '.join(FORMATS)}", field="format")
-    decode_diagnostics: list[Diagnostic] = []
     if text is None:
-        text, decode_diagnostics = read_dataset_text(path)
-    fmt = format or detect_format(path, text)
-    states, extra = build_states(text, fmt, context_length, cancel)
-    checks = FileChecks()
-    for state in states:
-        checks.add(state)
-    check_cancel(cancel)
-    first_line = text.split("\n", 1)[0]
-    return result_from(fmt, checks, decode_diagnostics + extra, text.count("\n") + 1, first_line)
+        loaded = load(path, format, context_length=context_length, cancel=cancel)
+    else:
+        loaded = load_text(text, format, context_length=context_length, cancel=cancel)
+    return loaded.validation()

@@ -247,10 +247,15 @@ class CortexClient:
         dataset: str | None = None,
         preset: str = "balanced",
         overrides: dict[str, Any] | None = None,
+        *,
+        format: str | None = None,
     ) -> dict[str, Any]:
+        """The smart config; ``format`` overrides the dataset's format detection."""
         params: dict[str, Any] = {"model": str(model), "preset": preset}
         if dataset is not None:
             params["dataset"] = str(dataset)
+        if format is not None:
+            params["format"] = format
         if overrides:
             params["overrides"] = overrides
         return await self.request("cortex/proposeConfig", params)
