@@ -320,6 +320,7 @@ def propose_config(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     return propose_for_model(
         params["model"],
         dataset=params.get("dataset"),
+        dataset_format=params.get("format"),
         dataset_stats=params.get("datasetStats"),
         preset=params.get("preset", "balanced"),
         overrides=params.get("overrides"),

@@ -31,7 +31,7 @@ from filelock import FileLock
 
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError, InvalidParams
-from ..paths import CortexHome, validate_model_name, write_atomic
+from ..paths import CortexHome, write_atomic
 from ..workers import WorkerHandle, log_tail, start_worker
 from .contract import (
     Blas,
@@ -254,7 +254,6 @@ class TrainingJobs:
         options = options or WorkerOptions()
         target = None
         if output_name is not None:
-            validate_model_name(output_name)
             target = output_path(output_name, self.home.models)
             for job in self.list_jobs():
                 if job["outputName"] == output_name and JobState(job["state"]).active:

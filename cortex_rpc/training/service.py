@@ -14,7 +14,6 @@ from typing import Any
 from ..errors import InvalidParams
 from ..models.inspect import marker_base_path
 from ..models.registry import resolve_model
-from ..paths import existing_file
 from ..units import human_duration
 from .contract import TERMINAL_STATES, WorkerOptions
 from .jobs import TrainingJobs
@@ -44,7 +43,7 @@ def start_training(
     it: from its adapter, with its layout and a replay of its data (see ``continual.py``).
     """
     from ..config.proposal import propose_for_model
-    from ..datasets import prepare_dataset
+    from ..datasets import load, prepare_dataset
     from .continual import DEFAULT_REPLAY_FRACTION, continuation, mix_replay
 
     # Name first: a bad or taken name is the cheapest mistake to report (jobs.start checks
@@ -74,10 +73,11 @@ def start_training(
             f"{marker_base_path(marker)} instead",
             field="model",
         )
-    dataset = str(existing_file(dataset))
+    # The one read and parse of the user's file: the proposal and the job's data come from it.
+    loaded = load(dataset, dataset_format).check()
     proposal = propose_for_model(
         str(model_dir),
-        dataset=dataset,
+        dataset=loaded,
         preset=preset,
         overrides=config,
         model_dirs=model_dirs,
@@ -87,7 +87,7 @@ def start_training(
     replayed: dict[str, Any] = {}
 
     def prepare(data_dir: Path) -> dict[str, Any]:
-        prepared = prepare_dataset(dataset, data_dir, format=dataset_format, seed=chosen.seed)
+        prepared = prepare_dataset(loaded, data_dir, seed=chosen.seed)
         info = prepared.to_wire()
         if previous is not None:
             fraction = DEFAULT_REPLAY_FRACTION if replay_fraction is None else replay_fraction

@@ -50,7 +50,7 @@ from ..config.training_config import TrainingConfig
 from ..errors import CortexError, InvalidParams
 from ..models.inspect import read_marker
 from ..models.registry import resolve_model
-from ..paths import CortexHome, existing_file
+from ..paths import CortexHome
 from .contract import WorkerOptions
 from .jobs import TrainerSlot, TrainingJobs
 
@@ -319,7 +319,7 @@ def tune_hyperparameters(
     continued from and ``continuedFrom`` that row's index).
     """
     from ..config.proposal import propose_for_model
-    from ..datasets import prepare_dataset
+    from ..datasets import load, prepare_dataset
 
     began = time.monotonic()
     model_dir = resolve_model(model, model_dirs)
@@ -327,9 +327,9 @@ def tune_hyperparameters(
         raise InvalidParams(
             f"{model_dir.name} is a fine-tuned adapter; tune on its base", field="model"
         )
-    dataset = str(existing_file(dataset))
+    loaded = load(dataset).check()
     balanced = propose_for_model(
-        str(model_dir), dataset=dataset, preset="balanced", model_dirs=model_dirs
+        str(model_dir), dataset=loaded, preset="balanced", model_dirs=model_dirs
     ).config
     tuning_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     work = (home or CortexHome.default()).tuning / tuning_id
@@ -355,7 +355,7 @@ def tune_hyperparameters(
         )
 
     try:
-        prepared = prepare_dataset(dataset, work / "prepared", seed=balanced.seed)
+        prepared = prepare_dataset(loaded, work / "prepared", seed=balanced.seed)
         if prepared.valid_examples == 0:
             raise CortexError(
                 "dataset-too-small",

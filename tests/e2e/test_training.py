@@ -218,3 +218,58 @@ async def test_adapter_library_and_comparison(client, tiny_model, sample_dataset
             {"model": str(sample_dataset_path.parent), "adapter": "ada-one", "prompt": "x"},
         )
     assert error.value.code in (-32000, -32602)
+
+
+def test_start_training_reads_the_dataset_as_validate_does(tmp_path, cortex_home, tiny_model):
+    """``~/data.txt`` holding CSV, with ``format: "csv"``: what validateDataset accepts trains.
+
+    Both were refused before (dataset-not-found for ``~``; dataset-invalid because the
+    proposal parsed the file without its format), over a real stdio server whose HOME is
+    a temporary folder. Every notification of the job also fits the published schema.
+    """
+    import os
+
+    import jsonschema
+
+    from cortex_rpc.schemas import load_schema
+    from tests.reliability.test_stdio_faults import RawServer
+
+    home = tmp_path / "user-home"
+    home.mkdir()
+    rows = [f'"What is {n}?","{n} is a number."' for n in range(12)]
+    (home / "data.txt").write_text("prompt,response\n" + "\n".join(rows) + "\n")
+    server = RawServer(env={**os.environ, "HOME": str(home), "CORTEX_HOME": str(cortex_home)})
+    try:
+        server.initialize()
+        checked = server.request("cortex/validateDataset", {"path": "~/data.txt", "format": "csv"})[
+            "result"
+        ]
+        assert checked["ok"] and checked["examples"] == 12, checked
+        reply = server.request(
+            "cortex/startTraining",
+            {
+                "model": str(tiny_model),
+                "dataset": "~/data.txt",
+                "format": "csv",
+                "outputName": "from-home",
+                "preset": "quick",
+                "config": {"iterations": 4, "batchSize": 2},
+            },
+        )
+        assert "result" in reply, reply
+        job_id = reply["result"]["jobId"]
+        schema = load_schema("rpc/trainingProgress.notification.schema.json")
+        while True:
+            message = server.read(timeout=180)
+            if message.get("method") != "cortex/trainingProgress":
+                continue
+            jsonschema.validate(message["params"], schema)
+            if message["params"]["state"] in TERMINAL:
+                break
+        assert message["params"]["jobId"] == job_id
+        assert message["params"]["state"] == "completed", message["params"]
+        marker = json.loads((cortex_home / "mlx_models/from-home/fine-tuned.marker").read_text())
+        assert marker["dataset"]["source"] == str(home / "data.txt")
+        assert marker["dataset"]["format"] == "csv"
+    finally:
+        server.close()
