@@ -710,7 +710,7 @@ def fuse_model(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
 def _runner(ls: CortexServer) -> Any:
     """The warm generation worker, started on first use."""
     if getattr(ls, "_model_runner", None) is None:
-        from .training.generate import ModelRunner
+        from .generation.runner import ModelRunner
 
         ls._model_runner = ModelRunner()
         ls.on_exit.append(ls._model_runner.close)
@@ -752,8 +752,8 @@ def _work_done(
 
 @server.cortex_method(protocol.COMPARE_ADAPTERS)
 def compare_adapters(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .generation.runner import compare_adapters
     from .models.registry import resolve_model
-    from .training.generate import compare_adapters
 
     dirs = ls.options.model_dirs
     base = resolve_model(params["baseModel"], dirs)

@@ -1,6 +1,6 @@
 """Server-side text generation through a warm worker process (no mlx in the server).
 
-``ModelRunner.generate`` sends one request to ``generate_worker`` and relays its streamed
+``ModelRunner.generate`` sends one request to ``worker.py`` and relays its streamed
 chunks; the worker keeps the last model loaded, and is restarted if it dies.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
-from .events import EVENT_FD_ENV
-from .output import read_marker, resolve_fine_tuned
+from ..training.events import EVENT_FD_ENV
+from ..training.output import read_marker, resolve_fine_tuned
 
 
 def resolve_model(
@@ -71,7 +71,7 @@ class ModelRunner:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._process = subprocess.Popen(
-                [self.python, "-m", "cortex_rpc.training.generate_worker"],
+                [self.python, "-m", "cortex_rpc.generation.worker"],
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=log,
