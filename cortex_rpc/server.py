@@ -27,7 +27,7 @@ from .errors import (
     METHOD_NOT_FOUND,
     CortexError,
 )
-from .framing import FramingError, LockedWriter, frame, read_messages
+from .lsp.framing import FramingError, LockedWriter, frame, read_messages
 from .options import InitializationOptions, parse_initialization_options
 from .schemas import validate_params
 

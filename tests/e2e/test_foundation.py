@@ -11,7 +11,7 @@ import time
 import pytest
 from pygls.exceptions import JsonRpcException
 
-from cortex_rpc.framing import frame
+from cortex_rpc.lsp.framing import frame
 
 from .conftest import request
 

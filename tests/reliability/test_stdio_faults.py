@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cortex_rpc.framing import frame
+from cortex_rpc.lsp.framing import frame
 
 pytestmark = pytest.mark.slow
 
