@@ -42,7 +42,7 @@ def make_adapters(base: Path, root: Path, ranks: list[int]) -> list[str]:
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import load
 
-    from cortex_rpc.training.generate_worker import remove_adapter_layers
+    from cortex_rpc.generation.worker import remove_adapter_layers
 
     model, _ = load(str(base))
     model.freeze()
@@ -79,8 +79,8 @@ def main() -> int:
     import mlx.core as mx
     from mlx_lm.utils import load_tokenizer
 
+    from cortex_rpc.generation.worker import LoadedModel
     from cortex_rpc.models.tiny import TinyModelSpec, generate_tiny_model
-    from cortex_rpc.training.generate_worker import LoadedModel
     from cortex_rpc.training.output import load_with_adapter
 
     median = statistics.median

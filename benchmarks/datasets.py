@@ -31,7 +31,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from cortex_rpc.datasets import validate_dataset  # noqa: E402
-from cortex_rpc.framing import frame  # noqa: E402
+from cortex_rpc.lsp.framing import frame  # noqa: E402
 from cortex_rpc.schemas import load_schema  # noqa: E402
 
 WORDS = [

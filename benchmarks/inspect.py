@@ -26,7 +26,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from cortex_rpc.framing import frame  # noqa: E402
+from cortex_rpc.lsp.framing import frame  # noqa: E402
 from cortex_rpc.models.inspect import inspect_model, weight_files  # noqa: E402
 from cortex_rpc.models.synthetic import write_sparse_model  # noqa: E402
 

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from .server import server
 
     server.start_io(sys.stdin.buffer, _protocol_out)
-    code = 0 if server.protocol._shutdown else 1
+    code = 0 if server.protocol.shutdown_requested else 1
     logging.shutdown()
     sys.stderr.flush()
     # The stdin reader thread may still be blocked in read(); a normal interpreter exit

@@ -1,6 +1,6 @@
 """The errors cortex-rpc reports to clients, with their JSON-RPC codes.
 
-Domain modules raise these; ``server.py`` turns them into JSON-RPC error responses with
+Domain modules raise these; ``lsp/server.py`` turns them into JSON-RPC error responses with
 ``data.code`` set to a stable string that clients can match on.
 """
 

@@ -11,7 +11,7 @@ import time
 import pytest
 from pygls.exceptions import JsonRpcException
 
-from cortex_rpc.framing import frame
+from cortex_rpc.lsp.framing import frame
 
 from .conftest import request
 
@@ -129,6 +129,31 @@ def test_request_without_params_is_answered():
         server.stdin.write(frame({"jsonrpc": "2.0", "method": "exit"}))
         server.stdin.close()
         assert server.wait(timeout=10) == 0
+    finally:
+        server.kill()
+
+
+def test_a_cortex_home_that_cannot_exist_is_a_warning_not_a_failed_initialize(cortex_home):
+    """``~user/...`` for a user that does not exist: the default home, and a warning."""
+    server = _raw_server()
+    try:
+        options = {"cortexHome": "~no-such-user-for-cortex/home"}
+        params = {"capabilities": {}, "initializationOptions": options}
+        server.stdin.write(
+            frame({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params})
+        )
+        server.stdin.write(frame({"jsonrpc": "2.0", "id": 2, "method": "cortex/systemInfo"}))
+        server.stdin.flush()
+        messages: list[dict] = []
+        while not any(m.get("id") == 2 for m in messages):
+            messages.append(_read_response(server.stdout))
+        replies = {m["id"]: m for m in messages if "id" in m}
+        assert "capabilities" in replies[1]["result"], replies[1]
+        warnings = [
+            m["params"]["message"] for m in messages if m.get("method") == "window/logMessage"
+        ]
+        assert any("cortexHome" in w and "no user" in w for w in warnings), warnings
+        assert replies[2]["result"]["cortexHome"] == str(cortex_home)
     finally:
         server.kill()
 

@@ -9,7 +9,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cortex_rpc.framing import FramingError, frame, parse_message, read_messages
+from cortex_rpc.lsp.framing import FramingError, frame, parse_message, read_messages
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -18,7 +18,7 @@ import time
 import psutil
 import pytest
 
-from cortex_rpc.framing import frame
+from cortex_rpc.lsp.framing import frame
 
 from .test_stdio_faults import RawServer
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cortex_rpc.framing import frame
+from cortex_rpc.lsp.framing import frame
 
 pytestmark = pytest.mark.slow
 
@@ -22,9 +22,9 @@ pytestmark = pytest.mark.slow
 class RawServer:
     """A cortex-rpc process driven with hand-made bytes."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cortex_rpc"], stdin=subprocess.PIPE,
+            command or [sys.executable, "-m", "cortex_rpc"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
         )  # fmt: skip
         self.ids = iter(range(1000, 100000))

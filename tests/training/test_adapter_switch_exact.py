@@ -76,7 +76,7 @@ def adapters(tiny_model_template: Path, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.mark.parametrize("bits", [None, 4])
 def test_every_switch_gives_what_a_fresh_load_gives(tiny_model_template, adapters, bits):
-    from cortex_rpc.training.generate_worker import LoadedModel
+    from cortex_rpc.generation.worker import LoadedModel
     from cortex_rpc.training.output import load_with_adapter
 
     base = str(tiny_model_template)
@@ -101,7 +101,7 @@ def test_every_switch_gives_what_a_fresh_load_gives(tiny_model_template, adapter
 def test_a_bad_adapter_leaves_the_current_one(tiny_model_template, adapters, tmp_path):
     import mlx.core as mx
 
-    from cortex_rpc.training.generate_worker import LoadedModel
+    from cortex_rpc.generation.worker import LoadedModel
 
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -130,7 +130,7 @@ def test_copied_adapter_layers_match_mlx_lm(tiny_model_template):
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import load
 
-    from cortex_rpc.training.generate_worker import _BaseTree, _wrap
+    from cortex_rpc.generation.worker import _BaseTree, _wrap
 
     def described(module) -> list:
         return [
@@ -164,7 +164,7 @@ def test_an_adapter_rewritten_in_place_is_read_again(tiny_model_template, adapte
     import os
     import shutil
 
-    from cortex_rpc.training.generate_worker import LoadedModel
+    from cortex_rpc.generation.worker import LoadedModel
     from cortex_rpc.training.output import load_with_adapter
 
     base = str(tiny_model_template)

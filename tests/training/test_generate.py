@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from cortex_rpc.config.training_config import TrainingConfig
+from cortex_rpc.generation.runner import ModelRunner
 from cortex_rpc.training import worker
-from cortex_rpc.training.generate import ModelRunner
 from cortex_rpc.workers import EventWriter
 
 from .conftest import write_spec
@@ -52,7 +52,7 @@ def test_a_comparison_stops_between_generations_when_cancelled(tiny_model: Path,
     import threading
 
     from cortex_rpc.errors import CortexError
-    from cortex_rpc.training.generate import compare_adapters
+    from cortex_rpc.generation.runner import compare_adapters
 
     runner = ModelRunner(log_path=tmp_path / "generate.log")
     cancel = threading.Event()

@@ -234,7 +234,7 @@ def test_server_side_modules_do_not_import_mlx():
 
     code = (
         "import sys, cortex_rpc.training.jobs, cortex_rpc.training.output, "
-        "cortex_rpc.training.generate, cortex_rpc.training.distributed; "
+        "cortex_rpc.generation.runner, cortex_rpc.training.distributed; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm', 'transformers')]; "
         "assert not bad, bad"
     )

@@ -67,8 +67,9 @@ export class CortexApi {
   private chunkSink: ((text: string) => void) | undefined;
 
   constructor(readonly transport: RpcTransport) {
-    // Subscribe at once: a job's first events (queued, running) arrive before the
-    // startTraining reply, so they are kept per job and replayed to whoever follows it.
+    // Subscribe at once: a job's first events (queued, running) follow the startTraining
+    // reply at once, often before its caller follows the job, so they are kept per job and
+    // replayed to whoever follows it.
     this.subscriptions.push(transport.onNotification("cortex/trainingProgress", (event: TrainingProgress) => {
       const list = this.events.get(event.jobId) ?? [];
       list.push(event);

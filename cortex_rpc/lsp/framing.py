@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .errors import INVALID_REQUEST, PARSE_ERROR
+from ..errors import INVALID_REQUEST, PARSE_ERROR
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 MAX_HEADER_LINE = 8192

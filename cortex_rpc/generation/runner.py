@@ -1,6 +1,6 @@
 """Server-side text generation through a warm worker process (no mlx in the server).
 
-``ModelRunner.generate`` sends one request to ``generate_worker`` and relays its streamed
+``ModelRunner.generate`` sends one request to ``worker.py`` and relays its streamed
 chunks; the worker keeps the last model loaded, and is restarted if it dies.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import CortexError
 from ..workers import WorkerHandle, start_worker
-from .contract import (
+from ..training.contract import (
     GENERATION_EVENT_TYPES,
     Chunk,
     Generated,
@@ -24,7 +24,7 @@ from .contract import (
     WorkerEvent,
     decode_event,
 )
-from .output import read_marker, resolve_fine_tuned
+from ..training.output import read_marker, resolve_fine_tuned
 
 
 def resolve_model(
@@ -78,7 +78,7 @@ class ModelRunner:
             return self._worker
         self.close()
         self._worker = start_worker(
-            "cortex_rpc.training.generate_worker",
+            "cortex_rpc.generation.worker",
             log_path=self.log_path,
             python=self.python,
             stdin=True,

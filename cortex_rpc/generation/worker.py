@@ -1,4 +1,4 @@
-"""The generation worker: ``python -m cortex_rpc.training.generate_worker``.
+"""The generation worker: ``python -m cortex_rpc.generation.worker``.
 
 Keeps one model (base + optional adapter) loaded between requests, so "load now and chat"
 pays for loading once. Requests arrive as JSON lines on stdin::
@@ -21,7 +21,7 @@ from typing import Any
 
 from ..accel import preload_fast_blas
 from ..workers import EventWriter, open_event_writer
-from .contract import Chunk, Generated, GenerationRequest, Ready, RequestError
+from ..training.contract import Chunk, Generated, GenerationRequest, Ready, RequestError
 
 
 class LoadedModel:
@@ -64,7 +64,7 @@ class LoadedModel:
         """Return (model, tokenizer) with ``adapter`` applied, reloading only when needed."""
         from pathlib import Path
 
-        from .output import load_with_adapter
+        from ..training.output import load_with_adapter
 
         base_key = (base, bits)
         stamp = _adapter_stamp(adapter)  # an adapter retrained in place is read again

@@ -1,0 +1,133 @@
+"""The open dataset documents of an editor session, checked off the event loop.
+
+Knows nothing of the protocol: the server passes in how to publish diagnostics and the
+summary (plain dicts) and how long to debounce, and calls ``open``/``change``/``close`` from
+its event loop in message order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .editor import DatasetDocument, Range
+
+Publish = Callable[[dict[str, Any]], None]
+
+
+class DatasetDocuments:
+    """Open dataset documents, checked on one worker thread so the event loop never waits.
+
+    Edits apply in order on that thread; diagnostics are published at once for an edit after
+    a quiet spell, and at most once per ``debounce_seconds()`` during a burst of edits.
+    ``open``, ``change``, ``close`` and the queries must be called on the event loop thread.
+    """
+
+    def __init__(
+        self,
+        publish_diagnostics: Publish,
+        publish_summary: Publish,
+        debounce_seconds: Callable[[], float],
+    ) -> None:
+        self.publish_diagnostics = publish_diagnostics
+        self.publish_summary = publish_summary
+        self.debounce_seconds = debounce_seconds
+        self.docs: dict[str, DatasetDocument] = {}  # touched on the worker thread only
+        self.versions: dict[str, int | None] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.last_edit: dict[str, float] = {}
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="cortex-datasets")
+
+    def __contains__(self, uri: str) -> bool:
+        return uri in self.versions
+
+    def open(self, uri: str, text: str, language_id: str, version: int | None) -> None:
+        """Start tracking a document and publish its diagnostics at once."""
+        self.versions[uri] = version
+        self.worker.submit(self._open, uri, text, language_id)
+        self._schedule(uri, immediate=True)
+
+    def change(
+        self, uri: str, changes: list[tuple[Range | None, str]], version: int | None
+    ) -> None:
+        """Apply LSP content changes (a None range replaces the whole text) in order."""
+        if uri not in self:
+            return
+        self.versions[uri] = version
+        self.worker.submit(self._change, uri, changes)
+        self._schedule(uri)
+
+    def close(self, uri: str) -> None:
+        """Stop tracking a document and clear its diagnostics."""
+        if uri not in self:
+            return
+        self.versions.pop(uri, None)
+        if (timer := self.timers.pop(uri, None)) is not None:
+            timer.cancel()
+        self.worker.submit(self._close, uri)
+
+    def hover(self, uri: str, line: int, character: int) -> Future[str | None]:
+        """Return the hover text at a position, once the edits before it are applied."""
+        from .editor import hover
+
+        return self.worker.submit(
+            lambda: (doc := self.docs.get(uri)) and hover(doc, line, character)
+        )
+
+    def code_actions(
+        self, uri: str, range: Range, diagnostics: list[dict[str, Any]]
+    ) -> Future[list[dict[str, Any]] | None]:
+        """Return the code actions for a range, once the edits before it are applied."""
+        from .editor import code_actions
+
+        return self.worker.submit(
+            lambda: (doc := self.docs.get(uri)) and code_actions(doc, range, diagnostics)
+        )
+
+    # -- on the event loop ----------------------------------------------------------------------
+
+    def _schedule(self, uri: str, immediate: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        quiet = now - self.last_edit.get(uri, float("-inf"))
+        self.last_edit[uri] = now
+        delay = self.debounce_seconds()
+        if (timer := self.timers.pop(uri, None)) is not None:
+            timer.cancel()
+        if immediate or quiet >= delay:
+            self.worker.submit(self._publish, uri)
+        else:
+            self.timers[uri] = loop.call_later(
+                delay, lambda: self.worker.submit(self._publish, uri)
+            )
+
+    # -- on the worker thread -------------------------------------------------------------------
+
+    def _publish(self, uri: str) -> None:
+        from .editor import publish_payload
+
+        doc = self.docs.get(uri)
+        if doc is None:
+            return
+        params, summary = publish_payload(doc, self.versions.get(uri))
+        self.publish_diagnostics(params)
+        self.publish_summary(summary)
+
+    def _open(self, uri: str, text: str, language_id: str) -> None:
+        from .editor import DatasetDocument
+
+        self.docs[uri] = DatasetDocument(uri, text, language_id=language_id)
+
+    def _change(self, uri: str, changes: list[tuple[Range | None, str]]) -> None:
+        doc = self.docs.get(uri)
+        if doc is None:
+            return
+        for change_range, text in changes:
+            doc.apply_change(change_range, text)
+
+    def _close(self, uri: str) -> None:
+        self.docs.pop(uri, None)
+        self.publish_diagnostics({"uri": uri, "diagnostics": []})
