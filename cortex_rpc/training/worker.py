@@ -32,8 +32,8 @@ from ..config.training_config import TrainingConfig
 from ..errors import CortexError
 from .events import EventWriter, open_event_writer
 from .history import CURVE_FILE, HISTORY_FILE, LossHistory, evaluation_summary, loss_curve_svg
+from .quantization import QUANT_GROUP_SIZE, quantize_base
 
-QUANT_GROUP_SIZE = 64
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
 KEEP_CHECKPOINTS = 2
@@ -89,7 +89,6 @@ def prepare_model(
     Returns (model, tokenizer, info) where info records clamps and quantization done.
     """
     import mlx.core as mx
-    import mlx.nn as nn
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import load
 
@@ -105,12 +104,7 @@ def prepare_model(
     info["quantizationBits"] = None
     if config.quantization_bits and not already_quantized:
         # QLoRA: only the in-memory copy is quantized; the base files stay untouched.
-        def quantizable(path: str, module: Any) -> bool:
-            return hasattr(module, "to_quantized") and (
-                module.weight.shape[-1] % QUANT_GROUP_SIZE == 0
-            )
-
-        nn.quantize(model, QUANT_GROUP_SIZE, config.quantization_bits, class_predicate=quantizable)
+        quantize_base(model, config.quantization_bits)
         info["quantizationBits"] = config.quantization_bits
     elif config.quantization_bits and already_quantized:
         info["warnings"].append("The base model is already quantized; it was used as it is.")
