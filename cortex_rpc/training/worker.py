@@ -242,20 +242,27 @@ class BatchSchedule:
 # Checkpoints
 
 
-def adapter_config(config: TrainingConfig, info: dict, model_path: str) -> dict:
-    """Return the adapter_config.json that mlx_lm's load_adapters and fuse read."""
+def adapter_config(
+    config: TrainingConfig, info: dict, model_path: str, *, batch_size: int, mask_prompt: bool
+) -> dict:
+    """Return the adapter_config.json that mlx_lm's load_adapters and fuse read.
+
+    It records what the run really used: ``info``'s layer count and LoRA parameters (from
+    ``prepare_model``), the batch size after the worker's clamps and whether prompts were
+    masked (never for plain-text data).
+    """
     result: dict[str, Any] = {
         "fine_tune_type": config.fine_tune_type,
         "num_layers": info["numLayers"],
         "model": str(model_path),
-        "batch_size": config.batch_size,
+        "batch_size": batch_size,
         "iters": config.iterations,
         "learning_rate": config.learning_rate,
         "max_seq_length": config.max_seq_length,
         "grad_checkpoint": config.grad_checkpoint,
         "grad_accumulation_steps": config.grad_accumulation_steps,
         "seed": config.seed,
-        "mask_prompt": True,
+        "mask_prompt": mask_prompt,
     }
     if info.get("loraParameters") is not None:
         result["lora_parameters"] = info["loraParameters"]
@@ -616,7 +623,9 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> dict:
     )
     optimizer = optim.Adam(learning_rate=config.learning_rate)
     optimizer.init(model.trainable_parameters())
-    adapter_cfg = adapter_config(config, info, spec["model"])
+    adapter_cfg = adapter_config(
+        config, info, spec["model"], batch_size=batch_size, mask_prompt=mask_prompt
+    )
 
     start_state = None
     ckpt = latest_checkpoint(job_dir) if spec.get("resume") else None

@@ -71,7 +71,9 @@ def test_resumed_run_matches_uninterrupted_run(tiny_model: Path, chat_data: Path
     flag = worker.StopFlag()
     first = Recorder(stop_at=5, flag=flag)
     model, opt, schedule, valid, info = _setup(tiny_model, chat_data, CONFIG)
-    cfg = worker.adapter_config(CONFIG, info, str(tiny_model))
+    cfg = worker.adapter_config(
+        CONFIG, info, str(tiny_model), batch_size=CONFIG.batch_size, mask_prompt=True
+    )
 
     def save(state: dict) -> None:
         worker.save_checkpoint(job_dir, model, opt, cfg, state)
@@ -153,7 +155,8 @@ def test_dora_and_full_fine_tune_produce_loadable_adapters(
     worker.train_loop(model, opt, schedule, valid, _options(config, 3), callback=rec)
     assert len(rec.train) == 3
     out = tmp_path / "adapter"
-    worker.save_adapters(model, out, worker.adapter_config(config, info, str(tiny_model)))
+    cfg = worker.adapter_config(config, info, str(tiny_model), batch_size=4, mask_prompt=True)
+    worker.save_adapters(model, out, cfg)
     loaded, _ = load(str(tiny_model), adapter_path=str(out))
     assert json.loads((out / "adapter_config.json").read_text())["fine_tune_type"] == kind
 
