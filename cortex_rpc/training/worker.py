@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,7 @@ class RunOptions:
     grad_accumulation_steps: int = 1
     grad_checkpoint: bool = False
     seed: int = 0
-    clear_cache_threshold: int = 0
-    extra: dict = field(default_factory=dict)
+    clear_cache_threshold: int = 0  # bytes; 0 never clears the buffer cache (see train_loop)
 
 
 class Cancelled(Exception):
@@ -341,6 +340,21 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict:
 # The loop
 
 
+def set_recommended_wired_limit() -> None:
+    """Wire the device's recommended working set, as ``mlx_lm.tuner.trainer.train`` does first.
+
+    mlx_lm 0.32.2's ``maybe_set_recommended_wired_limit``: on Metal, ``mx.device_info()``
+    reports ``max_recommended_working_set_size`` and the limit is set to it, so the weights are
+    not paged out between steps; where it reports none (CPU) nothing is done. Like mlx_lm, the
+    previous limit is not restored: the worker process ends with the job.
+    """
+    import mlx.core as mx
+
+    size = mx.device_info().get("max_recommended_working_set_size")
+    if size is not None:
+        mx.set_wired_limit(size)
+
+
 def train_loop(
     model: Any,
     optimizer: Any,
@@ -354,9 +368,10 @@ def train_loop(
 ) -> dict:
     """Train from ``start_state`` (or step 0) to ``options.total_iterations``; return the state.
 
-    Mirrors ``mlx_lm.tuner.trainer.train`` (compiled step, evaluation at the first step, every
-    ``steps_per_eval`` and at the end, callback dicts of the same shape). ``on_checkpoint(state)``
-    is called every ``steps_per_checkpoint`` steps and, after SIGTERM, before ``Cancelled``.
+    Mirrors ``mlx_lm.tuner.trainer.train`` (the wired limit, compiled step, evaluation at the
+    first step, every ``steps_per_eval`` and at the end, callback dicts of the same shape).
+    ``on_checkpoint(state)`` is called every ``steps_per_checkpoint`` steps and, after SIGTERM,
+    before ``Cancelled``.
     """
     from functools import partial
 
@@ -366,12 +381,15 @@ def train_loop(
     from mlx.utils import tree_map
     from mlx_lm.tuner.trainer import default_loss, evaluate, grad_checkpoint
 
+    set_recommended_wired_limit()
     world = mx.distributed.init()
     world_size = world.size()
     if options.grad_checkpoint:
         grad_checkpoint(model.layers[0])
     loss_value_and_grad = nn.value_and_grad(model, default_loss)
-    accum_steps = max(1, options.grad_accumulation_steps)
+    grad_accum_steps = max(1, options.grad_accumulation_steps)
+    # The state list and the compiled step are mlx_lm's, statement for statement (a test
+    # compares them with mlx_lm.tuner.trainer.train's source).
     state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
@@ -381,8 +399,8 @@ def train_loop(
             grad = tree_map(lambda x, y: x + y, grad, prev_grad)
         if do_update:
             grad = average_gradients(grad)
-            if accum_steps > 1:
-                grad = tree_map(lambda x: x / accum_steps, grad)
+            if grad_accum_steps > 1:
+                grad = tree_map(lambda x: x / grad_accum_steps, grad)
             optimizer.update(model, grad)
             grad = None
         return lvalue, toks, grad
@@ -458,12 +476,16 @@ def train_loop(
             tic = time.perf_counter()
         # Dropout draws from mx.random; seeding per step makes a resumed step draw the same.
         mx.random.seed((options.seed * 1_000_003 + it) % 2**32)
-        lvalue, toks, grad_accum = step(batch, grad_accum, it % accum_steps == 0)
+        lvalue, toks, grad_accum = step(batch, grad_accum, it % grad_accum_steps == 0)
         losses = losses + lvalue
         n_tokens = n_tokens + toks
         steps += 1
         mx.eval(state, losses, n_tokens, grad_accum)
-        if options.clear_cache_threshold and mx.get_cache_memory() > options.clear_cache_threshold:
+        # mlx_lm's _clear_cache(threshold), except that 0 keeps the cache: mlx_lm 0.32.2 frees
+        # it after every step by default (its default threshold is 0 and `mlx_lm.lora` does not
+        # pass --clear-cache-threshold on), so that every step allocates its buffers anew.
+        threshold = options.clear_cache_threshold
+        if threshold > 0 and mx.get_cache_memory() > threshold:
             mx.clear_cache()
         train_time += time.perf_counter() - tic
 
@@ -574,6 +596,7 @@ def options_from_spec(spec: dict, config: TrainingConfig, batch_size: int) -> Ru
         grad_accumulation_steps=config.grad_accumulation_steps,
         grad_checkpoint=config.grad_checkpoint,
         seed=config.seed,
+        clear_cache_threshold=config.clear_cache_threshold,
     )
 
 
