@@ -14,6 +14,7 @@ from ..errors import InvalidParams
 
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 QUANTIZATION_BITS = (None, 2, 3, 4, 5, 6, 8)
+MAX_CLEAR_CACHE_THRESHOLD = 2**53 - 1  # the largest integer a JSON number holds exactly
 
 
 def snake_to_camel(name: str) -> str:
@@ -55,6 +56,12 @@ class TrainingConfig:
     )
     grad_checkpoint: bool = field(
         default=False, metadata={"help": "Recompute activations to save memory."}
+    )
+    clear_cache_threshold: int = field(
+        default=0,
+        metadata={
+            "help": "Bytes: after a step, free MLX's buffer cache if it holds more (0 = keep it)."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Random seed for data order and init."})
 
@@ -132,6 +139,12 @@ def _validated(name: str, value: Any, path: str) -> Any:
         _check(value in QUANTIZATION_BITS, path, "must be null, 2, 3, 4, 5, 6 or 8")
     elif name == "grad_checkpoint":
         _check(isinstance(value, bool), path, "must be true or false")
+    elif name == "clear_cache_threshold":
+        _check(
+            _is_int(value) and 0 <= value <= MAX_CLEAR_CACHE_THRESHOLD,
+            path,
+            "must be a number of bytes, an integer >= 0 (0 keeps the cache)",
+        )
     elif name == "seed":
         _check(_is_int(value) and 0 <= value < 2**32, path, "must be an integer in [0, 2^32)")
     return value

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
-from ..workers import WorkerHandle, start_worker
 from ..training.contract import (
     GENERATION_EVENT_TYPES,
     Chunk,
@@ -25,6 +24,7 @@ from ..training.contract import (
     decode_event,
 )
 from ..training.output import read_marker, resolve_fine_tuned
+from ..workers import WorkerHandle, start_worker
 
 
 def resolve_model(

@@ -20,8 +20,8 @@ import traceback
 from typing import Any
 
 from ..accel import preload_fast_blas
-from ..workers import EventWriter, open_event_writer
 from ..training.contract import Chunk, Generated, GenerationRequest, Ready, RequestError
+from ..workers import EventWriter, open_event_writer
 
 
 class LoadedModel:

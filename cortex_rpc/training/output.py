@@ -29,6 +29,7 @@ from ..config.training_config import TrainingConfig
 from ..errors import CortexError
 from ..models.inspect import marker_base_path, read_marker
 from ..paths import fine_tuned_models_dir, validate_model_name
+from .quantization import quantize_base
 
 MARKER = "fine-tuned.marker"
 ADAPTERS = "adapters.safetensors"
@@ -166,7 +167,6 @@ def load_with_adapter(
     base: Path, adapter_dir: Path | None, quantization_bits: int | None = None
 ) -> tuple[Any, Any]:
     """Load ``base`` with mlx_lm, quantize in memory if asked, then apply ``adapter_dir``."""
-    import mlx.nn as nn
     from mlx_lm.tuner.utils import load_adapters
     from mlx_lm.utils import load
 
@@ -178,14 +178,7 @@ def load_with_adapter(
         trust_remote_code=False,
     )
     if quantization_bits and "quantization" not in model_config:
-        nn.quantize(
-            model,
-            64,
-            quantization_bits,
-            class_predicate=lambda _p, m: (
-                hasattr(m, "to_quantized") and m.weight.shape[-1] % 64 == 0
-            ),
-        )
+        quantize_base(model, quantization_bits)  # as the worker did before training
     if adapter_dir is not None:
         load_adapters(model, str(adapter_dir))
     model.eval()

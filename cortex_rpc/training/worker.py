@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,8 @@ from ..workers import EventWriter, open_event_writer
 from . import contract
 from .contract import JobSpec
 from .history import CURVE_FILE, HISTORY_FILE, LossHistory, evaluation_summary, loss_curve_svg
+from .quantization import QUANT_GROUP_SIZE, quantize_base
 
-QUANT_GROUP_SIZE = 64
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
 KEEP_CHECKPOINTS = 2
@@ -55,8 +55,7 @@ class RunOptions:
     grad_accumulation_steps: int = 1
     grad_checkpoint: bool = False
     seed: int = 0
-    clear_cache_threshold: int = 0
-    extra: dict = field(default_factory=dict)
+    clear_cache_threshold: int = 0  # bytes; 0 never clears the buffer cache (see train_loop)
 
 
 class Cancelled(Exception):
@@ -91,7 +90,6 @@ def prepare_model(
     Returns (model, tokenizer, info) where info records clamps and quantization done.
     """
     import mlx.core as mx
-    import mlx.nn as nn
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import load
 
@@ -107,12 +105,7 @@ def prepare_model(
     info["quantizationBits"] = None
     if config.quantization_bits and not already_quantized:
         # QLoRA: only the in-memory copy is quantized; the base files stay untouched.
-        def quantizable(path: str, module: Any) -> bool:
-            return hasattr(module, "to_quantized") and (
-                module.weight.shape[-1] % QUANT_GROUP_SIZE == 0
-            )
-
-        nn.quantize(model, QUANT_GROUP_SIZE, config.quantization_bits, class_predicate=quantizable)
+        quantize_base(model, config.quantization_bits)
         info["quantizationBits"] = config.quantization_bits
     elif config.quantization_bits and already_quantized:
         info["warnings"].append("The base model is already quantized; it was used as it is.")
@@ -250,20 +243,27 @@ class BatchSchedule:
 # Checkpoints
 
 
-def adapter_config(config: TrainingConfig, info: dict, model_path: str) -> dict:
-    """Return the adapter_config.json that mlx_lm's load_adapters and fuse read."""
+def adapter_config(
+    config: TrainingConfig, info: dict, model_path: str, *, batch_size: int, mask_prompt: bool
+) -> dict:
+    """Return the adapter_config.json that mlx_lm's load_adapters and fuse read.
+
+    It records what the run really used: ``info``'s layer count and LoRA parameters (from
+    ``prepare_model``), the batch size after the worker's clamps and whether prompts were
+    masked (never for plain-text data).
+    """
     result: dict[str, Any] = {
         "fine_tune_type": config.fine_tune_type,
         "num_layers": info["numLayers"],
         "model": str(model_path),
-        "batch_size": config.batch_size,
+        "batch_size": batch_size,
         "iters": config.iterations,
         "learning_rate": config.learning_rate,
         "max_seq_length": config.max_seq_length,
         "grad_checkpoint": config.grad_checkpoint,
         "grad_accumulation_steps": config.grad_accumulation_steps,
         "seed": config.seed,
-        "mask_prompt": True,
+        "mask_prompt": mask_prompt,
     }
     if info.get("loraParameters") is not None:
         result["lora_parameters"] = info["loraParameters"]
@@ -342,6 +342,21 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict:
 # The loop
 
 
+def set_recommended_wired_limit() -> None:
+    """Wire the device's recommended working set, as ``mlx_lm.tuner.trainer.train`` does first.
+
+    mlx_lm 0.32.2's ``maybe_set_recommended_wired_limit``: on Metal, ``mx.device_info()``
+    reports ``max_recommended_working_set_size`` and the limit is set to it, so the weights are
+    not paged out between steps; where it reports none (CPU) nothing is done. Like mlx_lm, the
+    previous limit is not restored: the worker process ends with the job.
+    """
+    import mlx.core as mx
+
+    size = mx.device_info().get("max_recommended_working_set_size")
+    if size is not None:
+        mx.set_wired_limit(size)
+
+
 def train_loop(
     model: Any,
     optimizer: Any,
@@ -355,9 +370,10 @@ def train_loop(
 ) -> dict:
     """Train from ``start_state`` (or step 0) to ``options.total_iterations``; return the state.
 
-    Mirrors ``mlx_lm.tuner.trainer.train`` (compiled step, evaluation at the first step, every
-    ``steps_per_eval`` and at the end, callback dicts of the same shape). ``on_checkpoint(state)``
-    is called every ``steps_per_checkpoint`` steps and, after SIGTERM, before ``Cancelled``.
+    Mirrors ``mlx_lm.tuner.trainer.train`` (the wired limit, compiled step, evaluation at the
+    first step, every ``steps_per_eval`` and at the end, callback dicts of the same shape).
+    ``on_checkpoint(state)`` is called every ``steps_per_checkpoint`` steps and, after SIGTERM,
+    before ``Cancelled``.
     """
     from functools import partial
 
@@ -367,12 +383,15 @@ def train_loop(
     from mlx.utils import tree_map
     from mlx_lm.tuner.trainer import default_loss, evaluate, grad_checkpoint
 
+    set_recommended_wired_limit()
     world = mx.distributed.init()
     world_size = world.size()
     if options.grad_checkpoint:
         grad_checkpoint(model.layers[0])
     loss_value_and_grad = nn.value_and_grad(model, default_loss)
-    accum_steps = max(1, options.grad_accumulation_steps)
+    grad_accum_steps = max(1, options.grad_accumulation_steps)
+    # The state list and the compiled step are mlx_lm's, statement for statement (a test
+    # compares them with mlx_lm.tuner.trainer.train's source).
     state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
@@ -382,8 +401,8 @@ def train_loop(
             grad = tree_map(lambda x, y: x + y, grad, prev_grad)
         if do_update:
             grad = average_gradients(grad)
-            if accum_steps > 1:
-                grad = tree_map(lambda x: x / accum_steps, grad)
+            if grad_accum_steps > 1:
+                grad = tree_map(lambda x: x / grad_accum_steps, grad)
             optimizer.update(model, grad)
             grad = None
         return lvalue, toks, grad
@@ -459,12 +478,16 @@ def train_loop(
             tic = time.perf_counter()
         # Dropout draws from mx.random; seeding per step makes a resumed step draw the same.
         mx.random.seed((options.seed * 1_000_003 + it) % 2**32)
-        lvalue, toks, grad_accum = step(batch, grad_accum, it % accum_steps == 0)
+        lvalue, toks, grad_accum = step(batch, grad_accum, it % grad_accum_steps == 0)
         losses = losses + lvalue
         n_tokens = n_tokens + toks
         steps += 1
         mx.eval(state, losses, n_tokens, grad_accum)
-        if options.clear_cache_threshold and mx.get_cache_memory() > options.clear_cache_threshold:
+        # mlx_lm's _clear_cache(threshold), except that 0 keeps the cache: mlx_lm 0.32.2 frees
+        # it after every step by default (its default threshold is 0 and `mlx_lm.lora` does not
+        # pass --clear-cache-threshold on), so that every step allocates its buffers anew.
+        threshold = options.clear_cache_threshold
+        if threshold > 0 and mx.get_cache_memory() > threshold:
             mx.clear_cache()
         train_time += time.perf_counter() - tic
 
@@ -577,6 +600,7 @@ def options_from_spec(spec: JobSpec, batch_size: int) -> RunOptions:
         grad_accumulation_steps=config.grad_accumulation_steps,
         grad_checkpoint=config.grad_checkpoint,
         seed=config.seed,
+        clear_cache_threshold=config.clear_cache_threshold,
     )
 
 
@@ -629,7 +653,9 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
     )
     optimizer = optim.Adam(learning_rate=config.learning_rate)
     optimizer.init(model.trainable_parameters())
-    adapter_cfg = adapter_config(config, info, spec.model)
+    adapter_cfg = adapter_config(
+        config, info, spec.model, batch_size=batch_size, mask_prompt=mask_prompt
+    )
 
     start_state = None
     ckpt = latest_checkpoint(job_dir) if spec.resume else None

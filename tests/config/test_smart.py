@@ -142,6 +142,21 @@ def test_training_config_wire_roundtrip_and_iterations():
         apply_overrides(config, {"gradCheckpoint": "yes"})
 
 
+def test_clear_cache_threshold_on_the_wire():
+    """clearCacheThreshold: camelCase on the wire, 0 by default, bytes validated like the rest."""
+    assert TrainingConfig().clear_cache_threshold == 0
+    assert TrainingConfig().to_wire()["clearCacheThreshold"] == 0
+    config = TrainingConfig.from_wire({"clearCacheThreshold": 2 * 10**9})
+    assert config.clear_cache_threshold == 2 * 10**9
+    assert config.to_wire()["clearCacheThreshold"] == 2 * 10**9
+    assert TrainingConfig.from_wire(config.to_wire()) == config
+    assert apply_overrides(config, {"clearCacheThreshold": 0}).clear_cache_threshold == 0
+    for bad in (-1, 1.5, "1G", True, None, 2**53):
+        with pytest.raises(InvalidParams) as exc:
+            apply_overrides(config, {"clearCacheThreshold": bad})
+        assert exc.value.data["field"] == "config.clearCacheThreshold"
+
+
 def test_dataset_stats_from_wire():
     profile = profile_from_wire({"examples": 6000, "meanChars": 10, "taskType": "chat"})
     assert profile.size_class == "large"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +33,8 @@ def test_text_records_train_to_completion(tiny_model, cortex_home, tmp_path):
     )
     final = jobs.wait(job["jobId"], 120)
     assert final["state"] == "completed", final["message"]
+    # The saved adapter config says what was done: no prompt masking (mlx_lm's default for
+    # text), not the chat default.
+    adapter_cfg = json.loads((Path(final["outputPath"]) / "adapter_config.json").read_text())
+    assert adapter_cfg["mask_prompt"] is False
+    assert adapter_cfg["batch_size"] == 2
