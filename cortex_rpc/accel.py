@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import __version__
-from .paths import cortex_home
+from .paths import CortexHome
 
 # Searched in order after $CORTEX_BLAS. Debian's pthread OpenBLAS first: it is what
 # the README's setup installs.
@@ -163,7 +163,7 @@ def _device_name(backend: str) -> str:
     return f"{cpu} ({os.cpu_count()} cores, CPU)"
 
 
-def system_info() -> dict:
+def system_info(home: CortexHome | None = None) -> dict:
     """Return the ``cortex/systemInfo`` result: backend, device, memory, BLAS, versions."""
     backend = detect_backend()
     blas = None
@@ -190,6 +190,6 @@ def system_info() -> dict:
             "mlxLm": _package_version("mlx-lm"),
             "python": platform.python_version(),
         },
-        "cortexHome": str(cortex_home()),
+        "cortexHome": str((home or CortexHome.default()).root),
         "warnings": warnings,
     }

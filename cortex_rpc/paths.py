@@ -125,11 +125,6 @@ def cortex_home() -> Path:
     return CortexHome.default().root
 
 
-def fine_tuned_models_dir() -> Path:
-    """Return the default home's fine-tuned models folder."""
-    return CortexHome.default().models
-
-
 def write_atomic(path: Path, data: str | bytes | dict[str, Any] | list[Any]) -> None:
     """Replace ``path`` with ``data`` (JSON for a dict or list) so a reader never sees half.
 

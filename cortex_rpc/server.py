@@ -7,7 +7,6 @@ state, calls one domain function and returns its wire form.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -128,9 +127,6 @@ def initialize(ls: CortexServer, params: types.InitializeParams) -> None:
     except CortexError as error:  # a bad option is a warning: the default home is used
         ls.home, ls.options.cortex_home = CortexHome.default(), None
         warnings.append(f"cortexHome: {error.message}; using {ls.home.root}")
-    if ls.options.cortex_home:
-        # removed once every module takes the CortexHome explicitly
-        os.environ["CORTEX_HOME"] = ls.options.cortex_home
     for warning in warnings:
         ls.log(warning, types.MessageType.Warning)
 
@@ -139,7 +135,7 @@ def initialize(ls: CortexServer, params: types.InitializeParams) -> None:
 def system_info(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .accel import system_info
 
-    return system_info()
+    return system_info(ls.home)
 
 
 @server.cortex_method(protocol.INSPECT_MODEL)
@@ -147,22 +143,23 @@ def inspect_model(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .models.inspect import inspect_model
     from .models.registry import resolve_model
 
-    return inspect_model(resolve_model(params["path"], ls.options.model_dirs)).to_wire()
+    return inspect_model(resolve_model(params["path"], ls.options.model_dirs, ls.home)).to_wire()
 
 
 @server.cortex_method(protocol.LIST_MODELS)
 def list_models(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .models.registry import list_models
 
-    return {"models": [entry.to_wire() for entry in list_models(ls.options.model_dirs)]}
+    return {"models": [entry.to_wire() for entry in list_models(ls.options.model_dirs, ls.home)]}
 
 
 @server.cortex_method(protocol.PROPOSE_CONFIG)
 def propose_config(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .config.proposal import propose_for_model
+    from .models.registry import resolve_model
 
     return propose_for_model(
-        params["model"],
+        str(resolve_model(params["model"], ls.options.model_dirs, ls.home)),
         dataset=params.get("dataset"),
         dataset_format=params.get("format"),
         dataset_stats=params.get("datasetStats"),
@@ -194,7 +191,7 @@ def analyze_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .models.registry import resolve_model
 
     model = params.get("model")
-    model_path = resolve_model(model, ls.options.model_dirs) if model else None
+    model_path = resolve_model(model, ls.options.model_dirs, ls.home) if model else None
     return analyze_dataset(params["path"], model_path=model_path).to_wire()
 
 
@@ -204,7 +201,7 @@ def dataset_report(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .models.registry import resolve_model
 
     model = params.get("model")
-    model_path = resolve_model(model, ls.options.model_dirs) if model else None
+    model_path = resolve_model(model, ls.options.model_dirs, ls.home) if model else None
     report = dataset_report(params["path"], model_path=model_path, cancel=ls.request.cancel)
     return report.to_wire(render=params.get("format", "markdown"))
 
@@ -232,7 +229,7 @@ def prepare_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
 
     return prepare_dataset(
         params["path"],
-        params.get("outDir") or default_out_dir(),
+        params.get("outDir") or default_out_dir(ls.home),
         format=params.get("format"),
         valid_fraction=params.get("validFraction", 0.1),
         seed=params.get("seed", 0),
@@ -367,21 +364,21 @@ def list_jobs(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
 def delete_model(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .models.manage import delete_model
 
-    return delete_model(params["name"])
+    return delete_model(params["name"], ls.home.models)
 
 
 @server.cortex_method(protocol.FUSE_MODEL)
 def fuse_model(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .models.manage import fuse_model
 
-    return fuse_model(params["name"], params["outputName"])
+    return fuse_model(params["name"], params["outputName"], ls.home.models)
 
 
 @server.cortex_method(protocol.LIST_ADAPTERS)
 def list_adapters(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .models.registry import list_adapters
 
-    return list_adapters(params["baseModel"], ls.options.model_dirs)
+    return list_adapters(params["baseModel"], ls.options.model_dirs, ls.home)
 
 
 @server.cortex_method(protocol.COMPARE_ADAPTERS)
@@ -390,8 +387,8 @@ def compare_adapters(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]
     from .models.registry import resolve_model
 
     dirs = ls.options.model_dirs
-    base = resolve_model(params["baseModel"], dirs)
-    adapters = [resolve_model(name, dirs) for name in params["adapters"]]
+    base = resolve_model(params["baseModel"], dirs, ls.home)
+    adapters = [resolve_model(name, dirs, ls.home) for name in params["adapters"]]
     with work_done(ls, params.get("workDoneToken"), "Comparing adapters") as report:
         return compare_adapters(
             ls.runner,
@@ -413,11 +410,11 @@ def generate(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     request_id = ls.request.msg_id
     adapter = params.get("adapter")
     return ls.runner.generate(
-        resolve_model(params["model"], ls.options.model_dirs),
+        resolve_model(params["model"], ls.options.model_dirs, ls.home),
         params["prompt"],
         max_tokens=params.get("maxTokens", 128),
         temperature=params.get("temperature", 0.0),
-        adapter=resolve_model(adapter, ls.options.model_dirs) if adapter else None,
+        adapter=resolve_model(adapter, ls.options.model_dirs, ls.home) if adapter else None,
         on_chunk=lambda text: ls.notify(
             protocol.GENERATE_CHUNK, {"requestId": request_id, "text": text}
         ),
@@ -434,7 +431,7 @@ def evaluate(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .training.evaluate import evaluate_model
 
     return evaluate_model(
-        resolve_model(params["model"], ls.options.model_dirs),
+        resolve_model(params["model"], ls.options.model_dirs, ls.home),
         params["dataset"],
         split=params.get("split", "valid"),
         max_examples=params.get("maxExamples"),

@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError, InvalidParams
-from ..paths import user_path
+from ..paths import user_path, write_atomic
 
 MIN_EXAMPLES = 5
 
 
 def _atomic_write(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write via a temp file in the same folder and os.replace, so no half file ever shows."""
+    """Write ``data`` atomically, refusing an existing file unless ``overwrite``."""
     if path.exists() and not overwrite:
         raise CortexError(
             "file-exists", f"{path} already exists; pass overwrite to replace it", path=str(path)
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)
 
 
 def _warnings(count: int) -> list[str]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..paths import CortexHome, write_atomic
 from .formats import RecordState
 from .load import DatasetSource, as_loaded
 
@@ -60,11 +60,7 @@ def split_counts(total: int, valid_fraction: float) -> int:
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def prepare_dataset(
@@ -118,12 +114,10 @@ def prepare_dataset(
     )
 
 
-def default_out_dir() -> Path:
-    """Return a new folder under ``$CORTEX_HOME/datasets/prepared`` for prepared files."""
+def default_out_dir(home: CortexHome) -> Path:
+    """Return a new folder under ``HOME/datasets/prepared`` for prepared files."""
     import tempfile
 
-    from ..paths import cortex_home
-
-    base = cortex_home() / "datasets" / "prepared"
+    base = home.datasets / "prepared"
     base.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(dir=base))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
-from ..paths import fine_tuned_models_dir, validate_model_name
+from ..paths import CortexHome, validate_model_name
 from ..workers import log_tail, start_worker
 from .inspect import FINE_TUNED_MARKER, marker_base_path, read_marker
 
@@ -24,7 +24,7 @@ FUSE_TIMEOUT_SECONDS = 3600
 def fine_tuned_dir(name: str, models_dir: Path | None = None, field: str = "name") -> Path:
     """Return the folder of the fine-tuned model ``name``; refuse anything else."""
     validate_model_name(name, field)
-    path = (models_dir or fine_tuned_models_dir()) / name
+    path = (models_dir or CortexHome.default().models) / name
     if not path.is_dir():
         raise CortexError("model-not-found", f"No fine-tuned model named {name!r} in {path.parent}")
     if not (path / FINE_TUNED_MARKER).is_file():

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
-from ..paths import cortex_home, fine_tuned_models_dir, user_path
+from ..paths import CortexHome, user_path
 from .inspect import FINE_TUNED_MARKER, inspect_model
 
 
@@ -57,12 +57,12 @@ def hf_cache_dir() -> Path:
     return Path.home() / ".cache" / "huggingface" / "hub"
 
 
-def model_search_dirs(extra_dirs: Iterable[str] = ()) -> list[tuple[Path, str]]:
+def model_search_dirs(
+    extra_dirs: Iterable[str] = (), home: CortexHome | None = None
+) -> list[tuple[Path, str]]:
     """Return (directory, source label) pairs searched for models, in priority order."""
-    dirs = [
-        (fine_tuned_models_dir(), "cortex"),
-        (cortex_home() / "models", "cortex"),
-    ]
+    home = home or CortexHome.default()
+    dirs = [(home.models, "cortex"), (home.base_models, "cortex")]
     dirs += [(user_path(d), "modelDirs") for d in extra_dirs]
     return dirs
 
@@ -110,7 +110,7 @@ def _entry(name: str, directory: Path, source: str) -> ModelEntry:
     )
 
 
-def list_models(extra_dirs: Iterable[str] = ()) -> list[ModelEntry]:
+def list_models(extra_dirs: Iterable[str] = (), home: CortexHome | None = None) -> list[ModelEntry]:
     """Return every local model, fine-tuned ones recognised by their ``fine-tuned.marker``.
 
     Directories whose names start with '.' are skipped: that is where half-written
@@ -118,7 +118,7 @@ def list_models(extra_dirs: Iterable[str] = ()) -> list[ModelEntry]:
     """
     entries: list[ModelEntry] = []
     seen: set[Path] = set()
-    for directory, source in model_search_dirs(extra_dirs):
+    for directory, source in model_search_dirs(extra_dirs, home):
         if not directory.is_dir():
             continue
         candidates = [directory] if _looks_like_model(directory) else sorted(directory.iterdir())
@@ -137,13 +137,15 @@ def list_models(extra_dirs: Iterable[str] = ()) -> list[ModelEntry]:
     return entries
 
 
-def resolve_model(name_or_path: str, extra_dirs: Iterable[str] = ()) -> Path:
+def resolve_model(
+    name_or_path: str, extra_dirs: Iterable[str] = (), home: CortexHome | None = None
+) -> Path:
     """Return the directory of a model given by path or by a name from ``list_models``."""
     candidate = user_path(name_or_path)
     if candidate.is_dir():
         return candidate
     if "/" not in name_or_path or name_or_path.count("/") == 1:
-        for directory, _source in model_search_dirs(extra_dirs):
+        for directory, _source in model_search_dirs(extra_dirs, home):
             if (directory / name_or_path).is_dir():
                 return directory / name_or_path
         for name, snapshot in _hf_snapshots(hf_cache_dir()):
@@ -157,12 +159,14 @@ def resolve_model(name_or_path: str, extra_dirs: Iterable[str] = ()) -> Path:
     )
 
 
-def list_adapters(base_model: str, extra_dirs: Iterable[str] = ()) -> dict[str, Any]:
+def list_adapters(
+    base_model: str, extra_dirs: Iterable[str] = (), home: CortexHome | None = None
+) -> dict[str, Any]:
     """Return the fine-tuned models (adapters) trained on ``base_model``."""
-    base = resolve_model(base_model, extra_dirs).resolve()
+    base = resolve_model(base_model, extra_dirs, home).resolve()
     adapters = [
         entry.to_wire()
-        for entry in list_models(extra_dirs)
+        for entry in list_models(extra_dirs, home)
         if entry.kind == "fine-tuned" and entry.base_model and Path(entry.base_model) == base
     ]
     return {"baseModel": str(base), "adapters": adapters}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import tempfile
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError, InvalidParams
-from ..paths import existing_file
+from ..paths import existing_file, write_atomic
 from ..workers import log_tail, start_worker
 from .contract import ONE_SHOT_EVENT_TYPES, Error, Result, decode_event
 from .jobs import TrainerSlot
@@ -129,9 +128,7 @@ def record_evaluation(model_dir: Path, entry: dict[str, Any]) -> None:
     path = model_dir / MARKER
     marker = json.loads(path.read_text(encoding="utf-8"))
     marker.setdefault("evaluations", []).append(entry)
-    tmp = path.with_name(f".{MARKER}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(marker, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, marker)
 
 
 def evaluate_model(

@@ -28,7 +28,7 @@ from .. import __version__
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError
 from ..models.inspect import marker_base_path, read_marker
-from ..paths import fine_tuned_models_dir, validate_model_name
+from ..paths import CortexHome, validate_model_name, write_atomic
 from .quantization import quantize_base
 
 MARKER = "fine-tuned.marker"
@@ -62,7 +62,7 @@ def file_sha256(path: Path) -> str:
 def output_path(name: str, models_dir: Path | None = None) -> Path:
     """Return where model ``name`` will be saved, refusing a name that is taken."""
     validate_model_name(name)
-    path = (models_dir or fine_tuned_models_dir()) / name
+    path = (models_dir or CortexHome.default().models) / name
     if path.exists():
         raise CortexError(
             "model-exists",
@@ -120,7 +120,7 @@ def assemble_model(
         }
         for file_name, text in (extra_files or {}).items():
             (tmp / file_name).write_text(text, encoding="utf-8")
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2))
+        write_atomic(tmp / MARKER, marker)
         os.chmod(tmp, 0o755)
         try:
             # rename fails on an existing non-empty directory: a racing job cannot be clobbered.
@@ -139,7 +139,7 @@ def resolve_fine_tuned(name_or_path: str | Path) -> tuple[Path, Path, dict[str, 
     """Return (base model dir, adapter dir, marker) for a fine-tuned model name or folder."""
     candidate = Path(name_or_path)
     if not (candidate / MARKER).exists():
-        candidate = fine_tuned_models_dir() / str(name_or_path)
+        candidate = CortexHome.default().models / str(name_or_path)
     marker = read_marker(candidate)
     if marker is None:
         raise CortexError("model-not-found", f"{name_or_path} is not a fine-tuned model folder")
@@ -194,9 +194,7 @@ def write_job_result(job_dir: Path, result: dict[str, Any]) -> None:
     The worker outlives a server killed with SIGKILL; the next server finds the job's worker
     gone and reads this to report the job completed instead of interrupted.
     """
-    tmp = job_dir / f".{JOB_RESULT}.tmp"
-    tmp.write_text(json.dumps(result), encoding="utf-8")
-    os.replace(tmp, job_dir / JOB_RESULT)
+    write_atomic(job_dir / JOB_RESULT, result)
 
 
 def read_job_result(job_dir: Path) -> dict[str, Any] | None:

@@ -49,11 +49,11 @@ def start_training(
     # Name first: a bad or taken name is the cheapest mistake to report (jobs.start checks
     # it again under its own rules, for callers that come to it directly).
     output_path(output_name, jobs.home.models)
-    model_dir = resolve_model(model, model_dirs)
+    model_dir = resolve_model(model, model_dirs, jobs.home)
     marker = read_marker(model_dir)
     previous = None
     if continue_from is not None:
-        previous = continuation(resolve_model(continue_from, model_dirs), config)
+        previous = continuation(resolve_model(continue_from, model_dirs, jobs.home), config)
         if model_dir.resolve() not in (
             previous["base"].resolve(),
             previous["adapterDir"].resolve(),

@@ -322,7 +322,8 @@ def tune_hyperparameters(
     from ..datasets import load, prepare_dataset
 
     began = time.monotonic()
-    model_dir = resolve_model(model, model_dirs)
+    home = home or CortexHome.default()
+    model_dir = resolve_model(model, model_dirs, home)
     if read_marker(model_dir) is not None:
         raise InvalidParams(
             f"{model_dir.name} is a fine-tuned adapter; tune on its base", field="model"
@@ -332,7 +333,7 @@ def tune_hyperparameters(
         str(model_dir), dataset=loaded, preset="balanced", model_dirs=model_dirs
     ).config
     tuning_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    work = (home or CortexHome.default()).tuning / tuning_id
+    work = home.tuning / tuning_id
     rows: list[dict[str, Any]] = []
     notify = on_progress or (lambda payload: None)
 

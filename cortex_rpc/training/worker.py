@@ -30,6 +30,7 @@ from typing import Any
 from ..accel import preload_fast_blas
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError
+from ..paths import write_atomic
 from ..workers import EventWriter, open_event_writer
 from . import contract
 from .contract import JobSpec
@@ -307,9 +308,7 @@ def save_checkpoint(
     final = root / name
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    latest_tmp = root / f".{LATEST}.tmp"
-    latest_tmp.write_text(json.dumps({"path": name, "iteration": state["iteration"]}))
-    os.replace(latest_tmp, root / LATEST)
+    write_atomic(root / LATEST, {"path": name, "iteration": state["iteration"]})
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     return final
