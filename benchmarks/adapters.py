@@ -80,8 +80,8 @@ def main() -> int:
     from mlx_lm.utils import load_tokenizer
 
     from cortex_rpc.generation.worker import LoadedModel
+    from cortex_rpc.models.fine_tuned import load_with_adapter
     from cortex_rpc.models.tiny import TinyModelSpec, generate_tiny_model
-    from cortex_rpc.training.output import load_with_adapter
 
     median = statistics.median
     with tempfile.TemporaryDirectory() as tmp:

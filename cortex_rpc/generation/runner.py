@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
+from ..models.fine_tuned import base_and_adapter
 from ..training.contract import (
     GENERATION_EVENT_TYPES,
     Chunk,
@@ -23,36 +24,7 @@ from ..training.contract import (
     WorkerEvent,
     decode_event,
 )
-from ..training.output import read_marker, resolve_fine_tuned
 from ..workers import WorkerHandle, start_worker
-
-
-def resolve_model(
-    model_path: str | Path, adapter: str | Path | None
-) -> tuple[str, str | None, int | None]:
-    """Return (base dir, adapter dir, quantization bits) for a base or fine-tuned model.
-
-    ``model_path`` may itself be a fine-tuned folder (its marker names the base).
-    """
-    model_path = Path(model_path)
-    if adapter is None and read_marker(model_path) is not None:
-        adapter = model_path
-    bits = None
-    if adapter is not None:
-        base, adapter_dir, marker = resolve_fine_tuned(adapter)
-        bits = marker.get("quantizationBits")
-        if read_marker(model_path) is not None:
-            model_path = base
-        if model_path.resolve() != base.resolve():
-            raise CortexError(
-                "adapter-mismatch",
-                f"{adapter_dir.name} was trained on {base}, not on {model_path}; pick one of "
-                "the adapters cortex/listAdapters shows for this base.",
-            )
-        return str(model_path.resolve()), str(adapter_dir.resolve()), bits
-    if not (model_path / "config.json").exists():
-        raise CortexError("model-not-found", f"{model_path} is not a model folder")
-    return str(model_path.resolve()), None, None
 
 
 class ModelRunner:
@@ -98,7 +70,7 @@ class ModelRunner:
         on_chunk: Callable[[str], None] | None = None,
     ) -> dict:
         """Return ``{text, tokens, tokensPerSecond}``, calling ``on_chunk(text)`` as text arrives."""
-        base, adapter_dir, bits = resolve_model(model_path, adapter)
+        base, adapter_dir, bits = base_and_adapter(model_path, adapter)
         with self._lock:
             for _attempt in range(2):
                 worker = self._ensure_worker()

@@ -64,7 +64,7 @@ class LoadedModel:
         """Return (model, tokenizer) with ``adapter`` applied, reloading only when needed."""
         from pathlib import Path
 
-        from ..training.output import load_with_adapter
+        from ..models.fine_tuned import load_with_adapter
 
         base_key = (base, bits)
         stamp = _adapter_stamp(adapter)  # an adapter retrained in place is read again

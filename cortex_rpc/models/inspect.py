@@ -17,11 +17,10 @@ from typing import Any
 from ..errors import CortexError, InvalidParams
 from ..paths import user_path
 from .categories import category_for, recommended_quantization_bits
+from .fine_tuned import ADAPTERS, marker_base_path, read_marker
 from .safetensors_header import DTYPE_BYTES, SafetensorsHeader, read_safetensors_header
 
-FINE_TUNED_MARKER = "fine-tuned.marker"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-ADAPTER_FILES = ("adapters.safetensors",)
 
 
 @dataclass
@@ -112,26 +111,6 @@ def read_config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def read_marker(directory: Path) -> dict[str, Any] | None:
-    """Return the fine-tuned.marker of a model directory, or None if it is not a fine-tune."""
-    path = directory / FINE_TUNED_MARKER
-    if not path.is_file():
-        return None
-    try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return marker if isinstance(marker, dict) else {}
-
-
-def marker_base_path(marker: dict[str, Any]) -> Path | None:
-    """Return the base model folder a marker names (``{path, name}``, or a bare path)."""
-    base = marker.get("baseModel")
-    if isinstance(base, dict):
-        base = base.get("path")
-    return Path(base) if isinstance(base, str) and base else None
-
-
 def weight_files(directory: Path) -> list[Path]:
     """Return the safetensors weight files of a model (sharded through the index if any)."""
     index = directory / "model.safetensors.index.json"
@@ -152,7 +131,7 @@ def weight_files(directory: Path) -> list[Path]:
                 path=str(directory),
             )
         return files
-    return sorted(p for p in directory.glob("*.safetensors") if p.name not in ADAPTER_FILES)
+    return sorted(p for p in directory.glob("*.safetensors") if p.name != ADAPTERS)
 
 
 def _quantization(config: dict[str, Any]) -> tuple[int | None, int]:
@@ -376,7 +355,7 @@ def inspect_model(path: str | Path) -> ModelInspection:
 
 def _adapter_bytes(directory: Path) -> int:
     return sum(
-        (directory / name).stat().st_size for name in ADAPTER_FILES if (directory / name).is_file()
+        (directory / name).stat().st_size for name in (ADAPTERS,) if (directory / name).is_file()
     )
 
 

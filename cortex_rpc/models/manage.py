@@ -14,26 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
-from ..paths import CortexHome, validate_model_name
+from ..paths import validate_model_name
 from ..workers import log_tail, start_worker
-from .inspect import FINE_TUNED_MARKER, marker_base_path, read_marker
+from .fine_tuned import fine_tuned_dir, marker_base_path, read_marker
 
 FUSE_TIMEOUT_SECONDS = 3600
-
-
-def fine_tuned_dir(name: str, models_dir: Path | None = None, field: str = "name") -> Path:
-    """Return the folder of the fine-tuned model ``name``; refuse anything else."""
-    validate_model_name(name, field)
-    path = (models_dir or CortexHome.default().models) / name
-    if not path.is_dir():
-        raise CortexError("model-not-found", f"No fine-tuned model named {name!r} in {path.parent}")
-    if not (path / FINE_TUNED_MARKER).is_file():
-        raise CortexError(
-            "not-fine-tuned",
-            f"{name!r} is not a fine-tuned model (no {FINE_TUNED_MARKER}); cortex-rpc never "
-            "deletes or rewrites base models.",
-        )
-    return path
 
 
 def delete_model(name: str, models_dir: Path | None = None) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..errors import CortexError
 from ..paths import CortexHome, user_path
-from .inspect import FINE_TUNED_MARKER, inspect_model
+from .fine_tuned import MARKER
+from .inspect import inspect_model
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def model_search_dirs(
 
 
 def _looks_like_model(directory: Path) -> bool:
-    return (directory / "config.json").is_file() or (directory / FINE_TUNED_MARKER).is_file()
+    return (directory / "config.json").is_file() or (directory / MARKER).is_file()
 
 
 def _hf_snapshots(cache: Path) -> list[tuple[str, Path]]:
@@ -92,7 +93,7 @@ def _entry(name: str, directory: Path, source: str) -> ModelEntry:
     try:
         info = inspect_model(directory)
     except CortexError as error:
-        kind = "fine-tuned" if (directory / FINE_TUNED_MARKER).is_file() else "base"
+        kind = "fine-tuned" if (directory / MARKER).is_file() else "base"
         return ModelEntry(
             name, str(directory), kind, None, None, None, None, source, error=error.message
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidParams
-from .output import ADAPTER_CONFIG, ADAPTERS, resolve_fine_tuned
+from ..models.fine_tuned import ADAPTER_CONFIG, ADAPTERS, resolve_fine_tuned
 
 DEFAULT_REPLAY_FRACTION = 0.3
 # Config fields that fix the adapter's shape: the new version must keep them.

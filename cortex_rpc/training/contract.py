@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from ..config.training_config import TrainingConfig, camel_to_snake, snake_to_camel
 from ..errors import InvalidParams
+from ..paths import write_atomic
 
 
 class JobState(str, enum.Enum):
@@ -538,3 +539,25 @@ NOTIFICATION_EVENTS = (
     "error",
     "interrupted",
 )
+
+
+# A finished job's result, kept in its folder for a server that missed the done event.
+JOB_RESULT = "result.json"
+
+
+def write_job_result(job_dir: Path, result: dict[str, Any]) -> None:
+    """Record a finished job's result in its folder (atomically), for a server that missed it.
+
+    The worker outlives a server killed with SIGKILL; the next server finds the job's worker
+    gone and reads this to report the job completed instead of interrupted.
+    """
+    write_atomic(job_dir / JOB_RESULT, result)
+
+
+def read_job_result(job_dir: Path) -> dict[str, Any] | None:
+    """Return the result a worker recorded with ``write_job_result``, or None."""
+    try:
+        result = json.loads((job_dir / JOB_RESULT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None

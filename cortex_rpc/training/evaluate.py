@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError, InvalidParams
-from ..paths import existing_file, write_atomic
+from ..models.fine_tuned import record_evaluation, resolve_fine_tuned
+from ..paths import existing_file
 from ..workers import log_tail, start_worker
 from .contract import ONE_SHOT_EVENT_TYPES, Error, Result, decode_event
 from .jobs import TrainerSlot
-from .output import MARKER, resolve_fine_tuned
 
 SPLITS = ("valid", "all")
 EVAL_FILE = "eval.jsonl"
@@ -121,14 +121,6 @@ def run_evaluate_worker(
                 "evaluation-failed", f"The evaluation worker failed (exit {returncode}): {tail}"
             )
         return final.value
-
-
-def record_evaluation(model_dir: Path, entry: dict[str, Any]) -> None:
-    """Append ``entry`` to the marker's ``evaluations`` (temp file + rename: never half a file)."""
-    path = model_dir / MARKER
-    marker = json.loads(path.read_text(encoding="utf-8"))
-    marker.setdefault("evaluations", []).append(entry)
-    write_atomic(path, marker)
 
 
 def evaluate_model(

@@ -37,7 +37,7 @@ def evaluate_spec(spec: dict) -> dict:
     from mlx_lm.tuner.trainer import evaluate
     from mlx_lm.tuner.utils import load_adapters
 
-    from .output import load_with_adapter
+    from ..models.fine_tuned import load_with_adapter
 
     model, tokenizer = load_with_adapter(Path(spec["base"]), None, spec.get("quantizationBits"))
     dataset, examples = _dataset(Path(spec["data"]), tokenizer)

@@ -31,6 +31,7 @@ from filelock import FileLock
 
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError, InvalidParams
+from ..models.fine_tuned import output_path
 from ..paths import CortexHome, write_atomic
 from ..workers import WorkerHandle, log_tail, start_worker
 from .contract import (
@@ -48,8 +49,8 @@ from .contract import (
     WorkerEvent,
     WorkerOptions,
     decode_event,
+    read_job_result,
 )
-from .output import output_path, read_job_result
 
 logger = logging.getLogger(__name__)
 

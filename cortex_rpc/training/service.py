@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidParams
-from ..models.inspect import marker_base_path
+from ..models.fine_tuned import marker_base_path, output_path, read_marker
 from ..models.registry import resolve_model
 from ..units import human_duration
 from .contract import TERMINAL_STATES, WorkerOptions
 from .jobs import TrainingJobs
-from .output import output_path, read_marker
 
 
 def start_training(

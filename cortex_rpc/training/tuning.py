@@ -48,7 +48,7 @@ from typing import Any
 
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError, InvalidParams
-from ..models.inspect import read_marker
+from ..models.fine_tuned import read_marker
 from ..models.registry import resolve_model
 from ..paths import CortexHome
 from .contract import WorkerOptions

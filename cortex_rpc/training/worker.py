@@ -30,12 +30,12 @@ from typing import Any
 from ..accel import preload_fast_blas
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError
+from ..models.quantization import QUANT_GROUP_SIZE, quantize_base
 from ..paths import write_atomic
 from ..workers import EventWriter, open_event_writer
 from . import contract
 from .contract import JobSpec
 from .history import CURVE_FILE, HISTORY_FILE, LossHistory, evaluation_summary, loss_curve_svg
-from .quantization import QUANT_GROUP_SIZE, quantize_base
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
@@ -608,7 +608,7 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
     import mlx.core as mx
     import mlx.optimizers as optim
 
-    from . import output
+    from ..models import fine_tuned
 
     spec = JobSpec.read(job_dir)
     config, options = spec.config, spec.options
@@ -716,7 +716,7 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
         evaluation=evaluation,
     )
     if spec.output_name:
-        out = output.assemble_model(
+        out = fine_tuned.assemble_model(
             name=spec.output_name,
             adapter_dir=final_dir,
             base_model=Path(spec.model),
@@ -800,10 +800,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         return 1
     if done is not None:
-        from .output import write_job_result
-
         with contextlib.suppress(OSError):  # a full disk: the event still tells the server
-            write_job_result(job_dir, done.to_wire())
+            contract.write_job_result(job_dir, done.to_wire())
         events.emit(done)
     return 0
 

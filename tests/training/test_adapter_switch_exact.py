@@ -77,7 +77,7 @@ def adapters(tiny_model_template: Path, tmp_path_factory: pytest.TempPathFactory
 @pytest.mark.parametrize("bits", [None, 4])
 def test_every_switch_gives_what_a_fresh_load_gives(tiny_model_template, adapters, bits):
     from cortex_rpc.generation.worker import LoadedModel
-    from cortex_rpc.training.output import load_with_adapter
+    from cortex_rpc.models.fine_tuned import load_with_adapter
 
     base = str(tiny_model_template)
     fresh = {}
@@ -165,7 +165,7 @@ def test_an_adapter_rewritten_in_place_is_read_again(tiny_model_template, adapte
     import shutil
 
     from cortex_rpc.generation.worker import LoadedModel
-    from cortex_rpc.training.output import load_with_adapter
+    from cortex_rpc.models.fine_tuned import load_with_adapter
 
     base = str(tiny_model_template)
     adapter = tmp_path / "retrained"

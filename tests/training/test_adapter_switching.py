@@ -47,7 +47,7 @@ def _logits(model, tokenizer) -> list[float]:
 
 def test_switching_matches_fresh_loads_without_reloading_the_base(tiny_model, adapters):
     from cortex_rpc.generation.worker import LoadedModel
-    from cortex_rpc.training.output import load_with_adapter
+    from cortex_rpc.models.fine_tuned import load_with_adapter
 
     lora, dora, lora2 = (str(p) for p in adapters)
     base = str(tiny_model)

@@ -233,7 +233,7 @@ def test_server_side_modules_do_not_import_mlx():
     import sys
 
     code = (
-        "import sys, cortex_rpc.training.jobs, cortex_rpc.training.output, "
+        "import sys, cortex_rpc.training.jobs, cortex_rpc.models.fine_tuned, "
         "cortex_rpc.generation.runner, cortex_rpc.training.distributed; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm', 'transformers')]; "
         "assert not bad, bad"

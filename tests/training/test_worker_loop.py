@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from cortex_rpc.config.training_config import TrainingConfig
+from cortex_rpc.models.quantization import QUANT_GROUP_SIZE
 from cortex_rpc.paths import write_atomic
 from cortex_rpc.training import contract, worker
 from cortex_rpc.training.contract import JobSpec, WorkerEvent, WorkerOptions
-from cortex_rpc.training.quantization import QUANT_GROUP_SIZE
 from cortex_rpc.workers import EventWriter
 
 from .conftest import write_spec
@@ -176,7 +176,7 @@ def test_qlora_4bit_trains_and_leaves_base_untouched(
     """4-bit QLoRA quantizes only in memory; the saved model reloads quantized with its adapter."""
     from mlx import nn
 
-    from cortex_rpc.training import output
+    from cortex_rpc.models import fine_tuned
 
     before = file_digests(tiny_model)
     config = TrainingConfig(
@@ -198,12 +198,12 @@ def test_qlora_4bit_trains_and_leaves_base_untouched(
     started = next(e for e in events if e["event"] == "started")
     assert started["quantizationBits"] == 4
     out = Path(result.output_path)
-    marker = output.read_marker(out)
+    marker = fine_tuned.read_marker(out)
     assert marker["quantizationBits"] == 4
     assert not (out / "model.safetensors").exists()
     adapter_cfg = json.loads((out / "adapter_config.json").read_text())
     assert adapter_cfg["quantization"] == {"group_size": QUANT_GROUP_SIZE, "bits": 4}
-    model, _ = output.load_fine_tuned("tiny-qlora")
+    model, _ = fine_tuned.load_fine_tuned("tiny-qlora")
     assert any(isinstance(m, nn.QuantizedLinear) for _, m in model.named_modules())
 
 

@@ -1,9 +1,9 @@
 """QLoRA's in-memory quantization of the base, defined once.
 
-The worker quantizes the base before adding adapters; ``output.load_with_adapter`` must
+The worker quantizes the base before adding adapters; ``fine_tuned.load_with_adapter`` must
 quantize it the same way before applying a QLoRA adapter, or the adapter meets other weights.
-No mlx import at module level: ``output`` imports this module, and the server imports
-``output``.
+No mlx import at module level: ``fine_tuned`` imports this module, and the server imports
+``fine_tuned``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The fine-tuned model directory: assembled aside, renamed into place only when complete.
+"""The fine-tuned model folder, owned here: its files, its marker, its base, assembly, loading.
+
+Assembled aside and renamed into place only when complete.
 
 Layout of ``$CORTEX_HOME/mlx_models/NAME/``::
 
@@ -27,7 +29,6 @@ from typing import Any
 from .. import __version__
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError
-from ..models.inspect import marker_base_path, read_marker
 from ..paths import CortexHome, validate_model_name, write_atomic
 from .quantization import quantize_base
 
@@ -48,6 +49,76 @@ BASE_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
+
+
+def read_marker(directory: Path) -> dict[str, Any] | None:
+    """Return the marker of a model folder, None if it is no fine-tune ({} if unreadable)."""
+    path = directory / MARKER
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def marker_base_path(marker: dict[str, Any]) -> Path | None:
+    """Return the base model folder a marker names (``{path, name}``, or a bare path)."""
+    base = marker.get("baseModel")
+    if isinstance(base, dict):
+        base = base.get("path")
+    return Path(base) if isinstance(base, str) and base else None
+
+
+def fine_tuned_dir(name: str, models_dir: Path | None = None, field: str = "name") -> Path:
+    """Return the folder of the fine-tuned model ``name``; refuse anything else."""
+    validate_model_name(name, field)
+    path = (models_dir or CortexHome.default().models) / name
+    if not path.is_dir():
+        raise CortexError("model-not-found", f"No fine-tuned model named {name!r} in {path.parent}")
+    if not (path / MARKER).is_file():
+        raise CortexError(
+            "not-fine-tuned",
+            f"{name!r} is not a fine-tuned model (no {MARKER}); cortex-rpc never "
+            "deletes or rewrites base models.",
+        )
+    return path
+
+
+def record_evaluation(model_dir: Path, entry: dict[str, Any]) -> None:
+    """Append ``entry`` to the marker's ``evaluations`` (never half a file)."""
+    path = model_dir / MARKER
+    marker = json.loads(path.read_text(encoding="utf-8"))
+    marker.setdefault("evaluations", []).append(entry)
+    write_atomic(path, marker)
+
+
+def base_and_adapter(
+    model_path: str | Path, adapter: str | Path | None
+) -> tuple[str, str | None, int | None]:
+    """Return (base dir, adapter dir, quantization bits) for a base or fine-tuned model.
+
+    ``model_path`` may itself be a fine-tuned folder (its marker names the base); an
+    ``adapter`` trained on another base is refused.
+    """
+    model_path = Path(model_path)
+    if adapter is None and read_marker(model_path) is not None:
+        adapter = model_path
+    if adapter is None:
+        if not (model_path / "config.json").exists():
+            raise CortexError("model-not-found", f"{model_path} is not a model folder")
+        return str(model_path.resolve()), None, None
+    base, adapter_dir, marker = resolve_fine_tuned(adapter)
+    if read_marker(model_path) is not None:
+        model_path = base
+    if model_path.resolve() != base.resolve():
+        raise CortexError(
+            "adapter-mismatch",
+            f"{adapter_dir.name} was trained on {base}, not on {model_path}; pick one of "
+            "the adapters cortex/listAdapters shows for this base.",
+        )
+    return str(model_path.resolve()), str(adapter_dir.resolve()), marker.get("quantizationBits")
 
 
 def file_sha256(path: Path) -> str:
@@ -183,24 +254,3 @@ def load_with_adapter(
         load_adapters(model, str(adapter_dir))
     model.eval()
     return model, tokenizer
-
-
-JOB_RESULT = "result.json"
-
-
-def write_job_result(job_dir: Path, result: dict[str, Any]) -> None:
-    """Record a finished job's result in its folder (atomically), for a server that missed it.
-
-    The worker outlives a server killed with SIGKILL; the next server finds the job's worker
-    gone and reads this to report the job completed instead of interrupted.
-    """
-    write_atomic(job_dir / JOB_RESULT, result)
-
-
-def read_job_result(job_dir: Path) -> dict[str, Any] | None:
-    """Return the result a worker recorded with ``write_job_result``, or None."""
-    try:
-        result = json.loads((job_dir / JOB_RESULT).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return result if isinstance(result, dict) else None
