@@ -421,6 +421,7 @@ CONFIG_KEYS = [
     "maxSeqLength",
     "quantizationBits",
     "gradCheckpoint",
+    "clearCacheThreshold",
     "seed",
 ]
 config_values = (
