@@ -36,11 +36,16 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def write_dataset(path: Path, lines: int) -> None:
-    from datasets import good_record  # benchmarks/datasets.py
+    import importlib.util
+
+    # benchmarks/datasets.py's record generator (its name shadows a library: load it by path).
+    spec = importlib.util.spec_from_file_location("dataset_bench", ROOT / "benchmarks/datasets.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    good_record = generator.good_record
 
     rng = random.Random(0)
     with path.open("w") as out:

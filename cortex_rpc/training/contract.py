@@ -434,6 +434,7 @@ def decode_event(
 # -- what the job manager keeps and tells clients ----------------------------------------------
 
 PROGRESS_FIELDS = tuple(snake_to_camel(f.name) for f in fields(Progress))
+_PROGRESS_NAMES = frozenset(f.name for f in fields(Progress))
 
 
 @dataclass(frozen=True)
@@ -452,17 +453,8 @@ class JobStatus:
     message: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
-    iteration: int | None = None
-    total_iterations: int | None = None
-    epoch: float | None = None
-    total_epochs: float | None = None
-    train_loss: float | None = None
-    val_loss: float | None = None
-    learning_rate: float | None = None
-    tokens_per_second: float | None = None
-    trained_tokens: int | None = None
-    eta_seconds: float | None = None
-    peak_memory_bytes: int | None = None
+    # The latest report (status.json keeps its fields at the top level).
+    progress: Progress = field(default_factory=Progress)
     checkpoint: str | None = None
     adapter_bytes: int | None = None
     error_code: str | None = None
@@ -482,16 +474,27 @@ class JobStatus:
         """Return the status stored in ``data`` (unknown keys of other versions ignored)."""
         args = _from_wire(cls, data)
         args["state"] = JobState(args.get("state", "interrupted"))
+        args["progress"] = Progress(**_from_wire(Progress, data))
         return cls(**args)
 
     def to_wire(self) -> dict[str, Any]:
-        """Return the status as stored in ``status.json``."""
-        return _to_wire(self)
+        """Return the status as stored in ``status.json``, progress fields at the top level."""
+        wire = {
+            snake_to_camel(f.name): json_safe(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "progress"
+        }
+        progress = self.progress.to_wire()
+        del progress["event"]
+        return {**wire, **progress}
 
     def changed(self, **changes: Any) -> JobStatus:
-        """Return a copy with ``changes`` (snake_case names) applied."""
+        """Return a copy with ``changes`` (snake_case names, progress fields too) applied."""
         if "state" in changes:
             changes["state"] = JobState(changes["state"])
+        reported = {k: changes.pop(k) for k in list(changes) if k in _PROGRESS_NAMES}
+        if reported:
+            changes["progress"] = dataclasses.replace(self.progress, **reported)
         return dataclasses.replace(self, **changes)
 
     def with_progress(self, progress: Progress) -> JobStatus:
