@@ -215,12 +215,21 @@ def _dtype_name(dtype: str | None) -> str | None:
     return names.get(dtype, dtype.lower())
 
 
+# Far above any real model (the largest have about 130 layers).
+MAX_STRUCTURE_LAYERS = 1024
+
+
 def count_mlx_structure_parameters(config: dict[str, Any]) -> int | None:
     """Return the parameter count of the MLX model that config.json describes, or None.
 
     The model is built with lazy arrays, so no weight memory is allocated.
     """
     if not config.get("model_type"):
+        return None
+    layers = _first_int(config, "num_hidden_layers", "n_layer", "num_layers")
+    if layers is not None and layers > MAX_STRUCTURE_LAYERS:
+        # Building 100,000 layer objects takes minutes: a config like that is counted
+        # arithmetically (or refused there), never built.
         return None
     try:
         from mlx.utils import tree_flatten

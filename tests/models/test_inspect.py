@@ -158,3 +158,26 @@ def test_categories_and_quantization_rules():
     assert recommended_quantization_bits(14 * 10**9, None) == 8
     assert recommended_quantization_bits(12 * 10**9, None) is None
     assert recommended_quantization_bits(40 * 10**9, 4) is None
+
+
+def test_an_absurd_layer_count_is_counted_without_building_the_model(tmp_path):
+    """A hostile config.json with 105,429 layers once took two minutes to build in MLX."""
+    import time
+
+    from cortex_rpc.models.inspect import count_mlx_structure_parameters, inspect_model
+
+    config = {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_hidden_layers": 105_429,
+        "vocab_size": 1024,
+    }
+    assert count_mlx_structure_parameters(config) is None
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    started = time.monotonic()
+    inspection = inspect_model(tmp_path)
+    assert time.monotonic() - started < 30
+    assert inspection.parameters > 0 and inspection.parameter_source == "config"
