@@ -477,6 +477,8 @@ def tool_problems(record: dict[str, Any]) -> list[Problem]:
     problems, names = _definition_problems(record.get("tools"), "tools")
     legacy, legacy_names = _definition_problems(record.get("functions"), "functions")
     problems += legacy
+    if problems:  # a broken definition: its name is not known, so calls are not checked
+        names = legacy_names = None
     if legacy_names is not None:
         names = (names or []) + legacy_names
     if "functions" in record or any(
@@ -572,16 +574,13 @@ def sharegpt_tool_problems(record: dict[str, Any]) -> list[Problem]:
                 )
             )
         else:
-            found: list[Problem] = []
-            if isinstance(record["tools"], list):
-                found, names = _definition_problems(tools, "tools")
-            else:
-                bad, names = _definition_problems([_as_tool(t) for t in tools], "tools")
-                if bad:  # positions inside a string: point at the string
-                    found = [Problem(p.code, p.message, ("tools",)) for p in bad]
-            problems += found
-            if isinstance(record["tools"], list):
-                names = _definition_problems([_as_tool(t) for t in tools], "tools")[1]
+            bad, names = _definition_problems([_as_tool(t) for t in tools], "tools")
+            where = isinstance(record["tools"], list)  # else positions inside a string
+            problems += [
+                Problem(p.code, p.message, p.path[:2] if where else ("tools",)) for p in bad
+            ]
+            if bad:
+                names = None
     for i, turn in enumerate(record["conversations"]):
         if not isinstance(turn, dict) or turn.get("from") != "function_call":
             continue
