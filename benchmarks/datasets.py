@@ -75,6 +75,42 @@ def good_record(rng: random.Random, i: int) -> dict:
     }
 
 
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "search_docs",
+            "description": "Search the documentation",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+        },
+    }
+]
+
+
+def tool_record(rng: random.Random, i: int) -> dict:
+    """The tool loop: user -> assistant(tool_calls) -> tool -> assistant, with tools."""
+    call_id = f"call_{i}"
+    arguments = json.dumps({"query": sentence(rng, 3)})
+    return {
+        "tools": TOOLS,
+        "messages": [
+            {"role": "user", "content": f"Question {i}: {sentence(rng, 8)}"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": "search_docs", "arguments": arguments},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": call_id, "content": sentence(rng, 12)},
+            {"role": "assistant", "content": sentence(rng, 20)},
+        ],
+    }
+
+
 def defect(rng: random.Random, i: int) -> str:
     record = good_record(rng, i)
     kind = i % 5
@@ -95,7 +131,13 @@ def generate(path: Path, lines: int, seed: int = 0) -> None:
     rng = random.Random(seed)
     with path.open("w") as out:
         for i in range(lines):
-            out.write((defect(rng, i) if i % 100 == 99 else json.dumps(good_record(rng, i))) + "\n")
+            if i % 100 == 99:
+                line = defect(rng, i)
+            elif i % 5 == 0:  # 20 % of the lines call tools
+                line = json.dumps(tool_record(rng, i))
+            else:
+                line = json.dumps(good_record(rng, i))
+            out.write(line + "\n")
 
 
 def baseline(path: Path, validator_kind: str) -> float:

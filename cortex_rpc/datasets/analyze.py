@@ -37,6 +37,7 @@ class DatasetAnalysis:
     duplicates: int
     empty_fields: int
     long_examples: int
+    tool_calling_records: int = 0
     warnings: list[str] = field(default_factory=list)
     quality: dict[str, Any] = field(default_factory=dict)
     # What lowered quality.score: (code, how many, points taken off); not on the wire.
@@ -51,6 +52,7 @@ class DatasetAnalysis:
             "duplicates": self.duplicates,
             "emptyFields": self.empty_fields,
             "longExamples": self.long_examples,
+            "toolCallingRecords": self.tool_calling_records,
             "warnings": self.warnings,
             "quality": self.quality,
         }
@@ -136,6 +138,20 @@ def analyze_dataset(
     return analyze_loaded(loaded.states, loaded.result, counted, context)
 
 
+def calls_tools(data: Any) -> bool:
+    """Return True for a chat or ShareGPT record with a tool call in it."""
+    if not isinstance(data, dict):
+        return False
+    for message in data.get("messages") or data.get("conversations") or []:
+        if isinstance(message, dict) and (
+            message.get("tool_calls")
+            or message.get("function_call")
+            or message.get("from") == "function_call"
+        ):
+            return True
+    return False
+
+
 def analyze_loaded(
     states: list[RecordState],
     result: ValidationResult,
@@ -211,6 +227,7 @@ def analyze_loaded(
         duplicates=duplicates,
         empty_fields=empty,
         long_examples=counts["long-example"],
+        tool_calling_records=sum(1 for s in records if calls_tools(s.data)),
         warnings=warnings,
         quality={"score": max(0, score), "issues": issues},
         penalties=penalties,

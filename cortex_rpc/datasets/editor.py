@@ -215,12 +215,22 @@ def code_actions(
         start = diagnostic["range"]["start"]
         end = diagnostic["range"]["end"]
         start_pos, end_pos = (start["line"], start["character"]), (end["line"], end["character"])
-        if code == "missing-field" and "rename" in data:
+        if code in ("missing-field", "unknown-role") and "rename" in data:
             old, new = data["rename"]["from"], data["rename"]["to"]
             actions.append(
                 _action(
                     f'Rename "{old}" to "{new}"',
                     _edit(doc, start_pos, end_pos, json.dumps(new)),
+                    diagnostic,
+                )
+            )
+        elif code == "tool-arguments-object" and "serialize" in data:
+            actions.append(
+                _action(
+                    "Write the arguments as a JSON string",
+                    _edit(
+                        doc, start_pos, end_pos, json.dumps(data["serialize"], ensure_ascii=False)
+                    ),
                     diagnostic,
                 )
             )

@@ -11,6 +11,7 @@ from typing import Any
 from ..paths import CortexHome, write_atomic
 from .formats import RecordState
 from .load import DatasetSource, as_loaded
+from .shapes import _as_tool, _parse_call, sharegpt_tools
 
 
 @dataclass
@@ -44,12 +45,104 @@ def mlx_record(state: RecordState) -> dict[str, Any]:
     if state.shape == "text":
         return {"text": state.turns[0][1]}
     if state.shape == "chat":
-        messages = [m for m in state.data["messages"]]
+        messages = [_openai_message(m) for m in state.data["messages"]]
         record: dict[str, Any] = {"messages": messages}
-        if state.data.get("tools"):
-            record["tools"] = state.data["tools"]
+        tools = list(state.data.get("tools") or [])
+        tools += [{"type": "function", "function": f} for f in state.data.get("functions") or []]
+        if tools:
+            record["tools"] = tools
+        _link_legacy(messages)  # converted legacy calls get ids; OpenAI ones have theirs
         return record
+    if state.shape == "sharegpt" and (
+        "tools" in state.data
+        or any(
+            t.get("from") in ("function_call", "observation") for t in state.data["conversations"]
+        )
+    ):
+        return _sharegpt_tools_record(state.data)
     return {"messages": [{"role": role, "content": text} for role, text in state.turns]}
+
+
+def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
+    """Return a chat message with legacy function_call as tool_calls, arguments as strings."""
+    message = dict(message)
+    call = message.pop("function_call", None)
+    if isinstance(call, dict):
+        message["tool_calls"] = [{"type": "function", "function": call}]
+    if message.get("role") == "function":
+        message["role"] = "tool"
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        message["tool_calls"] = [_string_arguments(c) for c in calls]
+        if message.get("content") is None:
+            message["content"] = ""
+    return message
+
+
+def _string_arguments(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function")
+    if isinstance(function, dict) and not isinstance(function.get("arguments"), str):
+        function = {**function, "arguments": json.dumps(function.get("arguments") or {})}
+        call = {**call, "function": function}
+    return call
+
+
+def _link_legacy(messages: list[dict[str, Any]]) -> None:
+    """Give converted legacy calls ids, and each converted function result its call's id."""
+    pending: list[str] = []
+    for number, message in enumerate(messages):
+        for call in message.get("tool_calls") or []:
+            if "id" not in call:
+                call["id"] = f"call_{number}_{len(pending)}"
+            pending.append(call["id"])
+        if message.get("role") == "tool" and "tool_call_id" not in message and pending:
+            message["tool_call_id"] = pending.pop(0)
+
+
+def _sharegpt_tools_record(data: dict[str, Any]) -> dict[str, Any]:
+    """Return a ShareGPT record with function_call/observation turns in the OpenAI form."""
+    roles = {"human": "user", "gpt": "assistant"}
+    messages: list[dict[str, Any]] = []
+    if isinstance(data.get("system"), str):
+        messages.append({"role": "system", "content": data["system"]})
+    pending: list[str] = []
+    for number, turn in enumerate(data["conversations"]):
+        kind, value = turn["from"], turn["value"]
+        if kind == "function_call":
+            call = _parse_call(value) or {}
+            arguments = call.get("arguments", {})
+            call_id = f"call_{number}"
+            pending.append(call_id)
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {
+                            "id": call_id,
+                            "type": "function",
+                            "function": {
+                                "name": call.get("name"),
+                                "arguments": arguments
+                                if isinstance(arguments, str)
+                                else json.dumps(arguments, ensure_ascii=False),
+                            },
+                        }
+                    ],
+                }
+            )
+        elif kind in ("observation", "tool"):
+            message = {"role": "tool", "content": value}
+            if pending:
+                message["tool_call_id"] = pending.pop(0)
+            messages.append(message)
+        else:
+            messages.append({"role": roles.get(kind, kind), "content": value})
+    record: dict[str, Any] = {"messages": messages}
+    tools = sharegpt_tools(data)
+    if tools:
+        record["tools"] = [_as_tool(t) for t in tools]
+    return record
 
 
 def split_counts(total: int, valid_fraction: float) -> int:

@@ -7,6 +7,7 @@ only a record that fails is re-checked with jsonschema, which names every failin
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -41,6 +42,15 @@ SHAREGPT_ROLES = {
     "tool": "tool",
     "function_call": "assistant",
     "observation": "tool",
+}
+# Roles people write in chat messages, and the chat role each means.
+ROLE_HINTS = {
+    "human": "user",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "ai": "assistant",
+    "chatbot": "assistant",
 }
 _TEXT_FIELDS = {
     "prompt-response": ("prompt", "response"),
@@ -145,6 +155,18 @@ def schema_problems(record: dict[str, Any], shape: str) -> list[Problem]:
                 )
         elif kind == "enum" and path and path[-1] in ("role", "from"):
             allowed = ", ".join(error.validator_value)
+            hint = ROLE_HINTS.get(error.instance) if shape == "chat" else None
+            if hint is not None:
+                problems.append(
+                    Problem(
+                        "unknown-role",
+                        f'Unknown role "{error.instance}" in {_field(path)}; did you mean '
+                        f'"{hint}"? (roles: {allowed})',
+                        path,
+                        data={"rename": {"from": error.instance, "to": hint}},
+                    )
+                )
+                continue
             problems.append(
                 Problem(
                     "unknown-role",
@@ -225,6 +247,7 @@ def semantic_problems(record: dict[str, Any], shape: str) -> list[Problem]:
         if isinstance(messages, list):
             turns = [(m.get("role"), m.get("content"), m) for m in messages if isinstance(m, dict)]
             problems += _role_problems("messages", "role", "content", turns)
+            problems += tool_problems(record)
     elif shape == "sharegpt":
         turns_raw = record.get("conversations")
         if isinstance(turns_raw, list):
@@ -234,6 +257,7 @@ def semantic_problems(record: dict[str, Any], shape: str) -> list[Problem]:
                 if isinstance(t, dict)
             ]
             problems += _role_problems("conversations", "from", "value", turns)
+            problems += sharegpt_tool_problems(record)
     return problems
 
 
@@ -247,6 +271,13 @@ def _role_problems(
     for index, (role, content, message) in enumerate(turns):
         if not isinstance(role, str):
             continue
+        if (
+            content_key == "content"
+            and "content" not in message
+            and not message.get("tool_calls")
+            and not message.get("function_call")
+        ):
+            problems.append(_missing((list_key, index), "content", "chat", {}))
         if (
             role in ("user", "assistant", "system")
             and isinstance(content, str)
@@ -262,6 +293,7 @@ def _role_problems(
                 )
             )
         if role in ("tool", "function"):
+            previous = "tool"  # a tool result answers the call; the assistant replies next
             continue
         path = (list_key, index, role_key)
         if role == "system" and index != 0:
@@ -314,6 +346,282 @@ def _role_problems(
             )
         )
     return problems
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _close(name: str, names: list[str]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(name, names, n=1)
+    return f'; did you mean "{match[0]}"?' if match else f" (defined: {', '.join(names)})"
+
+
+def _definition_problems(tools: Any, key: str) -> tuple[list[Problem], list[str] | None]:
+    """Check a ``tools`` (or legacy ``functions``) list; return problems and defined names."""
+    if not isinstance(tools, list):
+        return [], None
+    problems, names = [], []
+    for i, tool in enumerate(tools):
+        path: tuple = (key, i)
+        function = tool
+        if key == "tools":
+            if not isinstance(tool, dict) or tool.get("type") != "function":
+                problems.append(
+                    Problem(
+                        "tool-definition",
+                        f'{_field(path)} must be {{"type": "function", "function": {{"name", '
+                        '"description", "parameters"}}',
+                        path,
+                    )
+                )
+                continue
+            function, path = tool.get("function"), (*path, "function")
+        if not isinstance(function, dict):
+            problems.append(
+                Problem(
+                    "tool-definition",
+                    f"{_field(path)} must be an object with name, description and parameters",
+                    path,
+                )
+            )
+            continue
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            problems.append(
+                Problem(
+                    "tool-definition",
+                    f"{_field(path)}.name must be the function's name (a string)",
+                    (*path, "name") if "name" in function else path,
+                )
+            )
+        else:
+            names.append(name)
+        if "parameters" in function and not isinstance(function["parameters"], dict):
+            problems.append(
+                Problem(
+                    "tool-definition",
+                    f"{_field(path)}.parameters must be a JSON Schema object, not "
+                    f"{_type_name(function['parameters'])}",
+                    (*path, "parameters"),
+                )
+            )
+    return problems, names
+
+
+def _arguments_problems(arguments: Any, path: tuple) -> list[Problem]:
+    if isinstance(arguments, str):
+        if _is_json(arguments):
+            return []
+        return [
+            Problem(
+                "tool-arguments",
+                f"{_field(path)} is not valid JSON; write the arguments as a JSON object "
+                'in a string, e.g. "{\\"city\\": \\"Paris\\"}"',
+                path,
+            )
+        ]
+    if isinstance(arguments, dict):
+        return [
+            Problem(
+                "tool-arguments-object",
+                f"{_field(path)} is an object; chat templates expect it as a JSON string",
+                path,
+                data={"serialize": json.dumps(arguments, ensure_ascii=False)},
+            )
+        ]
+    return [
+        Problem(
+            "tool-arguments",
+            f"{_field(path)} must be a JSON string of the arguments, not {_type_name(arguments)}",
+            path,
+        )
+    ]
+
+
+def _call_name_problems(name: Any, path: tuple, names: list[str] | None) -> list[Problem]:
+    if not isinstance(name, str) or not name:
+        return [
+            Problem("tool-definition", f"{_field(path)} must be the called function's name", path)
+        ]
+    if names is not None and name not in names:
+        return [
+            Problem(
+                "unknown-tool",
+                f'{_field(path)} calls "{name}", which is not in tools{_close(name, names)}',
+                path,
+            )
+        ]
+    return []
+
+
+def tool_problems(record: dict[str, Any]) -> list[Problem]:
+    """Return the problems of a chat record's tool definitions, calls and results."""
+    messages = record["messages"]
+    if (
+        "tools" not in record
+        and "functions" not in record
+        and not any(
+            isinstance(m, dict)
+            and ("tool_calls" in m or "function_call" in m or m.get("role") in ("tool", "function"))
+            for m in messages
+        )
+    ):
+        return []
+    problems, names = _definition_problems(record.get("tools"), "tools")
+    legacy, legacy_names = _definition_problems(record.get("functions"), "functions")
+    problems += legacy
+    if problems:  # a broken definition: its name is not known, so calls are not checked
+        names = legacy_names = None
+    if legacy_names is not None:
+        names = (names or []) + legacy_names
+    if "functions" in record or any(
+        isinstance(m, dict) and ("function_call" in m or m.get("role") == "function")
+        for m in messages
+    ):
+        problems.append(
+            Problem(
+                "legacy-functions",
+                "Legacy functions/function_call form: prepareDataset converts it to "
+                "tools/tool_calls",
+                ("functions",) if "functions" in record else (),
+                "key",
+            )
+        )
+    ids: set[str] = set()
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            continue
+        calls = message.get("tool_calls")
+        if isinstance(calls, list):
+            for j, call in enumerate(calls):
+                path = ("messages", i, "tool_calls", j)
+                function = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(function, dict):
+                    problems.append(
+                        Problem(
+                            "tool-definition",
+                            f'{_field(path)} must be {{"id", "type": "function", '
+                            '"function": {"name", "arguments"}}',
+                            path,
+                        )
+                    )
+                    continue
+                if isinstance(call.get("id"), str):
+                    ids.add(call["id"])
+                problems += _call_name_problems(
+                    function.get("name"), (*path, "function", "name"), names
+                )
+                if "arguments" in function:
+                    problems += _arguments_problems(
+                        function["arguments"], (*path, "function", "arguments")
+                    )
+        call = message.get("function_call")
+        if isinstance(call, dict):
+            path = ("messages", i, "function_call")
+            problems += _call_name_problems(call.get("name"), (*path, "name"), names)
+            if "arguments" in call:
+                problems += _arguments_problems(call["arguments"], (*path, "arguments"))
+        if message.get("role") == "tool":
+            call_id = message.get("tool_call_id")
+            if isinstance(call_id, str) and call_id not in ids:
+                known = ", ".join(sorted(ids)) or "none"
+                problems.append(
+                    Problem(
+                        "tool-call-id",
+                        f'messages[{i}].tool_call_id "{call_id}" answers no tool call before '
+                        f"it in this record (call ids: {known})",
+                        ("messages", i, "tool_call_id"),
+                    )
+                )
+    return problems
+
+
+def sharegpt_tools(record: dict[str, Any]) -> list | None:
+    """Return a ShareGPT record's tools as a list (they may be a JSON string), or None."""
+    tools = record.get("tools")
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except ValueError:
+            return None
+    return tools if isinstance(tools, list) else None
+
+
+def sharegpt_tool_problems(record: dict[str, Any]) -> list[Problem]:
+    """Return the problems of a ShareGPT record's tools and function_call turns."""
+    if "tools" not in record and not any(
+        isinstance(t, dict) and t.get("from") in ("function_call", "observation")
+        for t in record["conversations"]
+    ):
+        return []
+    problems: list[Problem] = []
+    names = None
+    if "tools" in record:
+        tools = sharegpt_tools(record)
+        if tools is None:
+            problems.append(
+                Problem(
+                    "tool-definition",
+                    "tools must be a list of function definitions or a JSON string of one",
+                    ("tools",),
+                )
+            )
+        else:
+            bad, names = _definition_problems([_as_tool(t) for t in tools], "tools")
+            where = isinstance(record["tools"], list)  # else positions inside a string
+            problems += [
+                Problem(p.code, p.message, p.path[:2] if where else ("tools",)) for p in bad
+            ]
+            if bad:
+                names = None
+    for i, turn in enumerate(record["conversations"]):
+        if not isinstance(turn, dict) or turn.get("from") != "function_call":
+            continue
+        path = ("conversations", i, "value")
+        call = _parse_call(turn.get("value"))
+        if call is None:
+            problems.append(
+                Problem(
+                    "tool-arguments",
+                    f'{_field(path)} must be a JSON string {{"name": ..., "arguments": ...}}',
+                    path,
+                )
+            )
+            continue
+        if names is not None and isinstance(call.get("name"), str) and call["name"] not in names:
+            problems.append(
+                Problem(
+                    "unknown-tool",
+                    f'{_field(path)} calls "{call["name"]}", which is not in tools'
+                    f"{_close(call['name'], names)}",
+                    path,
+                )
+            )
+    return problems
+
+
+def _as_tool(tool: Any) -> Any:
+    """Return a ShareGPT tool (often a bare function) in the OpenAI tool shape."""
+    if isinstance(tool, dict) and "type" not in tool and "name" in tool:
+        return {"type": "function", "function": tool}
+    return tool
+
+
+def _parse_call(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        call = json.loads(value)
+    except ValueError:
+        return None
+    return call if isinstance(call, dict) and isinstance(call.get("name"), str) else None
 
 
 def _content_text(content: Any) -> str:
