@@ -11,6 +11,7 @@ from typing import Any
 from ..paths import CortexHome, write_atomic
 from .formats import RecordState
 from .load import DatasetSource, as_loaded
+from .shapes import _content_text
 
 
 @dataclass
@@ -44,7 +45,13 @@ def mlx_record(state: RecordState) -> dict[str, Any]:
     if state.shape == "text":
         return {"text": state.turns[0][1]}
     if state.shape == "chat":
-        messages = [m for m in state.data["messages"]]
+        # Content parts become their text (non-text parts were reported as dropped).
+        messages = [
+            {**m, "content": _content_text(m["content"])}
+            if isinstance(m, dict) and isinstance(m.get("content"), list)
+            else m
+            for m in state.data["messages"]
+        ]
         record: dict[str, Any] = {"messages": messages}
         if state.data.get("tools"):
             record["tools"] = state.data["tools"]
