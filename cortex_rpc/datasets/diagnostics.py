@@ -42,6 +42,11 @@ CODES: dict[str, str] = {
     "txt-structure": "error",
     "no-examples": "error",
     "too-few-examples": "warning",
+    "preference-data": "error",
+    "dolly-context": "information",
+    "content-part-dropped": "warning",
+    "weight-ignored": "information",
+    "duplicate-key": "warning",
 }
 
 

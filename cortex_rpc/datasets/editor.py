@@ -243,6 +243,14 @@ def code_actions(
             actions.append(
                 _action(title, _remove_lines(doc, start["line"], end["line"]), diagnostic)
             )
+        elif code == "preference-data" and "convert" in data:
+            actions.append(
+                _action(
+                    "Convert to prompt/response keeping the chosen answer",
+                    _edit(doc, start_pos, end_pos, json.dumps(data["convert"], ensure_ascii=False)),
+                    diagnostic,
+                )
+            )
         elif code in ("trailing-comma", "bom"):
             title = "Remove the trailing comma" if code == "trailing-comma" else "Remove the BOM"
             actions.append(_action(title, _edit(doc, start_pos, end_pos, ""), diagnostic))

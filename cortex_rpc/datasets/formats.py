@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .diagnostics import Diagnostic
-from .positions import LineIndex, col16, locate
+from .positions import LineIndex, col16, duplicate_keys, locate
 from .shapes import Problem, check_record, conversation
 
 try:  # orjson parses 3-4x faster; json gives the messages and positions of errors.
@@ -275,7 +275,21 @@ def jsonl_state(raw: str, line: int, context_length: int | None = None) -> Recor
             data=problem.data,
         )
 
+    for key, a, b in duplicate_keys(text, 0, data):
+        state.diagnostics.append(_duplicate_key(0, col16(text, a), 0, col16(text, b), key))
     return finish_state(state, data, resolve, context_length)
+
+
+def _duplicate_key(sl: int, sc: int, el: int, ec: int, key: str) -> Diagnostic:
+    return Diagnostic(
+        sl,
+        sc,
+        el,
+        ec,
+        "duplicate-key",
+        f'"{key}" appears twice in this object: only this last value is kept and the '
+        "earlier one is lost; rename or merge one of them",
+    )
 
 
 # -- JSON -------------------------------------------------------------------------------------
@@ -367,6 +381,10 @@ def json_states(
                 la - sl, ca, lb - sl, cb, problem.code, problem.message, data=problem.data
             )
 
+        for key, a, b in duplicate_keys(text, begin, data, end):
+            la, ca = index_map.position(a)
+            lb, cb = index_map.position(b)
+            state.diagnostics.append(_duplicate_key(la - sl, ca, lb - sl, cb, key))
         states.append(finish_state(state, data, resolve, context_length))
 
     if array_start < 0:
@@ -445,17 +463,17 @@ def csv_states(
         return states, diagnostics
     names = [h.strip().lower() for h in header]
     spans0 = _cell_spans(lines[0])
-    known = next(
+    known_key = next(
         (
-            v
-            for k, v in CSV_HEADERS.items()
+            k
+            for k in CSV_HEADERS
             if set(k) <= set(names)
             and len(set(k))
             == max(len(set(k2) & set(names)) for k2 in CSV_HEADERS if set(k2) <= set(names))
         ),
         None,
     )
-    if known is None:
+    if known_key is None:
         diagnostics.append(
             Diagnostic(
                 0,
@@ -469,8 +487,8 @@ def csv_states(
             )
         )
         return states, diagnostics
-    shape, renames = known
-    allowed = {*next(k for k, v in CSV_HEADERS.items() if v == known)}
+    shape, renames = CSV_HEADERS[known_key]
+    allowed = set(known_key)
     for column, name in enumerate(names):
         if name not in allowed and column < len(spans0):
             a, b = spans0[column]

@@ -22,6 +22,7 @@ from .formats import FORMATS, RecordState, decode, detect_format
 from .validate import FileChecks, build_states, check_cancel, result_from
 
 DEFAULT_SHAPE = "prompt-response"  # the shape of a dataset with no records
+CONSEQUENCES = frozenset({"no-examples", "too-few-examples", "mixed-shapes"})
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,9 @@ class LoadedDataset:
         if self.result.ok:
             return self
         errors = [d for d in self.result.diagnostics if d.severity == "error"]
-        first = errors[0]
+        # Quote the root cause: a record's error before a file-level consequence of it
+        # ("No examples found" when every record failed to parse).
+        first = min(errors, key=lambda d: (d.code in CONSEQUENCES, d.start_line))
         name = self.path.name if self.path is not None else "The text"
         raise CortexError(
             "dataset-invalid",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from bisect import bisect_right
 from json.decoder import scanstring
 
@@ -103,3 +104,64 @@ class LineIndex:
     def position(self, offset: int) -> tuple[int, int]:
         line = bisect_right(self.starts, offset) - 1
         return line, col16(self.line_text(line), offset - self.starts[line])
+
+
+_KEY_COLON = re.compile(r'"\s*:')
+
+
+def _key_count(value: object) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_key_count(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_key_count(v) for v in value)
+    return 0
+
+
+def duplicate_keys(
+    text: str, start: int, data: object, end: int | None = None
+) -> list[tuple[str, int, int]]:
+    """Return (key, key_start, key_end) of every repeated key in the JSON value at ``start``.
+
+    ``data`` is the parsed value: a parse keeps the last of repeated keys, so the text has
+    more keys than ``data`` only when some repeat (or a string contains ``":``); only then
+    is the text walked.
+    """
+    if len(_KEY_COLON.findall(text, start, len(text) if end is None else end)) <= _key_count(data):
+        return []
+    found: list[tuple[str, int, int]] = []
+
+    def walk(index: int) -> int:
+        index = _skip(text, index)
+        char = text[index]
+        if char == "{":
+            seen: set[str] = set()
+            index = _skip(text, index + 1)
+            if text[index] == "}":
+                return index + 1
+            while True:
+                key_start = index
+                key, index = scanstring(text, index + 1)
+                if key in seen:
+                    found.append((key, key_start, index))
+                seen.add(key)
+                index = _skip(text, index) + 1  # the colon
+                index = _skip(text, walk(index))
+                if text[index] == "}":
+                    return index + 1
+                index = _skip(text, index + 1)  # the comma
+        if char == "[":
+            index = _skip(text, index + 1)
+            if text[index] == "]":
+                return index + 1
+            while True:
+                index = _skip(text, walk(index))
+                if text[index] == "]":
+                    return index + 1
+                index += 1
+        return _DECODER.raw_decode(text, index)[1]
+
+    try:
+        walk(start)
+    except (IndexError, ValueError):
+        return found
+    return found

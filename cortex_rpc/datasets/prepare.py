@@ -11,7 +11,7 @@ from typing import Any
 from ..paths import CortexHome, write_atomic
 from .formats import RecordState
 from .load import DatasetSource, as_loaded
-from .shapes import _as_tool, _parse_call, sharegpt_tools
+from .shapes import _as_tool, _content_text, _parse_call, sharegpt_tools
 
 
 @dataclass
@@ -45,6 +45,7 @@ def mlx_record(state: RecordState) -> dict[str, Any]:
     if state.shape == "text":
         return {"text": state.turns[0][1]}
     if state.shape == "chat":
+        # Content parts become their text (non-text parts were reported as dropped).
         messages = [_openai_message(m) for m in state.data["messages"]]
         record: dict[str, Any] = {"messages": messages}
         tools = list(state.data.get("tools") or [])
@@ -66,6 +67,8 @@ def mlx_record(state: RecordState) -> dict[str, Any]:
 def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
     """Return a chat message with legacy function_call as tool_calls, arguments as strings."""
     message = dict(message)
+    if isinstance(message.get("content"), list):
+        message["content"] = _content_text(message["content"])
     call = message.pop("function_call", None)
     if isinstance(call, dict):
         message["tool_calls"] = [{"type": "function", "function": call}]

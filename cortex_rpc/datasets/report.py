@@ -397,11 +397,11 @@ def dataset_report(
         if number % CANCEL_EVERY == 0:
             checkpoint()
         examples.append(_Example(state.line + 1, *prompt_and_answer(state.turns or [])))
-    groups = near_duplicate_groups(
-        [f"{e.prompt_norm} {e.answer_norm}" for e in examples], checkpoint
-    )
+    # Records with no text (nothing normalised) are not near-duplicates of each other.
+    texts = [e for e in examples if e.prompt_norm or e.answer_norm]
+    groups = near_duplicate_groups([f"{e.prompt_norm} {e.answer_norm}" for e in texts], checkpoint)
     clusters = sorted(
-        (Cluster([examples[i].line for i in group], examples[group[0]].sample) for group in groups),
+        (Cluster([texts[i].line for i in group], texts[group[0]].sample) for group in groups),
         key=lambda c: (-len(c.lines), c.lines[0]),
     )
     leaks = [Leak(e.line, kind, e.sample) for e in examples if (kind := _leak(e))]

@@ -14,7 +14,9 @@ from typing import Any
 
 from ..schemas import load_schema
 
-SHAPES = ("prompt-response", "prompt-completion", "text", "chat", "alpaca", "sharegpt")
+SHAPES = ("prompt-response", "prompt-completion", "text", "chat", "alpaca", "sharegpt", "dolly")
+# Recognised but not trainable yet: one error per record says so (and how to convert it).
+PREFERENCE = "preference"
 CHAT_SHAPES = ("chat", "sharegpt")
 EXAMPLE = {
     "prompt-response": '{"prompt": "What is Python?", "response": "A programming language."}',
@@ -57,7 +59,13 @@ _TEXT_FIELDS = {
     "prompt-completion": ("prompt", "completion"),
     "text": ("text",),
     "alpaca": ("instruction", "output"),
+    "dolly": ("instruction", "response"),
 }
+PREFERENCE_MESSAGE = (
+    "preference data (prompt/chosen/rejected): cortex trains supervised fine-tuning only; "
+    "preference training (DPO/ORPO) is coming — convert to prompt/response by keeping the "
+    "chosen answer"
+)
 
 
 @dataclass(frozen=True)
@@ -73,12 +81,16 @@ class Problem:
 
 def detect_shape(record: dict[str, Any]) -> str | None:
     """Return the shape a record is meant to have, from its keys (None if unrecognisable)."""
+    if ("chosen" in record and "rejected" in record) or "preferred_output" in record:
+        return PREFERENCE
     if "messages" in record:
         return "chat"
     if "conversations" in record:
         return "sharegpt"
     if "instruction" in record and ("output" in record or "input" in record):
         return "alpaca"
+    if "instruction" in record and "response" in record:
+        return "dolly"
     if "completion" in record and "prompt" in record:
         return "prompt-completion"
     if "prompt" in record or "response" in record:
@@ -658,6 +670,13 @@ def conversation(record: dict[str, Any], shape: str) -> list[tuple[str, str]]:
             ("user", f"{prompt}\n\n{extra}" if extra.strip() else prompt),
             ("assistant", _content_text(record.get("output"))),
         ]
+    if shape == "dolly":
+        prompt = _content_text(record.get("instruction"))
+        extra = _content_text(record.get("context"))
+        return [
+            ("user", f"{prompt}\n\n{extra}" if extra.strip() else prompt),
+            ("assistant", _content_text(record.get("response"))),
+        ]
     if shape == "chat":
         return [
             (str(m.get("role")), _content_text(m.get("content")))
@@ -695,5 +714,85 @@ def check_record(record: Any) -> tuple[str | None, list[Problem]]:
                 f"conversations (ShareGPT), e.g. {EXAMPLE['prompt-response']}",
             )
         ]
+    if shape == PREFERENCE:
+        return shape, [Problem("preference-data", PREFERENCE_MESSAGE, (), "value", _chosen(record))]
     problems = schema_problems(record, shape)
-    return shape, problems + semantic_problems(record, shape)
+    return shape, problems + semantic_problems(record, shape) + loss_problems(record, shape)
+
+
+def _chosen(record: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the quick fix's data: the record as prompt/response keeping the chosen answer."""
+    if "preferred_output" in record:  # OpenAI: input{messages}, preferred_output[messages]
+        source = record.get("input")
+        prompt_turns = source.get("messages") if isinstance(source, dict) else None
+        chosen: Any = record.get("preferred_output")
+    else:  # TRL: prompt (string or messages), chosen/rejected (string or messages)
+        prompt_turns = record.get("prompt")
+        chosen = record.get("chosen")
+
+    def text(value: Any, roles: tuple[str, ...]) -> str | None:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            parts = [
+                _content_text(m.get("content"))
+                for m in value
+                if isinstance(m, dict) and m.get("role") in roles
+            ]
+            return "\n\n".join(p for p in parts if p)
+        return None
+
+    prompt = text(prompt_turns, ("user", "system")) if prompt_turns is not None else ""
+    answer = text(chosen, ("assistant",))
+    if prompt is None or not answer:
+        return None
+    return {"convert": {"prompt": prompt, "response": answer}}
+
+
+def loss_problems(record: dict[str, Any], shape: str) -> list[Problem]:
+    """Return what training would lose or ignore silently: non-text parts, weights, context."""
+    problems: list[Problem] = []
+    if shape == "dolly" and isinstance(record.get("context"), str) and record["context"].strip():
+        problems.append(
+            Problem(
+                "dolly-context",
+                'Dolly record: "context" is appended to the instruction (after a blank '
+                "line) as the prompt; the model learns the response",
+                ("context",),
+                "key",
+            )
+        )
+    if shape != "chat" or not isinstance(record.get("messages"), list):
+        return problems
+    for index, message in enumerate(record["messages"]):
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            for part_index, part in enumerate(content):
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "text" and isinstance(part.get("text"), str):
+                    continue
+                problems.append(
+                    Problem(
+                        "content-part-dropped",
+                        f"messages[{index}].content[{part_index}] is a "
+                        f"{kind or _type_name(part)!s} part: cortex trains text only, so "
+                        "it is dropped (the text parts are joined); describe it in a text "
+                        "part to keep it",
+                        ("messages", index, "content", part_index),
+                    )
+                )
+        if "weight" in message:
+            problems.append(
+                Problem(
+                    "weight-ignored",
+                    f"messages[{index}].weight is not honoured yet: training ignores it and "
+                    "learns the last assistant message of the record (earlier turns are "
+                    "masked as prompt; every token when prompt masking is off); split the "
+                    "conversation to learn other turns",
+                    ("messages", index, "weight"),
+                    "key",
+                )
+            )
+    return problems

@@ -144,11 +144,22 @@ def load_datasets(data_dir: str | Path, tokenizer: Any, mask_prompt: bool = True
     """Return (train, valid) CacheDatasets from DATA/train.jsonl and DATA/valid.jsonl."""
     import types
 
-    from mlx_lm.tuner.datasets import CacheDataset, load_local_dataset
+    from mlx_lm.tuner.datasets import CacheDataset, create_dataset
 
     data_dir = Path(data_dir)
     options = types.SimpleNamespace(mask_prompt=mask_prompt)
-    train, valid, _ = load_local_dataset(data_dir, tokenizer, options)
+
+    def subset(name: str) -> Any:
+        # As mlx_lm's load_local_dataset, except that an empty file is an empty set (mlx_lm
+        # raises IndexError on it: a one-example dataset has an empty valid.jsonl).
+        path = data_dir / f"{name}.jsonl"
+        if not path.exists():
+            return []
+        with open(path, encoding="utf-8") as handle:
+            data = [json.loads(line) for line in handle if line.strip()]
+        return create_dataset(data, tokenizer, options) if data else []
+
+    train, valid = subset("train"), subset("valid")
     if len(train) == 0:
         raise CortexError("dataset-empty", f"No training examples in {data_dir / 'train.jsonl'}")
     return CacheDataset(train), (CacheDataset(valid) if len(valid) else None)
@@ -632,6 +643,13 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
         # Plain {"text"} records have no prompt to mask; mlx_lm refuses masking for them.
         mask_prompt = False
     train_set, valid_set = load_datasets(spec.data_dir, tokenizer, mask_prompt=mask_prompt)
+    if valid_set is None:
+        events.emit(
+            contract.Warning(
+                message=f"No validation examples (the dataset has {len(train_set)}, all used "
+                "for training): validation loss is skipped; add examples for a validation split."
+            )
+        )
     batch_size = config.batch_size
     if batch_size > len(train_set):
         events.emit(

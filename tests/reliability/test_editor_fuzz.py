@@ -31,6 +31,12 @@ FRAGMENTS = [
     '{"prompt": ',
     '"x"}',
     "\r\n",
+    # Issue 13's diagnostics: duplicate keys, preference data, content parts, weights, Dolly.
+    '{"prompt": "a", "prompt": "b", "response": "c"}',
+    '{"prompt": "p", "chosen": "c", "rejected": "r"}',
+    '{"messages": [{"role": "user", "content": [{"type": "image_url"}]}, '
+    '{"role": "assistant", "content": "x", "weight": 0}]}',
+    '{"instruction": "i", "context": "c", "response": "r"}',
 ]
 CASES = settings(
     max_examples=int(os.environ.get("CORTEX_EDITOR_FUZZ_CASES", "300")),
