@@ -36,6 +36,15 @@ CODES: dict[str, str] = {
     "txt-structure": "error",
     "no-examples": "error",
     "too-few-examples": "warning",
+    "utf16": "warning",
+    "utf32": "warning",
+    "gzip": "information",
+    "csv-delimiter": "information",
+    "txt-no-markers": "error",
+    "pretty-json": "error",
+    "python-repr": "error",
+    "jsonl-in-json": "information",
+    "oasst-tree": "error",
 }
 
 

@@ -16,7 +16,14 @@ from urllib.parse import unquote, urlparse
 
 from .analyze import task_type
 from .diagnostics import MAX_DIAGNOSTICS, ValidationResult
-from .formats import CHARS_PER_TOKEN, EXTENSIONS, RecordState, detect_format, jsonl_state
+from .formats import (
+    CHARS_PER_TOKEN,
+    EXTENSIONS,
+    RecordState,
+    detect_format,
+    format_notes,
+    jsonl_state,
+)
 from .positions import col16, index_from_col16
 from .validate import FileChecks, build_states, result_from
 
@@ -53,6 +60,7 @@ class DatasetDocument:
         self.format = format or (
             "jsonl" if language_id == "jsonl" else detect_format(uri_path(uri), text)
         )
+        self.notes = format_notes(uri_path(uri), self.format, text)
         self.set_text(text)
 
     @property
@@ -100,7 +108,7 @@ class DatasetDocument:
 
     def result(self, limit: int = MAX_DIAGNOSTICS) -> ValidationResult:
         return result_from(
-            self.format, self.checks, self.extra, len(self.lines), self.lines[0], limit
+            self.format, self.checks, self.notes + self.extra, len(self.lines), self.lines[0], limit
         )
 
     def state_at(self, line: int) -> RecordState | None:
