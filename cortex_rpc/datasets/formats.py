@@ -561,6 +561,125 @@ def _read_array(
             return
 
 
+# -- Whole-file forms of JSONL: pretty-printed JSON, OASST trees ------------------------------
+
+
+def _first_content(lines: list[str]) -> tuple[int, str]:
+    for number, line in enumerate(lines):
+        if line.strip(" \t\r\ufeff"):
+            return number, line.strip(" \t\r\ufeff")
+    return -1, ""
+
+
+def needs_whole_file(lines: list[str]) -> bool:
+    """Return True when a JSONL text may be pretty-printed JSON or an OASST export.
+
+    Those are checked as a whole (one diagnostic for the file), so an editor re-checks the
+    whole document instead of single lines.
+    """
+    _, first = _first_content(lines)
+    return first in ("{", "[") or '"message_id"' in first or '"message_tree_id"' in first
+
+
+def json_values(text: str) -> list[tuple[int, int, Any]] | None:
+    """Return ``(start, end, value)`` of each JSON value in ``text`` in a row, else None."""
+    text = text.replace("\ufeff", " ", 1) if text.startswith("\ufeff") else text
+    values = []
+    index = _skip(text, 0)
+    while index < len(text):
+        try:
+            value, end = _DECODER.raw_decode(text, index)
+        except (json.JSONDecodeError, RecursionError):
+            return None
+        values.append((index, end, value))
+        index = _skip(text, end)
+    return values
+
+
+def pretty_jsonl_states(
+    text: str, context_length: int | None = None
+) -> tuple[list[RecordState], list[Diagnostic]] | None:
+    """Return the records of pretty-printed JSON in a JSONL file and one ``pretty-json`` error."""
+    lines = text.split("\n")
+    number, first = _first_content(lines)
+    if first not in ("{", "["):
+        return None
+    values = json_values(text)
+    if not values:
+        return None
+    index = LineIndex(text)
+    states: list[RecordState] = []
+    diagnostics: list[Diagnostic] = []
+    for start, end, _ in values:
+        line, _ = index.position(start)
+        begin = index.starts[line]
+        if text[begin:start].strip(" \t\ufeff"):
+            begin = start  # not first on its line: columns of its first line shift (rare)
+        sub_states, sub_diagnostics = json_states(text[begin:end], context_length)
+        for state in sub_states:
+            state.line += line
+            states.append(state)
+        diagnostics.extend(d.shifted(line) for d in sub_diagnostics)
+    start, end, value = values[0]
+    sl, sc = index.position(start)
+    el, ec = index.position(end if not isinstance(value, list) else start + 1)
+    what = "a JSON array" if isinstance(value, list) else "pretty-printed (multi-line) JSON"
+    diagnostics.append(
+        Diagnostic(
+            sl,
+            sc,
+            el,
+            ec,
+            "pretty-json",
+            f"This JSONL file holds {what}: JSON Lines needs each record on one line; "
+            "rewrite it as JSON Lines (quick fix)",
+            {"fix": "rewrite-jsonl"},
+        )
+    )
+    return states, diagnostics
+
+
+def jsonl_lines_of(text: str) -> str | None:
+    """Return ``text`` (JSON values, or an array of them) rewritten as JSON Lines."""
+    values = json_values(text)
+    if values is None:
+        return None
+    records: list[Any] = []
+    for _, _, value in values:
+        records.extend(value if isinstance(value, list) else [value])
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def _is_oasst(data: Any) -> bool:
+    return isinstance(data, dict) and (
+        "message_tree_id" in data
+        or ("message_id" in data and ("parent_id" in data or "replies" in data))
+    )
+
+
+def oasst_diagnostics(states: list[RecordState]) -> list[Diagnostic] | None:
+    """If the records are OpenAssistant messages, clear their checks and return one error."""
+    first = next((s for s in states if not s.blank), None)  # the first line with content
+    if first is None or not first.is_record or not _is_oasst(first.data):
+        return None
+    for state in states:
+        state.diagnostics.clear()
+        state.shape = state.turns = state.exact = state.norm = None
+    return [
+        Diagnostic(
+            first.line,
+            0,
+            first.line + first.end_line,
+            first.end_character,
+            "oasst-tree",
+            "This is an OpenAssistant (OASST) message tree (message_id/parent_id/replies), "
+            "one message per record, not one conversation per record: export the "
+            'conversations as chat records {"messages": [...]} (one path from the root '
+            "prompt to a reply each)",
+        )
+    ]
+
+
 # -- CSV --------------------------------------------------------------------------------------
 
 CSV_HEADERS = {

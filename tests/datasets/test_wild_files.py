@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from cortex_rpc.datasets.editor import DatasetDocument, code_actions
 from cortex_rpc.datasets.load import load
 from cortex_rpc.datasets.prepare import prepare_dataset
 
@@ -15,6 +16,29 @@ JSONL = "".join(json.dumps(r) + "\n" for r in RECORDS)
 CSV = "prompt,response\n" + "".join(f"q{i},a{i}\n" for i in range(5))
 ALPACA = "".join(
     f"### Instruction:\nDo {i}\n\n### Input:\nx{i}\n\n### Response:\nDone {i}\n\n" for i in range(5)
+)
+PRETTY = "".join(json.dumps(r, indent=2) + "\n" for r in RECORDS)
+TREE = {
+    "message_id": "m1",
+    "parent_id": None,
+    "role": "prompter",
+    "text": "Hi",
+    "replies": [
+        {"message_id": "m2", "parent_id": "m1", "role": "assistant", "text": "Hello", "replies": []}
+    ],
+}
+EXPORT = "".join(
+    json.dumps(
+        {
+            "message_id": f"m{i}",
+            "parent_id": None if i == 0 else "m0",
+            "message_tree_id": "t",
+            "role": "prompter" if i == 0 else "assistant",
+            "text": "x",
+        }
+    )
+    + "\n"
+    for i in range(5)
 )
 SPLITS = {
     "train": RECORDS,
@@ -41,6 +65,10 @@ WILD = [
      "prompt-response", 5, [("python-repr", 0, 1, 0, 2)]),
     ("hf.json", JSONL.encode(), "jsonl", "prompt-response", 5, [("jsonl-in-json", 0, 0, 0, 34)]),
     ("splits.json", json.dumps(SPLITS, indent=1).encode(), "json", "prompt-response", 7, []),
+    ("pretty.jsonl", PRETTY.encode(), "jsonl", "prompt-response", 5, [("pretty-json", 0, 0, 3, 1)]),
+    ("tree.json", json.dumps(TREE, indent=2).encode(), "json", "prompt-response", 0,
+     [("oasst-tree", 0, 0, 14, 1), ("too-few-examples", 0, 0, 0, 1)]),
+    ("export.jsonl", EXPORT.encode(), "jsonl", "prompt-response", 0, [("oasst-tree", 0, 0, 0, 96)]),
 ]  # fmt: skip
 
 
@@ -98,3 +126,25 @@ def test_prepare_uses_the_files_validation_split(tmp_path):
         json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()
     ]
     assert [m["messages"][0]["content"] for m in train] == [f"q{i}" for i in range(5)]
+
+
+def test_pretty_json_quick_fix_rewrites_the_document_as_jsonl():
+    doc = DatasetDocument("file:///x/pretty.jsonl", PRETTY)
+    wire = [d.to_wire() for d in doc.result().diagnostics]
+    (action,) = [a for a in code_actions(doc, (0, 0, 0, 0), wire) if a["kind"] == "quickfix"]
+    (change,) = action["edit"]["changes"]["file:///x/pretty.jsonl"]
+    assert change["range"] == {
+        "start": {"line": 0, "character": 0},
+        "end": {"line": 20, "character": 0},
+    }
+    assert change["newText"] == JSONL
+    doc.apply_change((0, 0, 20, 0), change["newText"])
+    assert doc.result().diagnostics == [] and doc.result().examples == 5
+
+
+def test_editing_pretty_json_matches_a_fresh_check():
+    doc = DatasetDocument("file:///x/pretty.jsonl", PRETTY)
+    doc.apply_change((1, 2, 1, 10), '"answer"')
+    fresh = DatasetDocument("file:///x/pretty.jsonl", doc.text)
+    assert doc.result().diagnostics == fresh.result().diagnostics
+    assert "pretty-json" in [d.code for d in doc.result().diagnostics]
