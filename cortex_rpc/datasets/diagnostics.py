@@ -47,6 +47,15 @@ CODES: dict[str, str] = {
     "content-part-dropped": "warning",
     "weight-ignored": "information",
     "duplicate-key": "warning",
+    "utf16": "warning",
+    "utf32": "warning",
+    "gzip": "information",
+    "csv-delimiter": "information",
+    "txt-no-markers": "error",
+    "pretty-json": "error",
+    "python-repr": "error",
+    "jsonl-in-json": "information",
+    "oasst-tree": "error",
 }
 
 

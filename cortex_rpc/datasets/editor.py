@@ -16,7 +16,16 @@ from urllib.parse import unquote, urlparse
 
 from .analyze import task_type
 from .diagnostics import MAX_DIAGNOSTICS, ValidationResult
-from .formats import CHARS_PER_TOKEN, EXTENSIONS, RecordState, detect_format, jsonl_state
+from .formats import (
+    CHARS_PER_TOKEN,
+    EXTENSIONS,
+    RecordState,
+    detect_format,
+    format_notes,
+    jsonl_lines_of,
+    jsonl_state,
+    needs_whole_file,
+)
 from .positions import col16, index_from_col16
 from .validate import FileChecks, build_states, result_from
 
@@ -53,6 +62,7 @@ class DatasetDocument:
         self.format = format or (
             "jsonl" if language_id == "jsonl" else detect_format(uri_path(uri), text)
         )
+        self.notes = format_notes(uri_path(uri), self.format, text)
         self.set_text(text)
 
     @property
@@ -62,6 +72,8 @@ class DatasetDocument:
     def set_text(self, text: str) -> None:
         """Replace the whole text and re-check everything."""
         self.lines = text.split("\n")
+        # Pretty-printed JSON and OASST exports are checked whole, never line by line.
+        self.whole = self.format != "jsonl" or needs_whole_file(self.lines)
         self.states, self.extra = build_states(text, self.format, self.context_length)
         self.checks = FileChecks()
         for state in self.states:
@@ -81,7 +93,7 @@ class DatasetDocument:
             self.lines[start_line][:start_char] + text + self.lines[end_line][end_char:]
         ).split("\n")
         self.lines[start_line : end_line + 1] = new_lines
-        if self.format != "jsonl":
+        if self.whole or needs_whole_file(self.lines):
             self.set_text(self.text)
             return
         for state in self.states[start_line : end_line + 1]:
@@ -100,11 +112,11 @@ class DatasetDocument:
 
     def result(self, limit: int = MAX_DIAGNOSTICS) -> ValidationResult:
         return result_from(
-            self.format, self.checks, self.extra, len(self.lines), self.lines[0], limit
+            self.format, self.checks, self.notes + self.extra, len(self.lines), self.lines[0], limit
         )
 
     def state_at(self, line: int) -> RecordState | None:
-        if self.format == "jsonl":
+        if not self.whole:
             return self.states[line] if 0 <= line < len(self.states) else None
         index = bisect_right([s.line for s in self.states], line) - 1
         if index < 0:
@@ -254,13 +266,19 @@ def code_actions(
         elif code in ("trailing-comma", "bom"):
             title = "Remove the trailing comma" if code == "trailing-comma" else "Remove the BOM"
             actions.append(_action(title, _edit(doc, start_pos, end_pos, ""), diagnostic))
+        elif code == "pretty-json":
+            rewritten = jsonl_lines_of(doc.text)
+            if rewritten is not None:
+                last = doc.lines[-1]
+                edit = _edit(doc, (0, 0), (len(doc.lines) - 1, col16(last, len(last))), rewritten)
+                actions.append(_action("Rewrite the file as JSON Lines", edit, diagnostic))
         elif code == "mixed-shapes" and data.get("shape") == "chat" and doc.format == "jsonl":
             state = doc.state_at(start["line"])
             if state is not None:
                 action = _convert_to_chat(doc, state, diagnostic, "quickfix")
                 if action is not None:
                     actions.append(action)
-    if doc.format == "jsonl" and not any(a["title"].startswith("Convert") for a in actions):
+    if not doc.whole and not any(a["title"].startswith("Convert") for a in actions):
         state = doc.state_at(range[0])
         if state is not None and not state.has_error:
             action = _convert_to_chat(doc, state, None, "refactor.rewrite")

@@ -7,10 +7,12 @@ first line, so that inserting lines above it only moves the record, never re-che
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,14 @@ except ImportError:  # pragma: no cover - orjson is a dependency
     _fast_loads = json.loads
 
 FORMATS = ("jsonl", "json", "csv", "txt")
-EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".txt": "txt"}
+EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "txt",
+}
 LONG_CHARS = 2000
 CHARS_PER_TOKEN = 4  # estimate when no tokenizer is given
 _REPLACED = re.compile("\ufffd+")
@@ -49,6 +58,7 @@ class RecordState:
     norm: str | None = None
     chars: int = 0
     data: Any = None
+    split: str | None = None  # "validation"/"test" for a JSON file's own splits
 
     @property
     def has_error(self) -> bool:
@@ -57,11 +67,15 @@ class RecordState:
 
 def detect_format(path: str | Path | None, text: str) -> str:
     """Return the format from the extension, else sniffed from the content."""
+    head = text.lstrip(" \t\r\n\ufeff")
     if path is not None:
         by_extension = EXTENSIONS.get(Path(path).suffix.lower())
+        if by_extension == "json" and _jsonl_lines(head):
+            return "jsonl"  # Hugging Face ``to_json`` writes JSON Lines by default
+        if by_extension == "txt" and _delimiter(head.split("\n", 1)[0], known=True):
+            return "csv"
         if by_extension:
             return by_extension
-    head = text.lstrip(" \t\r\n\ufeff")
     if head.startswith("["):
         return "json"
     if head.startswith("{"):
@@ -72,15 +86,116 @@ def detect_format(path: str | Path | None, text: str) -> str:
         except ValueError:
             return "json"
     first_line = head.split("\n", 1)[0].strip().lower()
-    if re.match(r"^(q|question|user|system)\s*:", first_line):
+    if re.match(r"^(q|question|user|system)\s*:", first_line) or _MARKER.match(first_line):
         return "txt"
-    if "," in first_line:
+    if "," in first_line or _delimiter(first_line, known=True):
         return "csv"
     return "jsonl"
 
 
+def format_notes(path: str | Path | None, fmt: str, text: str) -> list[Diagnostic]:
+    """Return the note that a ``.json`` file holds JSON Lines (read as such), if it does."""
+    if path is None or fmt != "jsonl" or Path(path).suffix.lower() != ".json":
+        return []
+    first = text.split("\n", 1)[0].rstrip("\r")
+    return [
+        Diagnostic(
+            0,
+            0,
+            0,
+            col16(first, len(first)),
+            "jsonl-in-json",
+            "This .json file holds JSON Lines (one record per line, as Hugging Face "
+            "to_json writes by default); read as JSONL, rename it .jsonl",
+        )
+    ]
+
+
+def _jsonl_lines(head: str) -> bool:
+    """Return True when ``head`` is one complete JSON object per line, two or more lines."""
+    if not head.startswith("{"):
+        return False
+    lines = [line for line in head.split("\n", 3)[:3] if line.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        return all(isinstance(json.loads(line), dict) for line in lines[:2])
+    except ValueError:
+        return False
+
+
+def _delimiter(header: str, known: bool = False) -> str | None:
+    """Return the delimiter of a CSV header line: the most frequent of , tab ; (else None).
+
+    With ``known``, only when the header split on it names known columns.
+    """
+    counts = {d: header.count(d) for d in (",", "\t", ";")}
+    best = max(counts, key=lambda d: counts[d])
+    if not counts[best]:
+        return None
+    if known:
+        names = {h.strip().strip('"').lower() for h in header.split(best)}
+        if not any(set(k) <= names for k in CSV_HEADERS):
+            return None
+    return best
+
+
+_WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le", "utf32"),
+    (b"\x00\x00\xfe\xff", "utf-32-be", "utf32"),
+    (b"\xff\xfe", "utf-16-le", "utf16"),
+    (b"\xfe\xff", "utf-16-be", "utf16"),
+)
+
+
+def _wide_encoding(data: bytes) -> tuple[str, str, int] | None:
+    """Return (codec, code, BOM length) for UTF-16/UTF-32 bytes (with or without BOM)."""
+    for bom, codec, code in _WIDE_BOMS:
+        if data.startswith(bom):
+            return codec, code, len(bom)
+    if len(data) < 4 or b"\x00" not in data[:64]:
+        return None
+    head = data[:256]
+    if head[1:4] == b"\x00\x00\x00" and head[0]:
+        return "utf-32-le", "utf32", 0
+    if head[:3] == b"\x00\x00\x00" and head[3]:
+        return "utf-32-be", "utf32", 0
+    odd, even = head[1::2].count(0), head[0::2].count(0)
+    if odd > len(head) // 4 and not even:
+        return "utf-16-le", "utf16", 0
+    if even > len(head) // 4 and not odd:
+        return "utf-16-be", "utf16", 0
+    return None
+
+
 def decode(data: bytes) -> tuple[str, list[Diagnostic]]:
-    """Return the text of a file, invalid UTF-8 replaced by U+FFFD, and where it was invalid."""
+    """Return the text of a file, invalid UTF-8 replaced by U+FFFD, and where it was invalid.
+
+    UTF-16 and UTF-32 (with or without BOM) are decoded, with a ``utf16``/``utf32`` warning;
+    positions then refer to the decoded text.
+    """
+    wide = _wide_encoding(data)
+    if wide is not None:
+        codec, code, skip = wide
+        try:
+            text = data[skip:].decode(codec)
+        except UnicodeDecodeError:
+            pass
+        else:
+            first = text.split("\n", 1)[0].rstrip("\r")
+            name = codec[:6].upper()
+            return text, [
+                Diagnostic(
+                    0,
+                    0,
+                    0,
+                    col16(first, len(first)),
+                    code,
+                    f'The file is {name} ({codec}; Notepad calls it "Unicode"); '
+                    "cortex reads it, but mlx_lm needs UTF-8: save as UTF-8 "
+                    "(prepare writes UTF-8)",
+                )
+            ]
     try:
         return data.decode("utf-8"), []
     except UnicodeDecodeError:
@@ -249,9 +364,15 @@ def jsonl_state(raw: str, line: int, context_length: int | None = None) -> Recor
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            state.diagnostics.append(
-                _syntax_diagnostic(text, error, 0, col16(text, error.pos), text)
-            )
+            diagnostic = _syntax_diagnostic(text, error, 0, col16(text, error.pos), text)
+            if diagnostic.code == "json-syntax" and _is_python_repr(text):
+                diagnostic = _with(
+                    diagnostic,
+                    "python-repr",
+                    "This line is a Python dict (its repr or str()), not JSON: JSON needs "
+                    "double quotes and true/false/null; write records with json.dumps",
+                )
+            state.diagnostics.append(diagnostic)
             return state
         except RecursionError:
             state.diagnostics.append(
@@ -290,6 +411,19 @@ def _duplicate_key(sl: int, sc: int, el: int, ec: int, key: str) -> Diagnostic:
         f'"{key}" appears twice in this object: only this last value is kept and the '
         "earlier one is lost; rename or merge one of them",
     )
+
+
+def _is_python_repr(text: str) -> bool:
+    """Return True when ``text`` is a Python dict literal (single quotes, True/None)."""
+    stripped = text.strip()
+    if not stripped.startswith("{") or len(stripped) > 100_000:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return isinstance(ast.literal_eval(stripped), dict)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
 
 
 # -- JSON -------------------------------------------------------------------------------------
@@ -337,7 +471,14 @@ def json_states(
             error = json.JSONDecodeError("Extra data", text, rest)
             syntax(error)
     array_start = start
-    if isinstance(root, dict):
+    splits = [
+        (k, split)
+        for k, split in (("train", None), ("validation", "validation"), ("test", "test"))
+        if isinstance(root, dict) and isinstance(root.get(k), list)
+    ]
+    if splits and splits[0][0] == "train":
+        pass
+    elif isinstance(root, dict):
         key = next((k for k in ("data", "examples") if isinstance(root.get(k), list)), None)
         if key is None:
             if any(k in root for k in ("data", "examples")):
@@ -363,10 +504,10 @@ def json_states(
         )
         return states, diagnostics
 
-    def add(begin: int, end: int, data: Any) -> None:
+    def add(begin: int, end: int, data: Any, split: str | None = None) -> None:
         sl, _ = index_map.position(begin)
         el, ec = index_map.position(end)
-        state = RecordState(sl, el - sl, ec)
+        state = RecordState(sl, el - sl, ec, split=split)
 
         def resolve(problem: Problem) -> Diagnostic:
             span = locate(text, begin, problem.path) if problem.path else None
@@ -390,20 +531,38 @@ def json_states(
     if array_start < 0:
         add(start, root_end, root)
         return states, diagnostics
+    if splits and splits[0][0] == "train":
+        for key, split in splits:
+            _read_array(text, locate(text, start, (key,))[1][0], add, syntax, diagnostics, split)
+        return states, diagnostics
+    _read_array(text, array_start, add, syntax, diagnostics, None, root is None)
+    return states, diagnostics
+
+
+def _read_array(
+    text: str,
+    array_start: int,
+    add: Callable[..., None],
+    syntax: Callable[[json.JSONDecodeError], None],
+    diagnostics: list[Diagnostic],
+    split: str | None,
+    broken: bool = False,
+) -> None:
+    """Add the records of the JSON array at ``array_start`` (``broken``: it did not parse)."""
     index = _skip(text, array_start + 1)
     while index < len(text) and text[index] != "]":
         try:
             data, end = _DECODER.raw_decode(text, index)
         except json.JSONDecodeError as error:
             syntax(error)
-            return states, diagnostics
-        add(index, end, data)
+            return
+        add(index, end, data, split)
         index = _skip(text, end)
         if index < len(text) and text[index] == ",":
             comma = index
             index = _skip(text, index + 1)
             if index < len(text) and text[index] == "]":
-                line, column = index_map.position(comma)
+                line, column = LineIndex(text).position(comma)  # rare: build it here
                 diagnostics.append(
                     Diagnostic(
                         line,
@@ -415,10 +574,128 @@ def json_states(
                         {"fix": "remove-comma"},
                     )
                 )
-        elif index < len(text) and text[index] != "]" and root is None:
+        elif index < len(text) and text[index] != "]" and broken:
             syntax(json.JSONDecodeError("Expecting ',' delimiter", text, index))
-            return states, diagnostics
+            return
+
+
+# -- Whole-file forms of JSONL: pretty-printed JSON, OASST trees ------------------------------
+
+
+def _first_content(lines: list[str]) -> tuple[int, str]:
+    for number, line in enumerate(lines):
+        if line.strip(" \t\r\ufeff"):
+            return number, line.strip(" \t\r\ufeff")
+    return -1, ""
+
+
+def needs_whole_file(lines: list[str]) -> bool:
+    """Return True when a JSONL text may be pretty-printed JSON or an OASST export.
+
+    Those are checked as a whole (one diagnostic for the file), so an editor re-checks the
+    whole document instead of single lines.
+    """
+    _, first = _first_content(lines)
+    return first in ("{", "[") or '"message_id"' in first or '"message_tree_id"' in first
+
+
+def json_values(text: str) -> list[tuple[int, int, Any]] | None:
+    """Return ``(start, end, value)`` of each JSON value in ``text`` in a row, else None."""
+    text = text.replace("\ufeff", " ", 1) if text.startswith("\ufeff") else text
+    values = []
+    index = _skip(text, 0)
+    while index < len(text):
+        try:
+            value, end = _DECODER.raw_decode(text, index)
+        except (json.JSONDecodeError, RecursionError):
+            return None
+        values.append((index, end, value))
+        index = _skip(text, end)
+    return values
+
+
+def pretty_jsonl_states(
+    text: str, context_length: int | None = None
+) -> tuple[list[RecordState], list[Diagnostic]] | None:
+    """Return the records of pretty-printed JSON in a JSONL file and one ``pretty-json`` error."""
+    lines = text.split("\n")
+    number, first = _first_content(lines)
+    if first not in ("{", "["):
+        return None
+    values = json_values(text)
+    if not values:
+        return None
+    index = LineIndex(text)
+    states: list[RecordState] = []
+    diagnostics: list[Diagnostic] = []
+    for start, end, _ in values:
+        line, _ = index.position(start)
+        begin = index.starts[line]
+        if text[begin:start].strip(" \t\ufeff"):
+            begin = start  # not first on its line: columns of its first line shift (rare)
+        sub_states, sub_diagnostics = json_states(text[begin:end], context_length)
+        for state in sub_states:
+            state.line += line
+            states.append(state)
+        diagnostics.extend(d.shifted(line) for d in sub_diagnostics)
+    start, end, value = values[0]
+    sl, sc = index.position(start)
+    el, ec = index.position(end if not isinstance(value, list) else start + 1)
+    what = "a JSON array" if isinstance(value, list) else "pretty-printed (multi-line) JSON"
+    diagnostics.append(
+        Diagnostic(
+            sl,
+            sc,
+            el,
+            ec,
+            "pretty-json",
+            f"This JSONL file holds {what}: JSON Lines needs each record on one line; "
+            "rewrite it as JSON Lines (quick fix)",
+            {"fix": "rewrite-jsonl"},
+        )
+    )
     return states, diagnostics
+
+
+def jsonl_lines_of(text: str) -> str | None:
+    """Return ``text`` (JSON values, or an array of them) rewritten as JSON Lines."""
+    values = json_values(text)
+    if values is None:
+        return None
+    records: list[Any] = []
+    for _, _, value in values:
+        records.extend(value if isinstance(value, list) else [value])
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def _is_oasst(data: Any) -> bool:
+    return isinstance(data, dict) and (
+        "message_tree_id" in data
+        or ("message_id" in data and ("parent_id" in data or "replies" in data))
+    )
+
+
+def oasst_diagnostics(states: list[RecordState]) -> list[Diagnostic] | None:
+    """If the records are OpenAssistant messages, clear their checks and return one error."""
+    first = next((s for s in states if not s.blank), None)  # the first line with content
+    if first is None or not first.is_record or not _is_oasst(first.data):
+        return None
+    for state in states:
+        state.diagnostics.clear()
+        state.shape = state.turns = state.exact = state.norm = None
+    return [
+        Diagnostic(
+            first.line,
+            0,
+            first.line + first.end_line,
+            first.end_character,
+            "oasst-tree",
+            "This is an OpenAssistant (OASST) message tree (message_id/parent_id/replies), "
+            "one message per record, not one conversation per record: export the "
+            'conversations as chat records {"messages": [...]} (one path from the root '
+            "prompt to a reply each)",
+        )
+    ]
 
 
 # -- CSV --------------------------------------------------------------------------------------
@@ -433,14 +710,14 @@ CSV_HEADERS = {
 }
 
 
-def _cell_spans(line: str) -> list[tuple[int, int]]:
+def _cell_spans(line: str, delimiter: str = ",") -> list[tuple[int, int]]:
     """Return each cell's [start, end) in one physical CSV line (quotes honoured)."""
     spans, start, quoted, index = [], 0, False, 0
     while index < len(line):
         char = line[index]
         if char == '"':
             quoted = not quoted
-        elif char == "," and not quoted:
+        elif char == delimiter and not quoted:
             spans.append((start, index))
             start = index + 1
         index += 1
@@ -454,15 +731,28 @@ def csv_states(
     """Parse CSV with a prompt,response (or instruction,output / question,answer) header."""
     lines = text.split("\n")
     text = text.replace("\ufeff", " ", 1) if text.startswith("\ufeff") else text
-    reader = csv.reader(io.StringIO(text, newline=""))
+    delimiter = _delimiter(lines[0]) or ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     states: list[RecordState] = []
     diagnostics: list[Diagnostic] = []
+    if delimiter == ";":
+        diagnostics.append(
+            Diagnostic(
+                0,
+                0,
+                0,
+                col16(lines[0], len(lines[0].rstrip("\r"))),
+                "csv-delimiter",
+                "Columns are separated by semicolons (Excel in European locales); "
+                "cortex reads them, other tools may expect commas",
+            )
+        )
     try:
         header = next(reader)
     except (StopIteration, csv.Error):
         return states, diagnostics
     names = [h.strip().lower() for h in header]
-    spans0 = _cell_spans(lines[0])
+    spans0 = _cell_spans(lines[0], delimiter)
     known_key = next(
         (
             k
@@ -541,7 +831,7 @@ def csv_states(
         data = {
             renames.get(n, n): cell for n, cell in zip(names, row, strict=False) if n in allowed
         }
-        spans = _cell_spans(lines[first]) if first == last else None
+        spans = _cell_spans(lines[first], delimiter) if first == last else None
         line_text = lines[first].rstrip("\r")
 
         def resolve(
@@ -582,7 +872,11 @@ def csv_states(
 # -- TXT --------------------------------------------------------------------------------------
 
 _LABEL = re.compile(r"^\s*(q|question|a|answer|user|assistant|system)\s*:\s?", re.IGNORECASE)
+_MARKER = re.compile(r"^\s*###\s*(instruction|input|response)\s*:?\s?", re.IGNORECASE)
 _ROLE = {
+    "instruction": "instruction",
+    "input": "input",
+    "response": "output",
     "q": "prompt",
     "question": "prompt",
     "a": "response",
@@ -627,6 +921,8 @@ def txt_states(
             data = {}
             where = {}
             for line, label, body in fields:
+                if label == "input" and not body:
+                    continue  # an empty ### Input: section
                 if label in data:
                     diagnostics.append(
                         Diagnostic(
@@ -672,11 +968,13 @@ def txt_states(
         states.append(finish_state(state, data, resolve, context_length))
         block.clear()
 
+    labelled = False
     for number, line in enumerate(lines):
-        match = _LABEL.match(line)
+        match = _LABEL.match(line) or _MARKER.match(line)
         if match:
+            labelled = True
             label = _ROLE[match.group(1).lower()]
-            starts_example = label in ("prompt", "system") or (
+            starts_example = label in ("prompt", "system", "instruction") or (
                 label == "user"
                 and block
                 and block[-1][1] not in ("system",)
@@ -704,6 +1002,21 @@ def txt_states(
                 )
             )
     flush()
+    if not labelled and diagnostics:  # plain paragraphs: one error, not one per line
+        first = diagnostics[0]
+        diagnostics = [
+            Diagnostic(
+                first.start_line,
+                0,
+                first.end_line,
+                first.end_character,
+                "txt-no-markers",
+                "This text file has no Q:/A:, User:/Assistant: or ### Instruction:/"
+                "### Response: markers, so it holds no examples; mark each example "
+                "(e.g. 'Q: ...' then 'A: ...'), or save plain text as JSONL "
+                '{"text": "..."} records',
+            )
+        ]
     return states, diagnostics
 
 

@@ -8,9 +8,11 @@ parses it again.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import threading
+import zlib
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 from ..errors import CortexError, InvalidParams
 from ..paths import existing_file
 from .diagnostics import MAX_DIAGNOSTICS, Diagnostic, ValidationResult
-from .formats import FORMATS, RecordState, decode, detect_format
+from .formats import FORMATS, RecordState, decode, detect_format, format_notes
 from .validate import FileChecks, build_states, check_cancel, result_from
 
 DEFAULT_SHAPE = "prompt-response"  # the shape of a dataset with no records
@@ -102,13 +104,35 @@ def load(
     check_format(format)
     file = existing_file(path)
     data = file.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    inner: Path | None = file
+    notes: list[Diagnostic] = []
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error):
+            pass
+        else:
+            inner = file.with_suffix("") if file.suffix.lower() == ".gz" else None
+            notes.append(
+                Diagnostic(
+                    0,
+                    0,
+                    0,
+                    0,
+                    "gzip",
+                    "The file is gzip-compressed; cortex validates its content "
+                    "(positions refer to the decompressed text)",
+                )
+            )
     text, decode_diagnostics = decode(data)
+    fmt = format or detect_format(inner, text)
     return _parsed(
         file,
-        format or detect_format(file, text),
+        fmt,
         text,
-        decode_diagnostics,
-        hashlib.sha256(data).hexdigest(),
+        notes + decode_diagnostics + format_notes(inner, fmt, text),
+        sha256,
         context_length,
         cancel,
     )

@@ -189,11 +189,15 @@ def prepare_dataset(
         ]
     else:
         records = [mlx_record(s) for s in states]
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    n_valid = split_counts(len(records), valid_fraction)
-    valid = [records[i] for i in order[:n_valid]]
-    train = [records[i] for i in order[n_valid:]]
+    if any(s.split == "validation" for s in states):  # the file's own split (JSON train/validation)
+        train = [r for r, s in zip(records, states, strict=True) if s.split is None]
+        valid = [r for r, s in zip(records, states, strict=True) if s.split == "validation"]
+    else:
+        order = list(range(len(records)))
+        random.Random(seed).shuffle(order)
+        n_valid = split_counts(len(records), valid_fraction)
+        valid = [records[i] for i in order[:n_valid]]
+        train = [records[i] for i in order[n_valid:]]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_jsonl(out_dir / "train.jsonl", train)

@@ -9,7 +9,15 @@ from pathlib import Path
 
 from ..errors import CortexError, InvalidParams
 from .diagnostics import MAX_DIAGNOSTICS, Diagnostic, ValidationResult, sort_key
-from .formats import PARSERS, RecordState, document_diagnostics, jsonl_state
+from .formats import (
+    PARSERS,
+    RecordState,
+    document_diagnostics,
+    jsonl_state,
+    needs_whole_file,
+    oasst_diagnostics,
+    pretty_jsonl_states,
+)
 
 MIN_EXAMPLES = 5  # the guide warns under 5; mlx_lm needs a batch (default 4) to train at all
 CANCEL_EVERY = 2000
@@ -173,15 +181,20 @@ def build_states(
     """Return the record states of ``text`` in ``fmt`` and the diagnostics outside records."""
     extra = document_diagnostics(text)
     if fmt == "jsonl":
+        lines = text.split("\n")
+        pretty = pretty_jsonl_states(text, context_length) if needs_whole_file(lines) else None
+        if pretty is not None:
+            states, diagnostics = pretty
+            return states, extra + (oasst_diagnostics(states) or diagnostics)
         states = []
-        for number, raw in enumerate(text.split("\n")):
+        for number, raw in enumerate(lines):
             if number % CANCEL_EVERY == 0:
                 check_cancel(cancel)
             states.append(jsonl_state(raw, number, context_length))
-        return states, extra
+        return states, extra + (oasst_diagnostics(states) or [])
     check_cancel(cancel)
     states, diagnostics = PARSERS[fmt](text, context_length)
-    return states, extra + diagnostics
+    return states, extra + (oasst_diagnostics(states) or diagnostics)
 
 
 def result_from(

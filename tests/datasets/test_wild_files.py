@@ -1,0 +1,150 @@
+"""Files as people really have them: each read (or named) with one diagnostic of its own."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from cortex_rpc.datasets.editor import DatasetDocument, code_actions
+from cortex_rpc.datasets.load import load
+from cortex_rpc.datasets.prepare import prepare_dataset
+
+RECORDS = [{"prompt": f"q{i}", "response": f"a{i}"} for i in range(5)]
+JSONL = "".join(json.dumps(r) + "\n" for r in RECORDS)
+CSV = "prompt,response\n" + "".join(f"q{i},a{i}\n" for i in range(5))
+ALPACA = "".join(
+    f"### Instruction:\nDo {i}\n\n### Input:\nx{i}\n\n### Response:\nDone {i}\n\n" for i in range(5)
+)
+PRETTY = "".join(json.dumps(r, indent=2) + "\n" for r in RECORDS)
+TREE = {
+    "message_id": "m1",
+    "parent_id": None,
+    "role": "prompter",
+    "text": "Hi",
+    "replies": [
+        {"message_id": "m2", "parent_id": "m1", "role": "assistant", "text": "Hello", "replies": []}
+    ],
+}
+EXPORT = "".join(
+    json.dumps(
+        {
+            "message_id": f"m{i}",
+            "parent_id": None if i == 0 else "m0",
+            "message_tree_id": "t",
+            "role": "prompter" if i == 0 else "assistant",
+            "text": "x",
+        }
+    )
+    + "\n"
+    for i in range(5)
+)
+SPLITS = {
+    "train": RECORDS,
+    "validation": [{"prompt": "v", "response": "w"}],
+    "test": [{"prompt": "t", "response": "u"}],
+}
+
+# (file name, bytes, format, shape, records, [(code, start line, char, end line, char)])
+WILD = [
+    ("u16bom.jsonl", b"\xff\xfe" + JSONL.encode("utf-16-le"), "jsonl", "prompt-response", 5,
+     [("utf16", 0, 0, 0, 34)]),
+    ("u16.jsonl", JSONL.encode("utf-16-le"), "jsonl", "prompt-response", 5,
+     [("utf16", 0, 0, 0, 34)]),
+    ("u32.jsonl", JSONL.encode("utf-32"), "jsonl", "prompt-response", 5, [("utf32", 0, 0, 0, 34)]),
+    ("data.jsonl.gz", gzip.compress(JSONL.encode()), "jsonl", "prompt-response", 5,
+     [("gzip", 0, 0, 0, 0)]),
+    ("data.tsv", CSV.replace(",", "\t").encode(), "csv", "prompt-response", 5, []),
+    ("semi.csv", CSV.replace(",", ";").encode(), "csv", "prompt-response", 5,
+     [("csv-delimiter", 0, 0, 0, 15)]),
+    ("alpaca.txt", ALPACA.encode(), "txt", "alpaca", 5, []),
+    ("paragraphs.txt", b"First paragraph here.\nStill first.\n\nSecond paragraph.\n", "txt",
+     "prompt-response", 0, [("no-examples", 0, 0, 0, 21), ("txt-no-markers", 0, 0, 0, 21)]),
+    ("repr.jsonl", ("{'prompt': 'a', 'response': None, 'ok': True}\n" + JSONL).encode(), "jsonl",
+     "prompt-response", 5, [("python-repr", 0, 1, 0, 2)]),
+    ("hf.json", JSONL.encode(), "jsonl", "prompt-response", 5, [("jsonl-in-json", 0, 0, 0, 34)]),
+    ("splits.json", json.dumps(SPLITS, indent=1).encode(), "json", "prompt-response", 7, []),
+    ("pretty.jsonl", PRETTY.encode(), "jsonl", "prompt-response", 5, [("pretty-json", 0, 0, 3, 1)]),
+    ("tree.json", json.dumps(TREE, indent=2).encode(), "json", "prompt-response", 0,
+     [("oasst-tree", 0, 0, 14, 1), ("too-few-examples", 0, 0, 0, 1)]),
+    ("export.jsonl", EXPORT.encode(), "jsonl", "prompt-response", 0, [("oasst-tree", 0, 0, 0, 96)]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "fmt", "shape", "count", "expected"), WILD, ids=[w[0] for w in WILD]
+)
+def test_wild_file_is_read_or_named(tmp_path, name, data, fmt, shape, count, expected):
+    path = tmp_path / name
+    path.write_bytes(data)
+    loaded = load(path)
+    assert (loaded.format, loaded.shape, len(loaded.records)) == (fmt, shape, count)
+    found = [
+        (d.code, d.start_line, d.start_character, d.end_line, d.end_character)
+        for d in loaded.result.diagnostics
+    ]
+    assert found == expected
+
+
+def test_python_repr_message_names_the_cause(tmp_path):
+    path = tmp_path / "repr.jsonl"
+    path.write_text("{'prompt': 'a', 'response': 'b'}\n" + JSONL)
+    (diagnostic,) = load(path).result.diagnostics
+    assert diagnostic.severity == "error" and "Python dict" in diagnostic.message
+    assert "double quotes" in diagnostic.message
+
+
+def test_alpaca_markers_become_instruction_input_output(tmp_path):
+    path = tmp_path / "alpaca.txt"
+    path.write_text(ALPACA)
+    first = load(path).records[0]
+    assert first.data == {"instruction": "Do 0", "input": "x0", "output": "Done 0"}
+
+
+@pytest.mark.parametrize("name", ["u16bom.jsonl", "data.jsonl.gz", "semi.csv", "hf.json"])
+def test_prepare_reads_the_wild_file(tmp_path, name):
+    data = next(w[1] for w in WILD if w[0] == name)
+    path = tmp_path / name
+    path.write_bytes(data)
+    prepared = prepare_dataset(path, tmp_path / "out")
+    assert prepared.train_examples + prepared.valid_examples == 5
+    lines = (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    assert all(json.loads(line)["messages"][0]["role"] == "user" for line in lines)
+
+
+def test_prepare_uses_the_files_validation_split(tmp_path):
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps(SPLITS, indent=1))
+    prepared = prepare_dataset(path, tmp_path / "out")
+    assert (prepared.train_examples, prepared.valid_examples) == (5, 1)
+    valid = (tmp_path / "out" / "valid.jsonl").read_text()
+    assert json.loads(valid) == {
+        "messages": [{"role": "user", "content": "v"}, {"role": "assistant", "content": "w"}]
+    }
+    train = [
+        json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()
+    ]
+    assert [m["messages"][0]["content"] for m in train] == [f"q{i}" for i in range(5)]
+
+
+def test_pretty_json_quick_fix_rewrites_the_document_as_jsonl():
+    doc = DatasetDocument("file:///x/pretty.jsonl", PRETTY)
+    wire = [d.to_wire() for d in doc.result().diagnostics]
+    (action,) = [a for a in code_actions(doc, (0, 0, 0, 0), wire) if a["kind"] == "quickfix"]
+    (change,) = action["edit"]["changes"]["file:///x/pretty.jsonl"]
+    assert change["range"] == {
+        "start": {"line": 0, "character": 0},
+        "end": {"line": 20, "character": 0},
+    }
+    assert change["newText"] == JSONL
+    doc.apply_change((0, 0, 20, 0), change["newText"])
+    assert doc.result().diagnostics == [] and doc.result().examples == 5
+
+
+def test_editing_pretty_json_matches_a_fresh_check():
+    doc = DatasetDocument("file:///x/pretty.jsonl", PRETTY)
+    doc.apply_change((1, 2, 1, 10), '"answer"')
+    fresh = DatasetDocument("file:///x/pretty.jsonl", doc.text)
+    assert doc.result().diagnostics == fresh.result().diagnostics
+    assert "pretty-json" in [d.code for d in doc.result().diagnostics]
