@@ -8,7 +8,6 @@ parses it again.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import threading
@@ -87,6 +86,29 @@ def check_format(format: str | None) -> None:
         raise InvalidParams(f"format must be one of {', '.join(FORMATS)}", field="format")
 
 
+# A gzip file may claim anything: a few KB can inflate to many GB (a "zip bomb").
+MAX_DECOMPRESSED_BYTES = 1 << 30
+
+
+def gunzip_bounded(data: bytes, limit: int, path: Path) -> bytes:
+    """Return ``data`` decompressed (every gzip member), refusing more than ``limit`` bytes."""
+    out = bytearray()
+    while data:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out += inflater.decompress(data, limit + 1 - len(out))
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise CortexError(
+                "dataset-too-large",
+                f"{path.name} decompresses to more than {limit >> 20} MB; split it or "
+                "decompress a part of it yourself",
+                path=str(path),
+            )
+        if not inflater.eof:
+            raise EOFError("truncated gzip data")
+        data = inflater.unused_data
+    return bytes(out)
+
+
 def load(
     path: str | os.PathLike[str],
     format: str | None = None,
@@ -109,7 +131,7 @@ def load(
     notes: list[Diagnostic] = []
     if data[:2] == b"\x1f\x8b":
         try:
-            data = gzip.decompress(data)
+            data = gunzip_bounded(data, MAX_DECOMPRESSED_BYTES, file)
         except (OSError, EOFError, zlib.error):
             pass
         else:

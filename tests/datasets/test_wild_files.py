@@ -148,3 +148,25 @@ def test_editing_pretty_json_matches_a_fresh_check():
     fresh = DatasetDocument("file:///x/pretty.jsonl", doc.text)
     assert doc.result().diagnostics == fresh.result().diagnostics
     assert "pretty-json" in [d.code for d in doc.result().diagnostics]
+
+
+def test_a_gzip_that_inflates_past_the_limit_is_refused(tmp_path, monkeypatch):
+    """A small .gz may claim gigabytes: decompression stops at the limit with a clear error."""
+    import gzip
+    import importlib
+
+    from cortex_rpc.errors import CortexError
+
+    load_module = importlib.import_module("cortex_rpc.datasets.load")  # the package exports load()
+
+    record = b'{"prompt": "What is 1?", "response": "One."}\n'
+    path = tmp_path / "bomb.jsonl.gz"
+    path.write_bytes(gzip.compress(record * 200))
+    monkeypatch.setattr(load_module, "MAX_DECOMPRESSED_BYTES", 1000)
+    with pytest.raises(CortexError) as error:
+        load_module.load(path)
+    assert error.value.code == "dataset-too-large"
+    # Concatenated members (gzip's own format) within the limit read whole.
+    monkeypatch.setattr(load_module, "MAX_DECOMPRESSED_BYTES", 1 << 20)
+    path.write_bytes(gzip.compress(record * 3) + gzip.compress(record * 2))
+    assert load_module.load(path).result.examples == 5
