@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import InvalidParams
 
 FINE_TUNE_TYPES = ("lora", "dora", "full")
+TRAIN_ON = ("all", "last")
 QUANTIZATION_BITS = (None, 2, 3, 4, 5, 6, 8)
 MAX_CLEAR_CACHE_THRESHOLD = 2**53 - 1  # the largest integer a JSON number holds exactly
 
@@ -64,6 +65,14 @@ class TrainingConfig:
         },
     )
     seed: int = field(default=0, metadata={"help": "Random seed for data order and init."})
+    train_on: str = field(
+        default="all",
+        metadata={"help": "Assistant turns with loss: all of them, or the last only (mlx_lm's)."},
+    )
+    train_template_text: bool = field(
+        default=False,
+        metadata={"help": "Also train text the template adds before answers (empty think tags)."},
+    )
 
     @property
     def lora_scale(self) -> float:
@@ -145,6 +154,10 @@ def _validated(name: str, value: Any, path: str) -> Any:
             path,
             "must be a number of bytes, an integer >= 0 (0 keeps the cache)",
         )
+    elif name == "train_on":
+        _check(value in TRAIN_ON, path, f"must be one of {', '.join(TRAIN_ON)}")
+    elif name == "train_template_text":
+        _check(isinstance(value, bool), path, "must be true or false")
     elif name == "seed":
         _check(_is_int(value) and 0 <= value < 2**32, path, "must be an integer in [0, 2^32)")
     return value

@@ -423,11 +423,13 @@ CONFIG_KEYS = [
     "gradCheckpoint",
     "clearCacheThreshold",
     "seed",
+    "trainOn",
+    "trainTemplateText",
 ]
 config_values = (
     st.integers(-(2**40), 2**40)
     | st.floats(allow_nan=True, allow_infinity=True)
-    | st.sampled_from([0, 1, 2, 4, 8, 1e-4, 0.5, "lora", "dora", "full", None, True])
+    | st.sampled_from([0, 1, 2, 4, 8, 1e-4, 0.5, "lora", "dora", "full", "all", "last", None, True])
     | json_values
 )
 overrides = st.dictionaries(
