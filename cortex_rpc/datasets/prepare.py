@@ -64,6 +64,22 @@ def mlx_record(state: RecordState) -> dict[str, Any]:
     return {"messages": [{"role": role, "content": text} for role, text in state.turns]}
 
 
+def prepared_records(states: list[RecordState]) -> list[dict[str, Any]]:
+    """Return the records as training reads them: one mlx_lm shape for the whole file.
+
+    A text record in a chat file becomes a one-turn assistant message, so every record of a
+    file that is not all plain text is a chat.
+    """
+    if all(s.shape == "text" for s in states):
+        return [mlx_record(s) for s in states]
+    return [
+        mlx_record(s)
+        if s.shape != "text"
+        else {"messages": [{"role": "assistant", "content": s.turns[0][1]}]}
+        for s in states
+    ]
+
+
 def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
     """Return a chat message with legacy function_call as tool_calls, arguments as strings."""
     message = dict(message)
@@ -180,15 +196,7 @@ def prepare_dataset(
         raise ValueError("prepare_dataset needs a dataset loaded from a file, not from text")
     states = loaded.check().records
     all_text = all(s.shape == "text" for s in states)
-    if not all_text:  # a text record in a chat file becomes a one-turn assistant message
-        records = [
-            mlx_record(s)
-            if s.shape != "text"
-            else {"messages": [{"role": "assistant", "content": s.turns[0][1]}]}
-            for s in states
-        ]
-    else:
-        records = [mlx_record(s) for s in states]
+    records = prepared_records(states)
     if any(s.split == "validation" for s in states):  # the file's own split (JSON train/validation)
         train = [r for r, s in zip(records, states, strict=True) if s.split is None]
         valid = [r for r, s in zip(records, states, strict=True) if s.split == "validation"]

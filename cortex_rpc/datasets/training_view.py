@@ -489,3 +489,59 @@ def load_renderer(model_path: str | Path) -> TemplateRenderer:
 
 
 ViewFunction = Callable[[dict[str, Any]], TrainingView]
+
+
+@dataclass(frozen=True)
+class ViewSummary:
+    """Token counts over a dataset's views: what proposals, previews and summaries report."""
+
+    records: int
+    tokens: dict[str, int]  # min / median / p95 / max tokens per record
+    trained: dict[str, int]  # min / median / max / total trained tokens per record
+    cut: int  # records cut by max_seq_length
+    lost_trained_tokens: int  # trained tokens those cuts lose
+    untrained: int  # records that train 0 tokens
+    errors: int  # records that cannot be rendered
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "tokens": self.tokens,
+            "trainedTokens": self.trained,
+            "cut": self.cut,
+            "lostTrainedTokens": self.lost_trained_tokens,
+            "untrained": self.untrained,
+            "errors": self.errors,
+        }
+
+
+def _percentile(sorted_values: list[int], fraction: float) -> int:
+    if not sorted_values:
+        return 0
+    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
+
+
+def summarize(views: list[TrainingView]) -> ViewSummary:
+    """Return the token statistics of ``views`` (rendered records only in the distributions)."""
+    rendered = [v for v in views if v.ids]
+    tokens = sorted(v.token_count for v in rendered)
+    trained = sorted(v.trained_count for v in rendered)
+    return ViewSummary(
+        records=len(views),
+        tokens={
+            "min": tokens[0] if tokens else 0,
+            "median": _percentile(tokens, 0.5),
+            "p95": _percentile(tokens, 0.95),
+            "max": tokens[-1] if tokens else 0,
+        },
+        trained={
+            "min": trained[0] if trained else 0,
+            "median": _percentile(trained, 0.5),
+            "max": trained[-1] if trained else 0,
+            "total": sum(trained),
+        },
+        cut=sum(1 for v in rendered if v.kept < v.token_count),
+        lost_trained_tokens=sum(v.lost_to_truncation for v in rendered),
+        untrained=sum(1 for v in rendered if v.ok and v.trained_count == 0),
+        errors=sum(1 for v in views if not v.ok),
+    )

@@ -11,6 +11,7 @@ from cortex_rpc.datasets.training_view import (
     ViewOptions,
     load_renderer,
     merge_system_message,
+    summarize,
 )
 
 
@@ -101,3 +102,22 @@ def test_merge_system_message_keeps_the_text() -> None:
         {"role": "user", "content": "Rules.\n\nHi"},
         {"role": "assistant", "content": "Yo"},
     ]
+
+
+def test_summary_counts_cuts_and_untrained_records(renderer: TemplateRenderer) -> None:
+    records = [
+        {"prompt": "q", "completion": "short"},
+        {"prompt": "q " * 30, "completion": "cut away"},
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "x", "weight": 0},
+            ]
+        },
+    ]
+    views = renderer.views(records, ViewOptions(max_seq_length=24))
+    summary = summarize(views)
+    assert summary.records == 3 and summary.errors == 0
+    assert summary.cut == 1 and summary.lost_trained_tokens > 0
+    assert summary.untrained == 2  # the cut record loses its whole answer; weight 0 trains none
+    assert summary.trained["total"] == sum(v.trained_count for v in views)
