@@ -11,7 +11,7 @@ from typing import Any
 from ..paths import CortexHome, write_atomic
 from .formats import RecordState
 from .load import DatasetSource, as_loaded
-from .shapes import _as_tool, _content_text, _parse_call, sharegpt_tools
+from .shapes import as_tool, content_text, parse_call, sharegpt_tools
 
 
 @dataclass
@@ -68,7 +68,7 @@ def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
     """Return a chat message with legacy function_call as tool_calls, arguments as strings."""
     message = dict(message)
     if isinstance(message.get("content"), list):
-        message["content"] = _content_text(message["content"])
+        message["content"] = content_text(message["content"])
     call = message.pop("function_call", None)
     if isinstance(call, dict):
         message["tool_calls"] = [{"type": "function", "function": call}]
@@ -112,7 +112,7 @@ def _sharegpt_tools_record(data: dict[str, Any]) -> dict[str, Any]:
     for number, turn in enumerate(data["conversations"]):
         kind, value = turn["from"], turn["value"]
         if kind == "function_call":
-            call = _parse_call(value) or {}
+            call = parse_call(value) or {}
             arguments = call.get("arguments", {})
             call_id = f"call_{number}"
             pending.append(call_id)
@@ -144,7 +144,7 @@ def _sharegpt_tools_record(data: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {"messages": messages}
     tools = sharegpt_tools(data)
     if tools:
-        record["tools"] = [_as_tool(t) for t in tools]
+        record["tools"] = [as_tool(t) for t in tools]
     return record
 
 

@@ -586,7 +586,7 @@ def sharegpt_tool_problems(record: dict[str, Any]) -> list[Problem]:
                 )
             )
         else:
-            bad, names = _definition_problems([_as_tool(t) for t in tools], "tools")
+            bad, names = _definition_problems([as_tool(t) for t in tools], "tools")
             where = isinstance(record["tools"], list)  # else positions inside a string
             problems += [
                 Problem(p.code, p.message, p.path[:2] if where else ("tools",)) for p in bad
@@ -597,7 +597,7 @@ def sharegpt_tool_problems(record: dict[str, Any]) -> list[Problem]:
         if not isinstance(turn, dict) or turn.get("from") != "function_call":
             continue
         path = ("conversations", i, "value")
-        call = _parse_call(turn.get("value"))
+        call = parse_call(turn.get("value"))
         if call is None:
             problems.append(
                 Problem(
@@ -619,14 +619,21 @@ def sharegpt_tool_problems(record: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-def _as_tool(tool: Any) -> Any:
-    """Return a ShareGPT tool (often a bare function) in the OpenAI tool shape."""
+def as_tool(tool: Any) -> Any:
+    """Return a ShareGPT tool (often a bare function) in the OpenAI tool shape.
+
+    Public: the checks here and ``prepare`` (which writes the tools) must read tools alike.
+    """
     if isinstance(tool, dict) and "type" not in tool and "name" in tool:
         return {"type": "function", "function": tool}
     return tool
 
 
-def _parse_call(value: Any) -> dict[str, Any] | None:
+def parse_call(value: Any) -> dict[str, Any] | None:
+    """Return a ShareGPT ``function_call`` turn's value as {"name", "arguments"}, else None.
+
+    Public: the checks here and ``prepare`` (which converts the call) must parse it alike.
+    """
     if not isinstance(value, str):
         return None
     try:
@@ -636,7 +643,11 @@ def _parse_call(value: Any) -> dict[str, Any] | None:
     return call if isinstance(call, dict) and isinstance(call.get("name"), str) else None
 
 
-def _content_text(content: Any) -> str:
+def content_text(content: Any) -> str:
+    """Return a message's content as text: a string, or its text parts joined.
+
+    Public: the checks here and ``prepare`` (which writes the content) must read it alike.
+    """
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # OpenAI content parts
@@ -652,41 +663,41 @@ def conversation(record: dict[str, Any], shape: str) -> list[tuple[str, str]]:
     """Return the record as (role, text) turns; role "text" for plain-text records."""
     if shape == "prompt-response":
         return [
-            ("user", _content_text(record.get("prompt"))),
-            ("assistant", _content_text(record.get("response"))),
+            ("user", content_text(record.get("prompt"))),
+            ("assistant", content_text(record.get("response"))),
         ]
     if shape == "prompt-completion":
         return [
-            ("user", _content_text(record.get("prompt"))),
-            ("assistant", _content_text(record.get("completion"))),
+            ("user", content_text(record.get("prompt"))),
+            ("assistant", content_text(record.get("completion"))),
         ]
     if shape == "text":
-        return [("text", _content_text(record.get("text")))]
+        return [("text", content_text(record.get("text")))]
     if shape == "alpaca":
-        prompt = _content_text(record.get("instruction"))
-        extra = _content_text(record.get("input"))
+        prompt = content_text(record.get("instruction"))
+        extra = content_text(record.get("input"))
         turns = [("system", record["system"])] if isinstance(record.get("system"), str) else []
         return turns + [
             ("user", f"{prompt}\n\n{extra}" if extra.strip() else prompt),
-            ("assistant", _content_text(record.get("output"))),
+            ("assistant", content_text(record.get("output"))),
         ]
     if shape == "dolly":
-        prompt = _content_text(record.get("instruction"))
-        extra = _content_text(record.get("context"))
+        prompt = content_text(record.get("instruction"))
+        extra = content_text(record.get("context"))
         return [
             ("user", f"{prompt}\n\n{extra}" if extra.strip() else prompt),
-            ("assistant", _content_text(record.get("response"))),
+            ("assistant", content_text(record.get("response"))),
         ]
     if shape == "chat":
         return [
-            (str(m.get("role")), _content_text(m.get("content")))
+            (str(m.get("role")), content_text(m.get("content")))
             for m in record.get("messages", [])
             if isinstance(m, dict)
         ]
     if shape == "sharegpt":
         turns = [("system", record["system"])] if isinstance(record.get("system"), str) else []
         return turns + [
-            (SHAREGPT_ROLES.get(t.get("from"), str(t.get("from"))), _content_text(t.get("value")))
+            (SHAREGPT_ROLES.get(t.get("from"), str(t.get("from"))), content_text(t.get("value")))
             for t in record.get("conversations", [])
             if isinstance(t, dict)
         ]
@@ -735,7 +746,7 @@ def _chosen(record: dict[str, Any]) -> dict[str, Any] | None:
             return value
         if isinstance(value, list):
             parts = [
-                _content_text(m.get("content"))
+                content_text(m.get("content"))
                 for m in value
                 if isinstance(m, dict) and m.get("role") in roles
             ]
