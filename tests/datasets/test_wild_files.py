@@ -10,6 +10,7 @@ import pytest
 from cortex_rpc.datasets.editor import DatasetDocument, code_actions
 from cortex_rpc.datasets.load import load
 from cortex_rpc.datasets.prepare import prepare_dataset
+from cortex_rpc.errors import CortexError
 
 RECORDS = [{"prompt": f"q{i}", "response": f"a{i}"} for i in range(5)]
 JSONL = "".join(json.dumps(r) + "\n" for r in RECORDS)
@@ -60,14 +61,14 @@ WILD = [
      [("csv-delimiter", 0, 0, 0, 15)]),
     ("alpaca.txt", ALPACA.encode(), "txt", "alpaca", 5, []),
     ("paragraphs.txt", b"First paragraph here.\nStill first.\n\nSecond paragraph.\n", "txt",
-     "prompt-response", 0, [("no-examples", 0, 0, 0, 21), ("txt-no-markers", 0, 0, 0, 21)]),
+     "prompt-response", 0, [("txt-no-markers", 0, 0, 0, 21)]),
     ("repr.jsonl", ("{'prompt': 'a', 'response': None, 'ok': True}\n" + JSONL).encode(), "jsonl",
      "prompt-response", 5, [("python-repr", 0, 1, 0, 2)]),
     ("hf.json", JSONL.encode(), "jsonl", "prompt-response", 5, [("jsonl-in-json", 0, 0, 0, 34)]),
     ("splits.json", json.dumps(SPLITS, indent=1).encode(), "json", "prompt-response", 7, []),
     ("pretty.jsonl", PRETTY.encode(), "jsonl", "prompt-response", 5, [("pretty-json", 0, 0, 3, 1)]),
     ("tree.json", json.dumps(TREE, indent=2).encode(), "json", "prompt-response", 0,
-     [("oasst-tree", 0, 0, 14, 1), ("too-few-examples", 0, 0, 0, 1)]),
+     [("oasst-tree", 0, 0, 14, 1)]),
     ("export.jsonl", EXPORT.encode(), "jsonl", "prompt-response", 0, [("oasst-tree", 0, 0, 0, 96)]),
 ]  # fmt: skip
 
@@ -85,6 +86,49 @@ def test_wild_file_is_read_or_named(tmp_path, name, data, fmt, shape, count, exp
         for d in loaded.result.diagnostics
     ]
     assert found == expected
+
+
+ROOT_CAUSE_FILES = [
+    ("paragraphs.txt", "txt-no-markers", (0, 0, 0, 21)),
+    ("tree.json", "oasst-tree", (0, 0, 14, 1)),
+    ("export.jsonl", "oasst-tree", (0, 0, 0, 96)),
+    ("header.csv", "csv-header", (0, 0, 0, 3)),
+    ("broken.json", "json-syntax", (0, 33, 0, 34)),
+]
+ROOT_CAUSE_DATA = {
+    "header.csv": b"a,b\nx,y\n",
+    "broken.json": b'[{"prompt": "a", "response": "b" "x"}]\n',
+}
+
+
+@pytest.mark.parametrize(("name", "code", "where"), ROOT_CAUSE_FILES)
+def test_one_diagnostic_for_a_file_level_root_cause(tmp_path, name, code, where):
+    """The root cause alone: not also the no-examples / too-few-examples it causes."""
+    data = ROOT_CAUSE_DATA.get(name) or next(w[1] for w in WILD if w[0] == name)
+    path = tmp_path / name
+    path.write_bytes(data)
+    loaded = load(path)
+    found = [
+        (d.code, (d.start_line, d.start_character, d.end_line, d.end_character))
+        for d in loaded.result.diagnostics
+    ]
+    assert found == [(code, where)]
+    with pytest.raises(CortexError) as error:
+        prepare_dataset(path, tmp_path / "out")
+    (message,) = [d.message for d in loaded.result.diagnostics]
+    assert error.value.message.endswith(message)
+    assert [d["code"] for d in error.value.data["diagnostics"]] == [code]
+
+
+def test_a_file_of_broken_jsonl_lines_keeps_no_examples_after_them(tmp_path):
+    """Per-line errors are not file-level: no-examples stays, quoted after the first error."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "a" "response": "b"}\n')
+    codes = [d.code for d in load(path).result.diagnostics]
+    assert codes == ["no-examples", "json-syntax"]
+    with pytest.raises(CortexError) as error:
+        prepare_dataset(path, tmp_path / "out")
+    assert "Invalid JSON" in error.value.message
 
 
 def test_python_repr_message_names_the_cause(tmp_path):
