@@ -706,6 +706,9 @@ CSV_HEADERS = {
     ("prompt", "completion"): ("prompt-completion", {}),
     ("instruction", "output"): ("alpaca", {}),
     ("input", "instruction", "output"): ("alpaca", {}),
+    # Databricks Dolly exports (often with a "category" column, reported as ignored)
+    ("instruction", "response"): ("dolly", {}),
+    ("instruction", "context", "response"): ("dolly", {}),
     ("text",): ("text", {}),
 }
 
@@ -728,7 +731,7 @@ def _cell_spans(line: str, delimiter: str = ",") -> list[tuple[int, int]]:
 def csv_states(
     text: str, context_length: int | None = None
 ) -> tuple[list[RecordState], list[Diagnostic]]:
-    """Parse CSV with a prompt,response (or instruction,output / question,answer) header."""
+    """Parse CSV with a known header (prompt,response, instruction,output, Dolly's ...)."""
     lines = text.split("\n")
     text = text.replace("\ufeff", " ", 1) if text.startswith("\ufeff") else text
     delimiter = _delimiter(lines[0]) or ","
@@ -772,8 +775,8 @@ def csv_states(
                 col16(lines[0], len(lines[0].rstrip("\r"))),
                 "csv-header",
                 f"Unknown CSV header {','.join(header)!r}; "
-                "use prompt,response (or instruction,output or "
-                "question,answer)",
+                "use prompt,response (or instruction,output, instruction,context,response "
+                "or question,answer)",
             )
         )
         return states, diagnostics

@@ -142,6 +142,50 @@ def test_dolly_context_is_folded_into_the_prompt():
     assert _codes(line + "\n", "jsonl") == [("dolly-context", 0, start, start + 9)]
 
 
+DOLLY_CSV = (
+    "instruction,context,response,category\n"
+    "Sum the numbers,2 and 3,5,closed_qa\n"
+    "Name a colour,,Blue,brainstorming\n"
+)
+
+
+def test_dolly_csv_folds_context_into_the_prompt_and_names_category(tmp_path: Path):
+    """A Dolly export as CSV: the JSON Dolly path's turns, context noted, category ignored."""
+    path = tmp_path / "dolly.csv"
+    path.write_text(DOLLY_CSV)
+    loaded = load(path)
+    assert (loaded.format, loaded.shape) == ("csv", "dolly")
+    assert [r.turns for r in loaded.records] == [
+        [("user", "Sum the numbers\n\n2 and 3"), ("assistant", "5")],
+        [("user", "Name a colour"), ("assistant", "Blue")],
+    ]
+    json_line = '{"instruction": "Sum the numbers", "context": "2 and 3", "response": "5"}\n'
+    assert loaded.records[0].turns == load_text(json_line, "jsonl").records[0].turns
+    found = [
+        (d.code, d.severity, d.start_line, d.start_character, d.end_line, d.end_character)
+        for d in loaded.result.diagnostics
+    ]
+    assert found == [
+        ("too-few-examples", "warning", 0, 0, 0, 37),
+        ("unknown-key", "warning", 0, 29, 0, 37),
+        ("dolly-context", "information", 1, 16, 1, 23),
+    ]
+    assert 'Column "category" is ignored by training' in loaded.result.diagnostics[1].message
+    prepare_dataset(path, tmp_path / "out")
+    text = (tmp_path / "out" / "train.jsonl").read_text() + (
+        tmp_path / "out" / "valid.jsonl"
+    ).read_text()
+    assert "Sum the numbers\\n\\n2 and 3" in text and "closed_qa" not in text
+
+
+def test_dolly_csv_without_context_column(tmp_path: Path):
+    path = tmp_path / "dolly.csv"
+    path.write_text("instruction,response\nSay hi,Hi\n")
+    loaded = load(path)
+    assert loaded.shape == "dolly"
+    assert loaded.records[0].turns == [("user", "Say hi"), ("assistant", "Hi")]
+
+
 def test_non_text_content_parts_are_reported_as_dropped():
     record = {
         "messages": [
