@@ -56,6 +56,8 @@ CODES: dict[str, str] = {
     "python-repr": "error",
     "jsonl-in-json": "information",
     "oasst-tree": "error",
+    "txt-preamble": "information",
+    "txt-preamble-ignored": "warning",
 }
 
 

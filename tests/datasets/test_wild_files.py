@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cortex_rpc.datasets.editor import DatasetDocument, code_actions
-from cortex_rpc.datasets.load import load
+from cortex_rpc.datasets.load import load, load_text
 from cortex_rpc.datasets.prepare import prepare_dataset
 from cortex_rpc.errors import CortexError
 
@@ -18,6 +18,14 @@ CSV = "prompt,response\n" + "".join(f"q{i},a{i}\n" for i in range(5))
 ALPACA = "".join(
     f"### Instruction:\nDo {i}\n\n### Input:\nx{i}\n\n### Response:\nDone {i}\n\n" for i in range(5)
 )
+PREAMBLE = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request."
+)
+ALPACA_TEMPLATE = "".join(
+    f"{PREAMBLE}\n\n### Instruction:\nDo {i}\n\n### Response:\nDone {i}\n\n" for i in range(5)
+)
+ALPACA_HEADER = f"{PREAMBLE}\n\n{ALPACA}"
 PRETTY = "".join(json.dumps(r, indent=2) + "\n" for r in RECORDS)
 TREE = {
     "message_id": "m1",
@@ -60,6 +68,9 @@ WILD = [
     ("semi.csv", CSV.replace(",", ";").encode(), "csv", "prompt-response", 5,
      [("csv-delimiter", 0, 0, 0, 15)]),
     ("alpaca.txt", ALPACA.encode(), "txt", "alpaca", 5, []),
+    ("template.txt", ALPACA_TEMPLATE.encode(), "txt", "alpaca", 5, [("txt-preamble", 0, 0, 0, 105)]),
+    ("header.txt", ALPACA_HEADER.encode(), "txt", "alpaca", 5,
+     [("txt-preamble-ignored", 0, 0, 0, 105)]),
     ("paragraphs.txt", b"First paragraph here.\nStill first.\n\nSecond paragraph.\n", "txt",
      "prompt-response", 0, [("txt-no-markers", 0, 0, 0, 21)]),
     ("repr.jsonl", ("{'prompt': 'a', 'response': None, 'ok': True}\n" + JSONL).encode(), "jsonl",
@@ -129,6 +140,54 @@ def test_a_file_of_broken_jsonl_lines_keeps_no_examples_after_them(tmp_path):
     with pytest.raises(CortexError) as error:
         prepare_dataset(path, tmp_path / "out")
     assert "Invalid JSON" in error.value.message
+
+
+def test_a_preamble_repeated_per_record_is_kept_in_each_prompt(tmp_path):
+    """Alpaca's prompt template: the preamble before every block is prompt text, not answer."""
+    path = tmp_path / "template.txt"
+    path.write_text(ALPACA_TEMPLATE)
+    loaded = load(path)
+    assert [r.data for r in loaded.records] == [
+        {"instruction": f"{PREAMBLE}\n\nDo {i}", "output": f"Done {i}"} for i in range(5)
+    ]
+    assert [(r.line, r.line + r.end_line) for r in loaded.records] == [
+        (2 + 8 * i, 6 + 8 * i) for i in range(5)
+    ]
+    (diagnostic,) = loaded.result.diagnostics
+    assert diagnostic.severity == "information" and "kept" in diagnostic.message
+    prepare_dataset(path, tmp_path / "out")
+    lines = [
+        json.loads(line)
+        for name in ("train.jsonl", "valid.jsonl")
+        for line in (tmp_path / "out" / name).read_text().splitlines()
+    ]
+    assert sorted(r["messages"][0]["content"] for r in lines) == [
+        f"{PREAMBLE}\n\nDo {i}" for i in range(5)
+    ]
+    assert all(PREAMBLE not in r["messages"][1]["content"] for r in lines)
+
+
+def test_a_preamble_once_at_the_top_is_reported_as_ignored(tmp_path):
+    path = tmp_path / "header.txt"
+    path.write_text(ALPACA_HEADER)
+    loaded = load(path)
+    assert [r.data for r in loaded.records] == [
+        {"instruction": f"Do {i}", "input": f"x{i}", "output": f"Done {i}"} for i in range(5)
+    ]
+    (diagnostic,) = loaded.result.diagnostics
+    assert diagnostic.severity == "warning" and "ignored by training" in diagnostic.message
+    assert load(path, "txt").result.diagnostics == loaded.result.diagnostics
+
+
+def test_a_one_record_file_keeps_its_preamble():
+    text = f"{PREAMBLE}\n### Instruction:\nDo it\n### Response:\nDone\n"
+    loaded = load_text(text)
+    assert loaded.format == "txt"
+    assert loaded.records[0].turns == [("user", f"{PREAMBLE}\n\nDo it"), ("assistant", "Done")]
+    assert [(d.code, d.start_line, d.end_character) for d in loaded.result.diagnostics] == [
+        ("too-few-examples", 0, 105),
+        ("txt-preamble", 0, 105),
+    ]
 
 
 def test_python_repr_message_names_the_cause(tmp_path):
