@@ -29,6 +29,7 @@ CODES: dict[str, str] = {
     "tool-arguments": "error",
     "tool-arguments-object": "warning",
     "tool-call-id": "error",
+    "tool-result-mismatch": "error",
     "unknown-tool": "error",
     "tool-definition": "error",
     "legacy-functions": "information",

@@ -280,6 +280,7 @@ def _role_problems(
     previous = None
     last_index = None
     has_assistant = False
+    last_from = None
     for index, (role, content, message) in enumerate(turns):
         if not isinstance(role, str):
             continue
@@ -307,6 +308,9 @@ def _role_problems(
         if role in ("tool", "function"):
             previous = "tool"  # a tool result answers the call; the assistant replies next
             continue
+        # ShareGPT parallel calls: function_call turns in a row (prepared as one message)
+        parallel = message.get("from") == "function_call" == last_from
+        last_from = message.get("from")
         path = (list_key, index, role_key)
         if role == "system" and index != 0:
             problems.append(
@@ -326,7 +330,7 @@ def _role_problems(
                     path,
                 )
             )
-        elif role in ("user", "assistant") and role == previous:
+        elif role in ("user", "assistant") and role == previous and not parallel:
             problems.append(
                 Problem(
                     "role-order",
@@ -593,6 +597,7 @@ def sharegpt_tool_problems(record: dict[str, Any]) -> list[Problem]:
             ]
             if bad:
                 names = None
+    problems += sharegpt_tool_links(record["conversations"])[1]
     for i, turn in enumerate(record["conversations"]):
         if not isinstance(turn, dict) or turn.get("from") != "function_call":
             continue
@@ -617,6 +622,86 @@ def sharegpt_tool_problems(record: dict[str, Any]) -> list[Problem]:
                 )
             )
     return problems
+
+
+def sharegpt_call_id(turn: dict[str, Any]) -> str | None:
+    """Return a ShareGPT turn's own id: a function_call's ``id`` (on the turn or in its JSON),
+    an observation's ``tool_call_id`` (or ``id``); None when it has none."""
+    if turn.get("from") == "function_call":
+        call = parse_call(turn.get("value")) or {}
+        keys: tuple[tuple[dict[str, Any], str], ...] = ((turn, "id"), (call, "id"))
+    else:
+        keys = ((turn, "tool_call_id"), (turn, "id"))
+    for source, key in keys:
+        if isinstance(source.get(key), str) and source[key]:
+            return source[key]
+    return None
+
+
+def sharegpt_tool_links(turns: list[Any]) -> tuple[dict[int, int], list[Problem]]:
+    """Match each observation turn to the function_call it answers; return the problems.
+
+    Returns {observation index: function_call index} and a problem for each mismatch. An
+    observation with an id answers the unanswered call with that id; one without answers the
+    oldest unanswered call (ShareGPT's order). Calls are answered before the next human/gpt
+    turn: a call still unanswered then, or an observation with no call to answer, is a
+    ``tool-result-mismatch``; an id that names no unanswered call is a ``tool-call-id``. A
+    call at the very end (the model learns to call) needs no answer.
+    """
+    links: dict[int, int] = {}
+    problems: list[Problem] = []
+    pending: list[tuple[int, str | None]] = []  # unanswered calls: (turn index, id)
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            continue
+        kind = turn.get("from")
+        if kind == "function_call":
+            pending.append((i, sharegpt_call_id(turn)))
+        elif kind in ("observation", "tool"):
+            wanted = sharegpt_call_id(turn)
+            if wanted is not None and any(cid is not None for _, cid in pending):
+                match = next((p for p in pending if p[1] == wanted), None)
+                if match is None:
+                    known = ", ".join(cid for _, cid in pending if cid is not None)
+                    key = "tool_call_id" if "tool_call_id" in turn else "id"
+                    problems.append(
+                        Problem(
+                            "tool-call-id",
+                            f'conversations[{i}].{key} "{wanted}" answers no unanswered '
+                            f"function_call before it (unanswered call ids: {known})",
+                            ("conversations", i, key),
+                        )
+                    )
+                    pending.pop(0)  # one problem: the call it meant is not reported again
+                    continue
+            elif pending:
+                match = pending[0]
+            else:
+                problems.append(
+                    Problem(
+                        "tool-result-mismatch",
+                        f"conversations[{i}] is an {kind} but no function_call before it is "
+                        "left to answer: each observation answers one function_call; remove "
+                        "it or add the call",
+                        ("conversations", i, "from"),
+                    )
+                )
+                continue
+            pending.remove(match)
+            links[i] = match[0]
+        elif pending:
+            for index, _ in pending:
+                problems.append(
+                    Problem(
+                        "tool-result-mismatch",
+                        f"conversations[{index}] function_call has no observation answering "
+                        f"it before conversations[{i}]: add the tool's result as an "
+                        "observation turn after the call",
+                        ("conversations", index, "from"),
+                    )
+                )
+            pending.clear()
+    return links, problems
 
 
 def as_tool(tool: Any) -> Any:
