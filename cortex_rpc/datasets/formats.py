@@ -905,9 +905,8 @@ def txt_states(
     preamble, skip, preamble_diagnostic = _alpaca_preamble(lines)
     if preamble_diagnostic is not None:
         diagnostics.append(preamble_diagnostic)
-    kept = preamble is not None and preamble_diagnostic.code == "txt-preamble"
-    own = {line for line in skip if kept}  # first lines of each kept copy
-    copies = {min(run) for run in _runs(sorted(own))}
+    kept = preamble_diagnostic is not None and preamble_diagnostic.code == "txt-preamble"
+    copies = {run[0] for run in _runs(sorted(skip))} if kept else set()  # each copy's 1st line
 
     def flush() -> None:
         if not block:

@@ -179,6 +179,25 @@ def test_a_preamble_once_at_the_top_is_reported_as_ignored(tmp_path):
     assert load(path, "txt").result.diagnostics == loaded.result.diagnostics
 
 
+def test_a_preamble_before_some_records_is_kept_in_those_only():
+    blocks = [f"### Instruction:\nDo {i}\n\n### Response:\nDone {i}\n\n" for i in range(3)]
+    text = f"{PREAMBLE}\n\n{blocks[0]}{blocks[1]}{PREAMBLE}\n\n{blocks[2]}"
+    loaded = load_text(text, "txt")
+    assert [r.data["instruction"] for r in loaded.records] == [
+        f"{PREAMBLE}\n\nDo 0",
+        "Do 1",
+        f"{PREAMBLE}\n\nDo 2",
+    ]
+    assert loaded.records[1].data["output"] == "Done 1"  # the copy is not read as its answer
+    (diagnostic,) = loaded.result.diagnostics[1:]  # after too-few-examples
+    assert (diagnostic.code, diagnostic.start_line, diagnostic.end_character) == (
+        "txt-preamble",
+        0,
+        105,
+    )
+    assert "before 2 of the 3" in diagnostic.message
+
+
 def test_a_one_record_file_keeps_its_preamble():
     text = f"{PREAMBLE}\n### Instruction:\nDo it\n### Response:\nDone\n"
     loaded = load_text(text)
