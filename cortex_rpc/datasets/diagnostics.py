@@ -29,6 +29,7 @@ CODES: dict[str, str] = {
     "tool-arguments": "error",
     "tool-arguments-object": "warning",
     "tool-call-id": "error",
+    "tool-result-mismatch": "error",
     "unknown-tool": "error",
     "tool-definition": "error",
     "legacy-functions": "information",
@@ -56,6 +57,8 @@ CODES: dict[str, str] = {
     "python-repr": "error",
     "jsonl-in-json": "information",
     "oasst-tree": "error",
+    "txt-preamble": "information",
+    "txt-preamble-ignored": "warning",
 }
 
 

@@ -88,6 +88,8 @@ def detect_format(path: str | Path | None, text: str) -> str:
     first_line = head.split("\n", 1)[0].strip().lower()
     if re.match(r"^(q|question|user|system)\s*:", first_line) or _MARKER.match(first_line):
         return "txt"
+    if any(_MARKER.match(line) for line in head.split("\n", 20)[:20]):
+        return "txt"  # Alpaca template blocks, maybe after a preamble line
     if "," in first_line or _delimiter(first_line, known=True):
         return "csv"
     return "jsonl"
@@ -706,6 +708,9 @@ CSV_HEADERS = {
     ("prompt", "completion"): ("prompt-completion", {}),
     ("instruction", "output"): ("alpaca", {}),
     ("input", "instruction", "output"): ("alpaca", {}),
+    # Databricks Dolly exports (often with a "category" column, reported as ignored)
+    ("instruction", "response"): ("dolly", {}),
+    ("instruction", "context", "response"): ("dolly", {}),
     ("text",): ("text", {}),
 }
 
@@ -728,7 +733,7 @@ def _cell_spans(line: str, delimiter: str = ",") -> list[tuple[int, int]]:
 def csv_states(
     text: str, context_length: int | None = None
 ) -> tuple[list[RecordState], list[Diagnostic]]:
-    """Parse CSV with a prompt,response (or instruction,output / question,answer) header."""
+    """Parse CSV with a known header (prompt,response, instruction,output, Dolly's ...)."""
     lines = text.split("\n")
     text = text.replace("\ufeff", " ", 1) if text.startswith("\ufeff") else text
     delimiter = _delimiter(lines[0]) or ","
@@ -772,8 +777,8 @@ def csv_states(
                 col16(lines[0], len(lines[0].rstrip("\r"))),
                 "csv-header",
                 f"Unknown CSV header {','.join(header)!r}; "
-                "use prompt,response (or instruction,output or "
-                "question,answer)",
+                "use prompt,response (or instruction,output, instruction,context,response "
+                "or question,answer)",
             )
         )
         return states, diagnostics
@@ -897,6 +902,11 @@ def txt_states(
     states: list[RecordState] = []
     diagnostics: list[Diagnostic] = []
     block: list[tuple[int, str, list[str]]] = []  # (line, label, text lines)
+    preamble, skip, preamble_diagnostic = _alpaca_preamble(lines)
+    if preamble_diagnostic is not None:
+        diagnostics.append(preamble_diagnostic)
+    kept = preamble_diagnostic is not None and preamble_diagnostic.code == "txt-preamble"
+    copies = {run[0] for run in _runs(sorted(skip))} if kept else set()  # each copy's 1st line
 
     def flush() -> None:
         if not block:
@@ -940,6 +950,9 @@ def txt_states(
                     continue
                 data[label] = body
                 where[(label,)] = line
+            if kept and "instruction" in data and block_preamble[0]:
+                data["instruction"] = f"{preamble}\n\n{data['instruction']}"
+        block_preamble[0] = False
 
         def resolve(problem: Problem) -> Diagnostic:
             line = where.get(problem.path) or where.get(problem.path[:3] if problem.path else ())
@@ -969,7 +982,13 @@ def txt_states(
         block.clear()
 
     labelled = False
+    block_preamble = [False]  # whether the next block has its own copy of a kept preamble
     for number, line in enumerate(lines):
+        if number in skip:
+            if number in copies:
+                flush()
+                block_preamble[0] = True
+            continue
         match = _LABEL.match(line) or _MARKER.match(line)
         if match:
             labelled = True
@@ -1018,6 +1037,92 @@ def txt_states(
             )
         ]
     return states, diagnostics
+
+
+def _runs(numbers: list[int]) -> list[list[int]]:
+    """Return consecutive runs of sorted line numbers (each copy of a preamble is one run)."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return runs
+
+
+def _alpaca_preamble(lines: list[str]) -> tuple[str | None, set[int], Diagnostic | None]:
+    """Find the Alpaca template's preamble: text before the first ``### Instruction:``.
+
+    Return its text, the lines of every copy of it (each directly before an
+    ``### Instruction:``, after a blank line: those lines belong to no response) and its one
+    diagnostic. When it repeats per record, as Alpaca's prompt template writes it, it is kept
+    (``txt-preamble``): prepended, then a blank line, to the prompt of each record it precedes.
+    Once at the top of a file of several records it is a header, ignored with a warning
+    (``txt-preamble-ignored``), so no text is dropped silently.
+    """
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    marker = next(
+        (i for i, line in enumerate(lines) if _LABEL.match(line) or _MARKER.match(line)), None
+    )
+    if first is None or marker is None or first >= marker:
+        return None, set(), None
+    match = _MARKER.match(lines[marker])
+    if match is None or match.group(1).lower() != "instruction":
+        return None, set(), None
+    last = marker - 1
+    while not lines[last].strip():
+        last -= 1
+    body = lines[first : last + 1]
+    skip = set(range(first, last + 1))
+    instructions = [
+        i
+        for i, line in enumerate(lines)
+        if (m := _MARKER.match(line)) and m.group(1).lower() == "instruction"
+    ]
+    for at in instructions[1:]:
+        end = at - 1
+        while end >= 0 and not lines[end].strip():
+            end -= 1
+        start = end - len(body) + 1
+        if (
+            start > 0
+            and not lines[start - 1].strip()
+            and [line.strip() for line in lines[start : end + 1]] == [b.strip() for b in body]
+        ):
+            skip.update(range(start, end + 1))
+    text = "\n".join(body).strip()
+    copies = len(_runs(sorted(skip)))
+    end_character = col16(lines[last], len(lines[last]))
+    short = text if len(text) <= 60 else text[:57] + "..."
+    if copies > 1 or len(instructions) == 1:
+        return (
+            text,
+            skip,
+            Diagnostic(
+                first,
+                0,
+                last,
+                end_character,
+                "txt-preamble",
+                f'The preamble "{short}" comes before {copies} of the {len(instructions)} '
+                "### Instruction: blocks (Alpaca's prompt template): it is kept, prepended "
+                "to the prompt of each record it precedes",
+            ),
+        )
+    return (
+        text,
+        skip,
+        Diagnostic(
+            first,
+            0,
+            last,
+            end_character,
+            "txt-preamble-ignored",
+            f'The text "{short}" before the first ### Instruction: is ignored by training '
+            "(it comes once, not before each record); to train on it, repeat it before "
+            "each ### Instruction: (Alpaca's prompt template) or put it in the instructions",
+        ),
+    )
 
 
 def _blank_before(lines: list[str], number: int) -> bool:

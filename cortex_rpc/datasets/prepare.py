@@ -11,7 +11,14 @@ from typing import Any
 from ..paths import CortexHome, write_atomic
 from .formats import RecordState
 from .load import DatasetSource, as_loaded
-from .shapes import _as_tool, _content_text, _parse_call, sharegpt_tools
+from .shapes import (
+    as_tool,
+    content_text,
+    parse_call,
+    sharegpt_call_id,
+    sharegpt_tool_links,
+    sharegpt_tools,
+)
 
 
 @dataclass
@@ -84,7 +91,7 @@ def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
     """Return a chat message with legacy function_call as tool_calls, arguments as strings."""
     message = dict(message)
     if isinstance(message.get("content"), list):
-        message["content"] = _content_text(message["content"])
+        message["content"] = content_text(message["content"])
     call = message.pop("function_call", None)
     if isinstance(call, dict):
         message["tool_calls"] = [{"type": "function", "function": call}]
@@ -124,43 +131,39 @@ def _sharegpt_tools_record(data: dict[str, Any]) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     if isinstance(data.get("system"), str):
         messages.append({"role": "system", "content": data["system"]})
-    pending: list[str] = []
+    links = sharegpt_tool_links(data["conversations"])[0]  # by id, else by order
+    ids: dict[int, str] = {}
     for number, turn in enumerate(data["conversations"]):
         kind, value = turn["from"], turn["value"]
         if kind == "function_call":
-            call = _parse_call(value) or {}
+            call = parse_call(value) or {}
             arguments = call.get("arguments", {})
-            call_id = f"call_{number}"
-            pending.append(call_id)
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": "",
-                    "tool_calls": [
-                        {
-                            "id": call_id,
-                            "type": "function",
-                            "function": {
-                                "name": call.get("name"),
-                                "arguments": arguments
-                                if isinstance(arguments, str)
-                                else json.dumps(arguments, ensure_ascii=False),
-                            },
-                        }
-                    ],
-                }
-            )
+            call_id = ids[number] = sharegpt_call_id(turn) or f"call_{number}"
+            tool_call = {
+                "id": call_id,
+                "type": "function",
+                "function": {
+                    "name": call.get("name"),
+                    "arguments": arguments
+                    if isinstance(arguments, str)
+                    else json.dumps(arguments, ensure_ascii=False),
+                },
+            }
+            if number - 1 in ids:  # function_call turns in a row: parallel calls, one message
+                messages[-1]["tool_calls"].append(tool_call)
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [tool_call]})
         elif kind in ("observation", "tool"):
             message = {"role": "tool", "content": value}
-            if pending:
-                message["tool_call_id"] = pending.pop(0)
+            if number in links:
+                message["tool_call_id"] = ids[links[number]]
             messages.append(message)
         else:
             messages.append({"role": roles.get(kind, kind), "content": value})
     record: dict[str, Any] = {"messages": messages}
     tools = sharegpt_tools(data)
     if tools:
-        record["tools"] = [_as_tool(t) for t in tools]
+        record["tools"] = [as_tool(t) for t in tools]
     return record
 
 

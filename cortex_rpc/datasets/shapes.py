@@ -280,6 +280,7 @@ def _role_problems(
     previous = None
     last_index = None
     has_assistant = False
+    last_from = None
     for index, (role, content, message) in enumerate(turns):
         if not isinstance(role, str):
             continue
@@ -307,6 +308,9 @@ def _role_problems(
         if role in ("tool", "function"):
             previous = "tool"  # a tool result answers the call; the assistant replies next
             continue
+        # ShareGPT parallel calls: function_call turns in a row (prepared as one message)
+        parallel = message.get("from") == "function_call" == last_from
+        last_from = message.get("from")
         path = (list_key, index, role_key)
         if role == "system" and index != 0:
             problems.append(
@@ -326,7 +330,7 @@ def _role_problems(
                     path,
                 )
             )
-        elif role in ("user", "assistant") and role == previous:
+        elif role in ("user", "assistant") and role == previous and not parallel:
             problems.append(
                 Problem(
                     "role-order",
@@ -586,18 +590,19 @@ def sharegpt_tool_problems(record: dict[str, Any]) -> list[Problem]:
                 )
             )
         else:
-            bad, names = _definition_problems([_as_tool(t) for t in tools], "tools")
+            bad, names = _definition_problems([as_tool(t) for t in tools], "tools")
             where = isinstance(record["tools"], list)  # else positions inside a string
             problems += [
                 Problem(p.code, p.message, p.path[:2] if where else ("tools",)) for p in bad
             ]
             if bad:
                 names = None
+    problems += sharegpt_tool_links(record["conversations"])[1]
     for i, turn in enumerate(record["conversations"]):
         if not isinstance(turn, dict) or turn.get("from") != "function_call":
             continue
         path = ("conversations", i, "value")
-        call = _parse_call(turn.get("value"))
+        call = parse_call(turn.get("value"))
         if call is None:
             problems.append(
                 Problem(
@@ -619,14 +624,101 @@ def sharegpt_tool_problems(record: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-def _as_tool(tool: Any) -> Any:
-    """Return a ShareGPT tool (often a bare function) in the OpenAI tool shape."""
+def sharegpt_call_id(turn: dict[str, Any]) -> str | None:
+    """Return a ShareGPT turn's own id: a function_call's ``id`` (on the turn or in its JSON),
+    an observation's ``tool_call_id`` (or ``id``); None when it has none."""
+    if turn.get("from") == "function_call":
+        call = parse_call(turn.get("value")) or {}
+        keys: tuple[tuple[dict[str, Any], str], ...] = ((turn, "id"), (call, "id"))
+    else:
+        keys = ((turn, "tool_call_id"), (turn, "id"))
+    for source, key in keys:
+        if isinstance(source.get(key), str) and source[key]:
+            return source[key]
+    return None
+
+
+def sharegpt_tool_links(turns: list[Any]) -> tuple[dict[int, int], list[Problem]]:
+    """Match each observation turn to the function_call it answers; return the problems.
+
+    Returns {observation index: function_call index} and a problem for each mismatch. An
+    observation with an id answers the unanswered call with that id; one without answers the
+    oldest unanswered call (ShareGPT's order). Calls are answered before the next human/gpt
+    turn: a call still unanswered then, or an observation with no call to answer, is a
+    ``tool-result-mismatch``; an id that names no unanswered call is a ``tool-call-id``. A
+    call at the very end (the model learns to call) needs no answer.
+    """
+    links: dict[int, int] = {}
+    problems: list[Problem] = []
+    pending: list[tuple[int, str | None]] = []  # unanswered calls: (turn index, id)
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            continue
+        kind = turn.get("from")
+        if kind == "function_call":
+            pending.append((i, sharegpt_call_id(turn)))
+        elif kind in ("observation", "tool"):
+            wanted = sharegpt_call_id(turn)
+            if wanted is not None and any(cid is not None for _, cid in pending):
+                match = next((p for p in pending if p[1] == wanted), None)
+                if match is None:
+                    known = ", ".join(cid for _, cid in pending if cid is not None)
+                    key = "tool_call_id" if "tool_call_id" in turn else "id"
+                    problems.append(
+                        Problem(
+                            "tool-call-id",
+                            f'conversations[{i}].{key} "{wanted}" answers no unanswered '
+                            f"function_call before it (unanswered call ids: {known})",
+                            ("conversations", i, key),
+                        )
+                    )
+                    pending.pop(0)  # one problem: the call it meant is not reported again
+                    continue
+            elif pending:
+                match = pending[0]
+            else:
+                problems.append(
+                    Problem(
+                        "tool-result-mismatch",
+                        f"conversations[{i}] is an {kind} but no function_call before it is "
+                        "left to answer: each observation answers one function_call; remove "
+                        "it or add the call",
+                        ("conversations", i, "from"),
+                    )
+                )
+                continue
+            pending.remove(match)
+            links[i] = match[0]
+        elif pending:
+            for index, _ in pending:
+                problems.append(
+                    Problem(
+                        "tool-result-mismatch",
+                        f"conversations[{index}] function_call has no observation answering "
+                        f"it before conversations[{i}]: add the tool's result as an "
+                        "observation turn after the call",
+                        ("conversations", index, "from"),
+                    )
+                )
+            pending.clear()
+    return links, problems
+
+
+def as_tool(tool: Any) -> Any:
+    """Return a ShareGPT tool (often a bare function) in the OpenAI tool shape.
+
+    Public: the checks here and ``prepare`` (which writes the tools) must read tools alike.
+    """
     if isinstance(tool, dict) and "type" not in tool and "name" in tool:
         return {"type": "function", "function": tool}
     return tool
 
 
-def _parse_call(value: Any) -> dict[str, Any] | None:
+def parse_call(value: Any) -> dict[str, Any] | None:
+    """Return a ShareGPT ``function_call`` turn's value as {"name", "arguments"}, else None.
+
+    Public: the checks here and ``prepare`` (which converts the call) must parse it alike.
+    """
     if not isinstance(value, str):
         return None
     try:
@@ -636,7 +728,11 @@ def _parse_call(value: Any) -> dict[str, Any] | None:
     return call if isinstance(call, dict) and isinstance(call.get("name"), str) else None
 
 
-def _content_text(content: Any) -> str:
+def content_text(content: Any) -> str:
+    """Return a message's content as text: a string, or its text parts joined.
+
+    Public: the checks here and ``prepare`` (which writes the content) must read it alike.
+    """
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # OpenAI content parts
@@ -652,41 +748,41 @@ def conversation(record: dict[str, Any], shape: str) -> list[tuple[str, str]]:
     """Return the record as (role, text) turns; role "text" for plain-text records."""
     if shape == "prompt-response":
         return [
-            ("user", _content_text(record.get("prompt"))),
-            ("assistant", _content_text(record.get("response"))),
+            ("user", content_text(record.get("prompt"))),
+            ("assistant", content_text(record.get("response"))),
         ]
     if shape == "prompt-completion":
         return [
-            ("user", _content_text(record.get("prompt"))),
-            ("assistant", _content_text(record.get("completion"))),
+            ("user", content_text(record.get("prompt"))),
+            ("assistant", content_text(record.get("completion"))),
         ]
     if shape == "text":
-        return [("text", _content_text(record.get("text")))]
+        return [("text", content_text(record.get("text")))]
     if shape == "alpaca":
-        prompt = _content_text(record.get("instruction"))
-        extra = _content_text(record.get("input"))
+        prompt = content_text(record.get("instruction"))
+        extra = content_text(record.get("input"))
         turns = [("system", record["system"])] if isinstance(record.get("system"), str) else []
         return turns + [
             ("user", f"{prompt}\n\n{extra}" if extra.strip() else prompt),
-            ("assistant", _content_text(record.get("output"))),
+            ("assistant", content_text(record.get("output"))),
         ]
     if shape == "dolly":
-        prompt = _content_text(record.get("instruction"))
-        extra = _content_text(record.get("context"))
+        prompt = content_text(record.get("instruction"))
+        extra = content_text(record.get("context"))
         return [
             ("user", f"{prompt}\n\n{extra}" if extra.strip() else prompt),
-            ("assistant", _content_text(record.get("response"))),
+            ("assistant", content_text(record.get("response"))),
         ]
     if shape == "chat":
         return [
-            (str(m.get("role")), _content_text(m.get("content")))
+            (str(m.get("role")), content_text(m.get("content")))
             for m in record.get("messages", [])
             if isinstance(m, dict)
         ]
     if shape == "sharegpt":
         turns = [("system", record["system"])] if isinstance(record.get("system"), str) else []
         return turns + [
-            (SHAREGPT_ROLES.get(t.get("from"), str(t.get("from"))), _content_text(t.get("value")))
+            (SHAREGPT_ROLES.get(t.get("from"), str(t.get("from"))), content_text(t.get("value")))
             for t in record.get("conversations", [])
             if isinstance(t, dict)
         ]
@@ -735,7 +831,7 @@ def _chosen(record: dict[str, Any]) -> dict[str, Any] | None:
             return value
         if isinstance(value, list):
             parts = [
-                _content_text(m.get("content"))
+                content_text(m.get("content"))
                 for m in value
                 if isinstance(m, dict) and m.get("role") in roles
             ]

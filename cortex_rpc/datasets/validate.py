@@ -21,6 +21,22 @@ from .formats import (
 
 MIN_EXAMPLES = 5  # the guide warns under 5; mlx_lm needs a batch (default 4) to train at all
 CANCEL_EVERY = 2000
+# File-level errors that say why a file has no (or too few) examples: the no-examples /
+# too-few-examples diagnostics they cause would only repeat them, so those are not emitted.
+# (``json-syntax``, ``trailing-comma``, ``csv-field-count`` are file-level only when parsing
+# stopped there: in JSONL they belong to a line, and a file of bad lines keeps no-examples.)
+ROOT_CAUSES = frozenset(
+    {
+        "txt-no-markers",
+        "oasst-tree",
+        "csv-header",
+        "json-root",
+        "json-syntax",
+        "trailing-comma",
+        "csv-field-count",
+    }
+)
+COUNT_CODES = frozenset({"no-examples", "too-few-examples"})
 
 
 class FileChecks:
@@ -208,9 +224,13 @@ def result_from(
     """Assemble a ValidationResult from the file checks and any document-level diagnostics.
 
     At most ``limit`` diagnostics are kept (all of them for None); ``total`` counts all.
+    One diagnostic per real problem: a file-level error in ``ROOT_CAUSES`` (``extra`` holds
+    only file-level ones) replaces the no-examples / too-few-examples it causes.
     """
     diagnostics = checks.diagnostics(line_count, first_line)
     extra = list(extra)
+    if any(d.code in ROOT_CAUSES and d.severity == "error" for d in extra):
+        diagnostics = [d for d in diagnostics if d.code not in COUNT_CODES]
     if extra:
         diagnostics = sorted(diagnostics + extra, key=sort_key)
     errors = sum(1 for d in diagnostics if d.severity == "error")

@@ -142,6 +142,50 @@ def test_dolly_context_is_folded_into_the_prompt():
     assert _codes(line + "\n", "jsonl") == [("dolly-context", 0, start, start + 9)]
 
 
+DOLLY_CSV = (
+    "instruction,context,response,category\n"
+    "Sum the numbers,2 and 3,5,closed_qa\n"
+    "Name a colour,,Blue,brainstorming\n"
+)
+
+
+def test_dolly_csv_folds_context_into_the_prompt_and_names_category(tmp_path: Path):
+    """A Dolly export as CSV: the JSON Dolly path's turns, context noted, category ignored."""
+    path = tmp_path / "dolly.csv"
+    path.write_text(DOLLY_CSV)
+    loaded = load(path)
+    assert (loaded.format, loaded.shape) == ("csv", "dolly")
+    assert [r.turns for r in loaded.records] == [
+        [("user", "Sum the numbers\n\n2 and 3"), ("assistant", "5")],
+        [("user", "Name a colour"), ("assistant", "Blue")],
+    ]
+    json_line = '{"instruction": "Sum the numbers", "context": "2 and 3", "response": "5"}\n'
+    assert loaded.records[0].turns == load_text(json_line, "jsonl").records[0].turns
+    found = [
+        (d.code, d.severity, d.start_line, d.start_character, d.end_line, d.end_character)
+        for d in loaded.result.diagnostics
+    ]
+    assert found == [
+        ("too-few-examples", "warning", 0, 0, 0, 37),
+        ("unknown-key", "warning", 0, 29, 0, 37),
+        ("dolly-context", "information", 1, 16, 1, 23),
+    ]
+    assert 'Column "category" is ignored by training' in loaded.result.diagnostics[1].message
+    prepare_dataset(path, tmp_path / "out")
+    text = (tmp_path / "out" / "train.jsonl").read_text() + (
+        tmp_path / "out" / "valid.jsonl"
+    ).read_text()
+    assert "Sum the numbers\\n\\n2 and 3" in text and "closed_qa" not in text
+
+
+def test_dolly_csv_without_context_column(tmp_path: Path):
+    path = tmp_path / "dolly.csv"
+    path.write_text("instruction,response\nSay hi,Hi\n")
+    loaded = load(path)
+    assert loaded.shape == "dolly"
+    assert loaded.records[0].turns == [("user", "Say hi"), ("assistant", "Hi")]
+
+
 def test_non_text_content_parts_are_reported_as_dropped():
     record = {
         "messages": [
@@ -279,28 +323,109 @@ def test_cluster_sample_is_a_real_record(tmp_path: Path):
     assert "capital of France" in clusters[0].sample
 
 
-def test_mlx_lm_parity_token_ids(tiny_model: Path, tmp_path: Path):
-    """Raw records into mlx_lm and cortex's prepared files into mlx_lm tokenize the same."""
+# A chat template that renders what the tiny model's ignores: tools, tool calls, tool
+# results and content given as text parts (as real templates such as Llama 3's and Qwen's do).
+TOOLS_TEMPLATE = (
+    "{% if tools %}<|system|>{{ tools | tojson }}\n{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['content'] is string %}{% set text = message['content'] %}"
+    "{% elif message['content'] %}"
+    "{% set text = message['content'] | map(attribute='text') | join('') %}"
+    "{% else %}{% set text = '' %}{% endif %}"
+    "{% if message['role'] == 'system' %}<|system|>{{ text }}\n"
+    "{% elif message['role'] == 'user' %}<|user|>{{ text }}\n"
+    "{% elif message['role'] == 'assistant' %}<|assistant|>{{ text }}"
+    "{% for call in message.tool_calls or [] %}"
+    "[{{ call['id'] }} {{ call['function']['name'] }}({{ call['function']['arguments'] }})]"
+    "{% endfor %}<|end|>\n"
+    "{% elif message['role'] == 'tool' %}<|user|>[{{ message.tool_call_id }}] {{ text }}\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+PARITY_FORMS = {
+    "text": [{"text": f"Some text {i} to learn."} for i in range(4)],
+    "completion": [{"prompt": f"Q{i}?", "completion": f"A{i}."} for i in range(4)],
+    "chat": [
+        {
+            "messages": [
+                {"role": "user", "content": f"Hi {i}"},
+                {"role": "assistant", "content": f"Hello {i}"},
+            ]
+        }
+        for i in range(4)
+    ],
+    "chat-tools": [
+        {
+            "tools": [WEATHER_TOOL],
+            "messages": [
+                {"role": "system", "content": "Use tools."},
+                {"role": "user", "content": f"Weather in city {i}?"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": f"c{i}",
+                            "type": "function",
+                            "function": {
+                                "name": "get_weather",
+                                "arguments": json.dumps({"city": f"city {i}"}),
+                            },
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": f"c{i}", "name": "get_weather", "content": "sun"},
+                {"role": "assistant", "content": f"Sunny in city {i}."},
+            ],
+        }
+        for i in range(4)
+    ],
+    "chat-parts": [
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": f"Part one {i}. "},
+                        {"type": "text", "text": "Part two."},
+                    ],
+                },
+                {"role": "assistant", "content": [{"type": "text", "text": f"Answer {i}"}]},
+            ]
+        }
+        for i in range(4)
+    ],
+}
+
+
+@pytest.mark.parametrize("template", ["tiny", "tools"])
+def test_mlx_lm_parity_token_ids(tiny_model: Path, tmp_path: Path, template: str):
+    """Raw records into mlx_lm and cortex's prepared files into mlx_lm tokenize the same.
+
+    With the tiny model's template (which ignores tools) and with one that renders tools,
+    calls, tool results and text parts. Content parts are left out with the tiny template:
+    it writes a list's Python repr, which cortex rightly does not reproduce.
+    """
     import types
 
     from mlx_lm.tuner.datasets import load_local_dataset
     from mlx_lm.utils import load as load_model
 
+    if template == "tools":
+        config_path = tiny_model / "tokenizer_config.json"
+        config = json.loads(config_path.read_text())
+        config["chat_template"] = TOOLS_TEMPLATE
+        config_path.write_text(json.dumps(config))
     _, tokenizer = load_model(str(tiny_model))
     options = types.SimpleNamespace(mask_prompt=False)
-    forms = {
-        "text": [{"text": f"Some text {i} to learn."} for i in range(4)],
-        "completion": [{"prompt": f"Q{i}?", "completion": f"A{i}."} for i in range(4)],
-        "chat": [
-            {
-                "messages": [
-                    {"role": "user", "content": f"Hi {i}"},
-                    {"role": "assistant", "content": f"Hello {i}"},
-                ]
-            }
-            for i in range(4)
-        ],
-    }
+    forms = {k: v for k, v in PARITY_FORMS.items() if template == "tools" or k != "chat-parts"}
     for name, records in forms.items():
         raw = tmp_path / f"raw-{name}"
         raw.mkdir()
@@ -315,3 +440,40 @@ def test_mlx_lm_parity_token_ids(tiny_model: Path, tmp_path: Path):
         want = Counter(tuple(direct.process(direct[i])[0]) for i in range(len(direct)))
         got = Counter(tuple(ds.process(ds[i])[0]) for ds in (train, valid) for i in range(len(ds)))
         assert got == want, name
+        if template == "tools" and name == "chat-tools":  # the template did render the calls
+            rendered = tokenizer.apply_chat_template(
+                records[0]["messages"], tools=records[0]["tools"], tokenize=False
+            )
+            assert "[c0 get_weather(" in rendered and "[c0] sun" in rendered
+            assert "get_weather" in rendered.split("\n", 1)[0]
+        if template == "tools" and name == "chat-tools":  # ShareGPT's form of the same records
+            sharegpt = [
+                {
+                    "system": "Use tools.",
+                    "tools": [WEATHER_TOOL["function"]],
+                    "conversations": [
+                        {"from": "human", "value": f"Weather in city {i}?"},
+                        {
+                            "from": "function_call",
+                            "id": f"c{i}",
+                            "value": json.dumps(
+                                {"name": "get_weather", "arguments": {"city": f"city {i}"}}
+                            ),
+                        },
+                        {"from": "observation", "tool_call_id": f"c{i}", "value": "sun"},
+                        {"from": "gpt", "value": f"Sunny in city {i}."},
+                    ],
+                }
+                for i in range(4)
+            ]
+            src = tmp_path / "sharegpt.jsonl"
+            src.write_text("".join(json.dumps(r) + "\n" for r in sharegpt))
+            prepare_dataset(src, tmp_path / "out-sharegpt")
+            train, valid, _ = load_local_dataset(tmp_path / "out-sharegpt", tokenizer, options)
+            got = Counter(
+                tuple(ds.process(ds[i])[0]) for ds in (train, valid) for i in range(len(ds))
+            )
+            assert got == want, "sharegpt"
+        if template == "tools" and name == "chat-parts":
+            rendered = tokenizer.apply_chat_template(records[0]["messages"], tokenize=False)
+            assert rendered == "<|user|>Part one 0. Part two.\n<|assistant|>Answer 0<|end|>\n"

@@ -259,3 +259,106 @@ def test_prepared_tool_records_load_in_mlx_lm(tmp_path, tiny_model):
         tools and tools[0]["function"]["name"] == "get_weather" for _, tools in seen
     )
     assert all(any(m.get("tool_calls") for m in messages) for messages, _ in seen)
+
+
+def sharegpt_turns(*turns: dict) -> dict:
+    return {"tools": [WEATHER["function"]], "conversations": list(turns)}
+
+
+def call_turn(city: str, **ids: str) -> dict:
+    return {
+        "from": "function_call",
+        "value": json.dumps({"name": "get_weather", "arguments": {"city": city}}),
+        **ids,
+    }
+
+
+ASK = {"from": "human", "value": "Weather in Oslo and Rome?"}
+REPLY = {"from": "gpt", "value": "Snow in Oslo, sun in Rome."}
+OBSERVATION = {"from": "observation", "value": "snow"}
+
+
+def test_sharegpt_observations_answer_their_call_by_id(tmp_path):
+    """Results given out of order carry ids: each is linked to its own call, not by order."""
+    record = sharegpt_turns(
+        ASK,
+        call_turn("Oslo", id="c1"),
+        call_turn("Rome", id="c2"),
+        {"from": "observation", "value": "sun", "tool_call_id": "c2"},
+        {"from": "observation", "value": "snow", "tool_call_id": "c1"},
+        REPLY,
+    )
+    text = lines([record] * 6)
+    result = validate_dataset(text=text, format="jsonl")
+    assert found(result) == [("duplicate", i, 0, i, len(text.split("\n")[0])) for i in range(1, 6)]
+    source = tmp_path / "data.jsonl"
+    source.write_text(lines([record]))
+    prepare_dataset(source, tmp_path / "out")
+    (prepared,) = [
+        json.loads(line)
+        for name in ("train.jsonl", "valid.jsonl")
+        for line in (tmp_path / "out" / name).read_text().splitlines()
+    ]
+    messages = prepared["messages"]
+    calls = {
+        c["id"]: json.loads(c["function"]["arguments"])["city"]
+        for m in messages
+        for c in m.get("tool_calls", [])
+    }
+    results = {calls[m["tool_call_id"]]: m["content"] for m in messages if m["role"] == "tool"}
+    assert calls == {"c1": "Oslo", "c2": "Rome"}
+    # function_call turns in a row are parallel calls: one assistant message holds both
+    assert [len(m["tool_calls"]) for m in messages if "tool_calls" in m] == [2]
+    assert results == {"Oslo": "snow", "Rome": "sun"}
+
+
+def test_sharegpt_call_id_in_the_call_json_is_used(tmp_path):
+    call = {
+        "from": "function_call",
+        "value": json.dumps({"id": "k9", "name": "get_weather", "arguments": {"city": "Oslo"}}),
+    }
+    record = sharegpt_turns(ASK, call, {"from": "observation", "value": "snow", "id": "k9"}, REPLY)
+    source = tmp_path / "data.jsonl"
+    source.write_text(lines([record]))
+    assert [d.code for d in validate_dataset(source).diagnostics] == ["too-few-examples"]
+    prepare_dataset(source, tmp_path / "out")
+    out = (tmp_path / "out" / "train.jsonl").read_text()
+    out += (tmp_path / "out" / "valid.jsonl").read_text()
+    messages = json.loads(out.split("\n")[0])["messages"]
+    assert [m.get("tool_call_id") for m in messages if m["role"] == "tool"] == ["k9"]
+    assert messages[1]["tool_calls"][0]["id"] == "k9"
+
+
+def test_sharegpt_unanswered_call_is_reported_at_the_call():
+    record = sharegpt_turns(ASK, call_turn("Oslo"), call_turn("Rome"), OBSERVATION, REPLY)
+    line = json.dumps(record)
+    result = validate_dataset(text=lines([record]), format="jsonl")
+    second = line.index('"function_call"', line.index('"function_call"') + 1)
+    assert [f for f in found(result) if f[0] != "too-few-examples"] == [
+        ("tool-result-mismatch", 0, second, 0, second + len('"function_call"'))
+    ]
+    assert "conversations[2] function_call has no observation" in result.diagnostics[1].message
+
+
+def test_sharegpt_observation_without_a_call_is_reported():
+    record = sharegpt_turns(ASK, call_turn("Oslo"), OBSERVATION, OBSERVATION, REPLY)
+    line = json.dumps(record)
+    result = validate_dataset(text=lines([record]), format="jsonl")
+    second = line.index('"observation"', line.index('"observation"') + 1)
+    assert [f for f in found(result) if f[0] != "too-few-examples"] == [
+        ("tool-result-mismatch", 0, second, 0, second + len('"observation"'))
+    ]
+
+
+def test_sharegpt_observation_id_that_answers_no_call():
+    record = sharegpt_turns(
+        ASK,
+        call_turn("Oslo", id="c1"),
+        {"from": "observation", "value": "snow", "tool_call_id": "c7"},
+        REPLY,
+    )
+    line = json.dumps(record)
+    result = validate_dataset(text=lines([record]), format="jsonl")
+    got = [f for f in found(result) if f[0] != "too-few-examples"]
+    assert got == [("tool-call-id", *span(line, '"c7"'))]  # not also the call it meant
+    assert "unanswered call ids: c1" in result.diagnostics[1].message
