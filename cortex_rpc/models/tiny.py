@@ -8,9 +8,11 @@ byte-level BPE tokenizer on the spot, saved in the Hugging Face layout mlx_lm ex
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -48,22 +50,40 @@ def _tokenizer_corpus() -> list[str]:
     return texts
 
 
-def build_tokenizer(directory: Path, vocab_size: int) -> None:
-    """Train a byte-level BPE tokenizer and save it as a ``PreTrainedTokenizerFast``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(
+    directory: Path,
+    vocab_size: int,
+    *,
+    special_tokens: Sequence[str] = SPECIAL_TOKENS,
+    added_tokens: Sequence[str] = (),
+    config: Mapping[str, Any] | None = None,
+    post_processor: Any = None,
+) -> None:
+    """Train a byte-level BPE tokenizer and save it as a ``PreTrainedTokenizerFast``.
+
+    ``special_tokens`` take the first ids, in order; ``added_tokens`` are added as plain
+    (non-special) added tokens. ``config`` overrides keys of ``tokenizer_config.json``; a
+    ``chat_template`` of ``None`` writes none (the template then lives in ``chat_template.jinja``).
+    ``post_processor`` is a ``tokenizers.processors`` object, e.g. one that prepends a BOS.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    if added_tokens:
+        tokenizer.add_tokens([AddedToken(token, special=False) for token in added_tokens])
+    if post_processor is not None:
+        tokenizer.post_processor = post_processor
     tokenizer.save(str(directory / "tokenizer.json"))
-    config = {
+    merged: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "eos_token": "<|end|>",
         "pad_token": "<|pad|>",
@@ -72,19 +92,39 @@ def build_tokenizer(directory: Path, vocab_size: int) -> None:
         "model_max_length": 512,
         "clean_up_tokenization_spaces": False,
         "chat_template": CHAT_TEMPLATE,
+        **(config or {}),
     }
-    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    (directory / "special_tokens_map.json").write_text(
-        json.dumps({"eos_token": "<|end|>", "pad_token": "<|pad|>"}, indent=2)
-    )
+    if merged["chat_template"] is None:
+        del merged["chat_template"]
+    (directory / "tokenizer_config.json").write_text(json.dumps(merged, indent=2))
+    special_map = {
+        key: merged[key]
+        for key in ("bos_token", "eos_token", "unk_token", "pad_token")
+        if merged.get(key) is not None
+    }
+    (directory / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2))
+
+
+def write_random_weights(
+    directory: Path, config: Mapping[str, Any], *, seed: int, module: str = "llama"
+) -> None:
+    """Save seeded random weights of ``mlx_lm.models.<module>`` and ``config.json``."""
+    import importlib
+
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    arch = importlib.import_module(f"mlx_lm.models.{module}")
+    mx.random.seed(seed)
+    model = arch.Model(arch.ModelArgs.from_dict(dict(config)))
+    weights = dict(tree_flatten(model.parameters()))
+    mx.eval(weights)
+    mx.save_safetensors(str(directory / "model.safetensors"), weights, metadata={"format": "mlx"})
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
 
 
 def generate_tiny_model(directory: str | Path, spec: TinyModelSpec = TinyModelSpec()) -> Path:
     """Write a loadable tiny Llama model (weights, config, tokenizer) to ``directory``."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-    from mlx_lm.models import llama
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     build_tokenizer(directory, spec.vocab_size)
@@ -107,12 +147,7 @@ def generate_tiny_model(directory: str | Path, spec: TinyModelSpec = TinyModelSp
         "torch_dtype": "float32",
         "eos_token_id": 0,
     }
-    mx.random.seed(spec.seed)
-    model = llama.Model(llama.ModelArgs.from_dict(config))
-    weights = dict(tree_flatten(model.parameters()))
-    mx.eval(weights)
-    mx.save_safetensors(str(directory / "model.safetensors"), weights, metadata={"format": "mlx"})
-    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    write_random_weights(directory, config, seed=spec.seed)
     (directory / "cortex-tiny.json").write_text(json.dumps(asdict(spec), indent=2))
     return directory
 
