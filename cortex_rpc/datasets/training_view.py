@@ -12,7 +12,10 @@ with offsets, exactly what mlx_lm's datasets do. Trained spans are located per a
 2. otherwise the turn's content is replaced by a sentinel and the text around the sentinel must
    equal the full rendering's text around the content (templates that move the system prompt,
    or render earlier turns differently, such as Mistral v0.3 and Qwen3);
-3. otherwise the record gets a ``template-unmapped`` error. No offset is ever guessed.
+3. otherwise (an answer that is only tool calls), from the generation prompt, which must be a
+   prefix of the full conversation, through the template's end-of-turn tokens, which must
+   enclose the calls' names;
+4. otherwise the record gets a ``template-unmapped`` error. No offset is ever guessed.
 """
 
 from __future__ import annotations
@@ -163,6 +166,7 @@ class TemplateRenderer:
         self.eos_token_id: int | None = eos if isinstance(eos, int) else None
         self._closing: str | None = None
         self._header: str | None = None
+        self._closing_pieces_cache: list[str] | None = None
 
     # -- rendering -----------------------------------------------------------------------
 
@@ -275,9 +279,11 @@ class TemplateRenderer:
         issues: list[ViewIssue],
     ) -> tuple[int, int] | None:
         """Return the trained character range of assistant turn ``index`` in ``full``."""
-        span = self._prefix_span(messages, tools, index, full)
-        if span is None:
-            span = self._sentinel_span(messages, tools, index, full)
+        span = (
+            self._prefix_span(messages, tools, index, full)
+            or self._sentinel_span(messages, tools, index, full)
+            or self._header_span(messages, tools, index, full)
+        )
         if span is None:
             issues.append(
                 ViewIssue(
@@ -329,15 +335,66 @@ class TemplateRenderer:
         ):
             return None
         start, content_end = len(left), len(full) - len(right)
-        # The turn runs on through its closing (end-of-turn token, then the separator).
+        return start, content_end + self._closing_length(right)
+
+    def _header_span(
+        self, messages: list[dict[str, Any]], tools: Any, index: int, full: str
+    ) -> tuple[int, int] | None:
+        """From the generation prompt to the turn's closing: tool calls with empty content."""
+        message = messages[index]
+        try:
+            before = self.render(messages[:index], tools, generation=True) if index else ""
+        except Exception:  # noqa: BLE001
+            return None
+        if not full.startswith(before):
+            return None
+        rest = full[len(before) :]
+        length = self._closing_length(rest)
+        if not length:
+            return None
+        turn = rest[:length]
+        names = [
+            (call.get("function") or {}).get("name")
+            for call in message.get("tool_calls") or []
+            if isinstance(call, dict)
+        ]
+        content = message.get("content")
+        expected = [n for n in names if isinstance(n, str)]
+        if isinstance(content, str) and content.strip():
+            expected.append(content.strip())
+        if not expected or not all(e in turn for e in expected):
+            return None
+        return len(before), len(before) + length
+
+    def _closing_pieces(self) -> list[str]:
+        """The template's end of an assistant turn, cut into its tokens (``<|end|>``, ``\\n``)."""
         self._probe()
-        closing = self._closing or ""
-        if closing and right.startswith(closing):
-            return start, content_end + len(closing)
-        stripped = closing.strip()
-        if stripped and stripped in right:
-            return start, content_end + right.index(stripped) + len(stripped)
-        return start, content_end
+        if self._closing_pieces_cache is None:
+            closing = self._closing or ""
+            _, offsets = self.encode(closing) if closing else ([], [])
+            self._closing_pieces_cache = [closing[a:b] for a, b in offsets if b > a]
+        return self._closing_pieces_cache
+
+    def _closing_length(self, rest: str) -> int:
+        """Length of ``rest`` up to and including the turn's closing tokens (0 when none).
+
+        The closing is found at its first token that is not whitespace, and runs on for as
+        many of the following closing tokens as ``rest`` repeats: a turn in the middle of a
+        conversation ends ``<|end|>\\n``, the last one ``<|end|>\\n<|endoftext|>`` (Phi-3).
+        """
+        pieces = self._closing_pieces()
+        anchor = next((i for i, piece in enumerate(pieces) if piece.strip()), None)
+        if anchor is None:
+            return 0
+        at = rest.find(pieces[anchor])
+        if at == -1:
+            return 0
+        end = at
+        for piece in pieces[anchor:]:
+            if not rest.startswith(piece, end):
+                break
+            end += len(piece)
+        return end
 
     def _without_added_text(
         self,
