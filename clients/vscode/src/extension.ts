@@ -530,7 +530,9 @@ async function previewModel(cortex: CortexApi, context: vscode.ExtensionContext)
   if (!model) return undefined;
   await context.globalState.update("cortex.previewModel", model);
   void vscode.window.showInformationMessage(`Use ${baseName(model)} for live training diagnostics and hover too?`, "Set cortex.model").then((answer) => {
-    if (answer) void vscode.workspace.getConfiguration("cortex").update("model", model, vscode.ConfigurationTarget.Workspace);
+    // The workspace's settings when a folder is open, else the user's.
+    const target = vscode.workspace.workspaceFolders?.length ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global;
+    if (answer) void vscode.workspace.getConfiguration("cortex").update("model", model, target);
   });
   return model;
 }
