@@ -142,6 +142,149 @@ test(":CortexValidate fills the quickfix list and notifies", function()
   assert(noted("✓ Dataset validated: 6 examples"), vim.inspect(notes))
 end)
 
+local function skip(name, why) out("ok - " .. name .. " # SKIP " .. why) end
+
+test("setup's model goes in init_options and settings; set_model tells the running server", function()
+  local saved = cortex.config.model
+  eq(cortex.client_config().settings, nil, "no settings without a model")
+  eq(cortex.client_config().init_options.model, nil, "no model in init_options")
+  cortex.config.model = model_path
+  local config = cortex.client_config()
+  eq(config.init_options.model, model_path, "init_options.model")
+  eq(config.settings, { cortex = { model = model_path } }, "settings")
+  local client = vim.lsp.get_client_by_id(cortex.client_id)
+  local sent, notify = {}, client.notify
+  client.notify = function(method, params) table.insert(sent, { method, params }) return true end
+  local ok, err = pcall(function()
+    eq(cortex.set_model("~/some-model"), vim.fn.expand("~/some-model"), "expanded")
+    cortex.set_model(nil)
+  end)
+  client.notify = notify
+  cortex.config.model = saved
+  assert(ok, err)
+  eq(sent[1], { "workspace/didChangeConfiguration", { settings = { cortex = { model = vim.fn.expand("~/some-model") } } } }, "sent")
+  eq(sent[2][2].settings.cortex.model, vim.NIL, "null turns it off")
+end)
+
+local preview_result = {
+  records = { {
+    line = 2, tokens = 21, trainedTokens = 6, truncated = false, lostTrainedTokens = 0,
+    issues = { { code = "template-no-system", severity = "warning", message = "The template drops the system turn", turn = 0 } },
+    segments = {
+      { text = "<|user|>\nQuestion 3?\n<|assistant|>\n", trained = false },
+      { text = "Answer 3.", trained = true }, { text = "</s>", trained = true }, { text = "\n", trained = false },
+    },
+  } },
+  summary = { records = 1, tokens = { min = 21, median = 21, p95 = 21, max = 21 }, trainedTokens = { min = 6, median = 6, max = 6, total = 6 },
+    cut = 0, lostTrainedTokens = 0, untrained = 0, errors = 0 },
+  options = { trainOn = "last", trainTemplateText = false, maxSeqLength = 2048, maskPrompt = true },
+}
+
+--- The trained texts of the preview buffer: what its CortexTrained extmarks cover.
+local function trained_texts(buf)
+  local texts = {}
+  for _, mark in ipairs(vim.api.nvim_buf_get_extmarks(buf, cortex.preview_ns, 0, -1, { details = true })) do
+    local d = mark[4]
+    if d.hl_group == "CortexTrained" then
+      table.insert(texts, table.concat(vim.api.nvim_buf_get_text(buf, mark[2], mark[3], d.end_row, d.end_col, {}), "\n"))
+    end
+  end
+  return texts
+end
+
+--- Run :CortexPreviewTraining with the request stubbed for cortex/trainingPreview (`reply`).
+local function preview_with(reply)
+  local real, sent = cortex.request, {}
+  cortex.request = function(method, params)
+    if method ~= "cortex/trainingPreview" then return real(method, params) end
+    table.insert(sent, params)
+    return reply
+  end
+  cortex.last_preview, cortex.last_error = nil, nil
+  vim.cmd("CortexPreviewTraining")
+  local ok = vim.wait(20000, function() return cortex.last_preview ~= nil or cortex.last_error ~= nil end, 50)
+  cortex.request = real
+  if cortex.last_error then error(cortex.last_error, 0) end
+  assert(ok, "timed out waiting for the preview")
+  return sent
+end
+
+test(":CortexPreviewTraining asks for the cursor's record and shows it, trained text highlighted", function()
+  vim.cmd("tabnew " .. dir .. "/good.jsonl")
+  local buf = vim.api.nvim_get_current_buf()
+  wait_for("the buffer to attach", 20000, function() return vim.lsp.buf_is_attached(buf, cortex.client_id) end)
+  vim.api.nvim_win_set_cursor(0, { 3, 5 })
+  local saved = cortex.config.model
+  cortex.config.model = model_path
+  notes = {}
+  local ok, err = pcall(function()
+    local sent = preview_with(preview_result)
+    eq(sent, { { model = model_path, uri = vim.uri_from_bufnr(buf), line = 2, limit = 1 } }, "request")
+    local out = vim.api.nvim_get_current_buf()
+    assert(out ~= buf and out == cortex.last_preview.buf, "a scratch split")
+    local lines = vim.api.nvim_buf_get_lines(out, 0, -1, false)
+    eq(lines[1], "21 tokens, 6 trained, cut: no", "header")
+    eq(lines[2], "good.jsonl, line 3 · model tiny-llama", "source")
+    eq(lines[3], "trainOn: last · trainTemplateText: no · maxSeqLength: 2048", "options")
+    local text = table.concat(lines, "\n")
+    assert(text:find("<|user|>\nQuestion 3?\n<|assistant|>\nAnswer 3.</s>\n" .. require("cortex.format").TEXT_END, 1, true), text)
+    assert(text:find("Issues (1):\n  warning [template-no-system] The template drops the system turn (turn 1)", 1, true), text)
+    eq(trained_texts(out), { "Answer 3.</s>" }, "trained extmarks")
+    eq(vim.fn.synIDattr(vim.fn.synIDtrans(vim.fn.hlID("CortexTrained")), "name"), "DiffAdd", "CortexTrained links to DiffAdd")
+    eq({ vim.bo[out].buftype, vim.bo[out].modifiable }, { "nofile", false }, "scratch, read-only")
+    assert(noted("good.jsonl line 3: 21 tokens, 6 trained, cut: no"), vim.inspect(notes))
+    vim.cmd("close")
+
+    -- Without a model in setup: picked from the server's list, then remembered.
+    cortex.config.model, cortex.preview_model = nil, nil
+    script, asked = { previewModel = { function(m) return m.path == model_path end } }, {}
+    local cut = vim.deepcopy(preview_result)
+    cut.records[1].truncated, cut.records[1].lostTrainedTokens, cut.records[1].issues = true, 2, {}
+    sent = preview_with(cut)
+    eq(sent[1].model, model_path, "picked model")
+    eq(asked, { "previewModel" }, "asked once")
+    local cut_lines = vim.api.nvim_buf_get_lines(0, 0, -1, false)
+    eq(cut_lines[1], "21 tokens, 6 trained, cut: yes (2 trained tokens lost)", "cut header")
+    assert(vim.tbl_contains(cut_lines, "No issues."), vim.inspect(cut_lines))
+    vim.cmd("close")
+    preview_with({ records = {}, summary = preview_result.summary, options = preview_result.options })
+    eq(asked, { "previewModel" }, "not asked again")
+    assert(noted("no record at line 3 of good.jsonl"), vim.inspect(notes))
+  end)
+  cortex.config.model, cortex.preview_model = saved, nil
+  vim.cmd("tabclose")
+  assert(ok, err)
+end)
+
+do
+  local name = ":CortexPreviewTraining against the server with the tiny model"
+  local client = vim.lsp.get_client_by_id(cortex.client_id)
+  local caps = client and (client.server_capabilities or client.resolved_capabilities) or {}
+  local methods = type(caps.experimental) == "table" and type(caps.experimental.cortex) == "table" and caps.experimental.cortex.methods or {}
+  if not vim.tbl_contains(methods, "cortex/trainingPreview") then
+    skip(name, "cortex/trainingPreview not in this server yet")
+  else
+    test(name, function()
+      vim.cmd("tabnew " .. dir .. "/good.jsonl")
+      local buf = vim.api.nvim_get_current_buf()
+      wait_for("the buffer to attach", 20000, function() return vim.lsp.buf_is_attached(buf, cortex.client_id) end)
+      vim.api.nvim_win_set_cursor(0, { 2, 0 })
+      local saved = cortex.config.model
+      cortex.config.model, cortex.last_preview, cortex.last_error = model_path, nil, nil
+      vim.cmd("CortexPreviewTraining")
+      local ok = vim.wait(60000, function() return cortex.last_preview ~= nil or cortex.last_error ~= nil end, 50)
+      cortex.config.model = saved
+      local preview, failure = cortex.last_preview, cortex.last_error
+      vim.cmd("tabclose")
+      if failure then error(failure, 0) end
+      assert(ok and preview and preview.record, "preview " .. vim.inspect(preview))
+      eq(preview.record.line, 1, "record line")
+      assert(preview.rendered.lines[1]:find("^[%d,]+ tokens, [%d,]+ trained, cut: [ny][oe]s?"), preview.rendered.lines[1])
+      assert(preview.record.trainedTokens > 0 and #preview.rendered.trained > 0, vim.inspect(preview.record))
+    end)
+  end
+end
+
 test(":CortexFinetune: sample data, Quick preset, progress, result, Try it", function()
   local state = run_wizard({
     model = { function(m) return m.path == model_path end },

@@ -283,6 +283,34 @@ class CortexClient:
         params = {"path": str(path), "format": format} | ({"model": str(model)} if model else {})
         return await self.request("cortex/datasetReport", params)
 
+    async def training_preview(
+        self,
+        model: str,
+        dataset: str | None = None,
+        *,
+        uri: str | None = None,
+        line: int | None = None,
+        limit: int | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Records as the trainer sees them: ``{records, summary, options}``.
+
+        A file (``dataset``) or an open document (``uri``); ``line`` (0-based) starts at that
+        record; ``config`` takes ``trainOn``, ``trainTemplateText`` and ``maxSeqLength``.
+        """
+        params: dict[str, Any] = {"model": str(model)}
+        if dataset is not None:
+            params["dataset"] = str(dataset)
+        if uri is not None:
+            params["uri"] = uri
+        if line is not None:
+            params["line"] = line
+        if limit is not None:
+            params["limit"] = limit
+        if config:
+            params["config"] = config
+        return await self.request("cortex/trainingPreview", params)
+
     async def create_dataset(
         self, path: str, examples: list[dict[str, str]], overwrite: bool = False
     ) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import {
   baseName, compareAdaptersHtml, compareAdaptersMarkdown, datasetFixLines, datasetReportTitle, evaluationLines, humanBytes, isDatasetFile,
   lossCurveHtml, modelDescription, statusBarText, summarizeValidation, systemInfoLines, withContentSecurityPolicy,
 } from "./core/format";
-import type { AdapterComparison, DatasetReport, JobEntry, TrainingProgress } from "./core/types";
+import { datasetSummaryText, previewTraining, type RenderedPreview } from "./core/preview";
+import type { AdapterComparison, DatasetReport, DatasetSummaryNotification, JobEntry, TrainingProgress } from "./core/types";
 import { FineTuneWizard, type PickItem, type WizardUI } from "./core/wizard";
 
 let client: LanguageClient | undefined;
@@ -22,6 +23,16 @@ let serverLog: vscode.LogOutputChannel;
 let statusItem: vscode.StatusBarItem;
 /** Open webview panels by what they show (a dataset file, a base model), reused on refresh. */
 const panels = new Map<string, vscode.WebviewPanel>();
+/** The documents the server checks live (the language client's selector). */
+let documentSelector: ({ language: string } | { scheme: string; pattern: string })[] = [];
+
+/** Training previews: read-only virtual documents, the trained ranges highlighted. */
+const PREVIEW_SCHEME = "cortex-preview";
+const previews = new Map<string, RenderedPreview>();
+const previewChanged = new vscode.EventEmitter<vscode.Uri>();
+let trainedDecoration: vscode.TextEditorDecorationType;
+/** Settings read when the server starts: changing one asks for a restart. */
+const RESTART_SETTINGS = ["serverPath", "modelDirs", "home", "datasetFiles"];
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   output = vscode.window.createOutputChannel("Cortex");
@@ -46,9 +57,30 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   command("cortex.gpuStatus", gpuStatus);
   command("cortex.compareAdapters", () => compareAdapters(context));
   command("cortex.datasetReport", (uri?: vscode.Uri) => datasetReport(context, uri));
+  command("cortex.previewTraining", () => previewTrainingText(context));
+
+  trainedDecoration = vscode.window.createTextEditorDecorationType({
+    backgroundColor: new vscode.ThemeColor("diffEditor.insertedTextBackground"),
+    overviewRulerColor: new vscode.ThemeColor("editorOverviewRuler.addedForeground"),
+    overviewRulerLane: vscode.OverviewRulerLane.Left,
+  });
+  context.subscriptions.push(
+    trainedDecoration, previewChanged,
+    vscode.workspace.registerTextDocumentContentProvider(PREVIEW_SCHEME, {
+      onDidChange: previewChanged.event,
+      provideTextDocumentContent: (uri) => previews.get(uri.toString())?.text ?? "This preview is gone: run Cortex: Preview Training Text again.\n",
+    }),
+    vscode.window.onDidChangeVisibleTextEditors((editors) => editors.forEach(decoratePreview)),
+    vscode.workspace.onDidChangeTextDocument((event) => {
+      if (event.document.uri.scheme !== PREVIEW_SCHEME) return;
+      for (const editor of vscode.window.visibleTextEditors) if (editor.document === event.document) decoratePreview(editor);
+    }),
+  );
 
   context.subscriptions.push(vscode.workspace.onDidChangeConfiguration(async (event) => {
-    if (event.affectsConfiguration("cortex")) {
+    // The model only changes what the server computes: tell it, no restart.
+    if (event.affectsConfiguration("cortex.model")) await sendModelSetting();
+    if (RESTART_SETTINGS.some((key) => event.affectsConfiguration(`cortex.${key}`))) {
       const answer = await vscode.window.showInformationMessage("Cortex settings changed.", "Restart server");
       if (answer) await restart();
     }
@@ -79,15 +111,17 @@ async function ensureClient(): Promise<CortexApi> {
     options: { env: { ...process.env } },
   };
   const datasetFiles = settings.get<string[]>("datasetFiles") ?? ["**/*.jsonl"];
+  documentSelector = [
+    { language: "jsonl" },
+    ...datasetFiles.map((pattern) => ({ scheme: "file", pattern })),
+    ...datasetFiles.map((pattern) => ({ scheme: "untitled", pattern })),
+  ];
   const clientOptions: LanguageClientOptions = {
-    documentSelector: [
-      { language: "jsonl" },
-      ...datasetFiles.map((pattern) => ({ scheme: "file", pattern })),
-      ...datasetFiles.map((pattern) => ({ scheme: "untitled", pattern })),
-    ],
+    documentSelector,
     initializationOptions: dropEmpty({
       modelDirs: settings.get<string[]>("modelDirs") ?? [],
       cortexHome: settings.get<string | null>("home") || undefined,
+      model: configuredModel(),
     }),
     outputChannel: serverLog,
   };
@@ -103,11 +137,22 @@ async function ensureClient(): Promise<CortexApi> {
   };
   api = new CortexApi(transport);
   api.onTrainingProgress(updateStatusBar);
-  lc.onNotification("cortex/datasetSummary", (summary: { uri: string; text: string }) => {
+  lc.onNotification("cortex/datasetSummary", (summary: DatasetSummaryNotification) => {
     const active = vscode.window.activeTextEditor?.document.uri.toString();
-    if (active === summary.uri) vscode.window.setStatusBarMessage(`Dataset: ${summary.text}`, 5000);
+    if (active === summary.uri) vscode.window.setStatusBarMessage(datasetSummaryText(summary), 5000);
   });
   return api;
+}
+
+/** The `cortex.model` setting (the model the datasets will train), or undefined when unset. */
+function configuredModel(): string | undefined {
+  return vscode.workspace.getConfiguration("cortex").get<string | null>("model")?.trim() || undefined;
+}
+
+/** Send the model setting to a running server (`null` turns the model-based checks off). */
+async function sendModelSetting(): Promise<void> {
+  if (client?.state !== State.Running) return;
+  await client.sendNotification("workspace/didChangeConfiguration", { settings: { cortex: { model: configuredModel() ?? null } } });
 }
 
 function dropEmpty(options: Record<string, unknown>): Record<string, unknown> {
@@ -451,4 +496,83 @@ async function datasetReport(context: vscode.ExtensionContext, uri?: vscode.Uri)
   output.appendLine(`== ${title}${model ? ` (tokens counted with ${baseName(model)})` : ""}`);
   for (const line of datasetFixLines(report.fixes ?? [])) output.appendLine(`  ${line}`);
   showHtml(`cortex.datasetReport:${target}`, title, withContentSecurityPolicy(report.html ?? ""));
+}
+
+/** Highlight the trained ranges of a training preview shown in `editor`. */
+function decoratePreview(editor: vscode.TextEditor): void {
+  const document = editor.document;
+  if (document.uri.scheme !== PREVIEW_SCHEME) return;
+  const rendered = previews.get(document.uri.toString());
+  if (!rendered) return;
+  editor.setDecorations(trainedDecoration, rendered.trained.map((range) => ({
+    range: new vscode.Range(document.positionAt(range.start), document.positionAt(range.end)),
+    hoverMessage: "Trained: the loss is taken on this text",
+  })));
+}
+
+/** The model to preview with: `cortex.model`, else one picked from the server's list (or typed). */
+async function previewModel(cortex: CortexApi, context: vscode.ExtensionContext): Promise<string | undefined> {
+  const configured = configuredModel();
+  if (configured) return configured;
+  const last = context.globalState.get<string>("cortex.previewModel") ?? context.globalState.get<string>("cortex.lastModel");
+  const items: (vscode.QuickPickItem & { value: string | null })[] = baseModelChoices(await cortex.listModels(), last).map((b) => ({
+    label: b.last ? `$(history) ${b.name}` : b.name, description: b.last ? "last used" : undefined, detail: b.path, value: b.path,
+  }));
+  items.push({ label: "$(folder) Enter a path…", description: "a local model directory", value: null });
+  const picked = await vscode.window.showQuickPick(items, {
+    title: "Preview training text: model", placeHolder: "The model this dataset will train (set cortex.model to skip this)",
+    matchOnDescription: true, ignoreFocusOut: true,
+  });
+  if (!picked) return undefined;
+  const model = picked.value ?? (await vscode.window.showInputBox({
+    title: "Preview training text: path to the model", prompt: "A folder with config.json and the tokenizer", ignoreFocusOut: true,
+  }))?.trim();
+  if (!model) return undefined;
+  await context.globalState.update("cortex.previewModel", model);
+  void vscode.window.showInformationMessage(`Use ${baseName(model)} for live training diagnostics and hover too?`, "Set cortex.model").then((answer) => {
+    // The workspace's settings when a folder is open, else the user's.
+    const target = vscode.workspace.workspaceFolders?.length ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global;
+    if (answer) void vscode.workspace.getConfiguration("cortex").update("model", model, target);
+  });
+  return model;
+}
+
+/** Cortex: Preview Training Text: the record at the cursor as the trainer sees it. */
+async function previewTrainingText(context: vscode.ExtensionContext): Promise<void> {
+  const editor = vscode.window.activeTextEditor;
+  const document = editor?.document;
+  if (!editor || !document || document.uri.scheme === PREVIEW_SCHEME || !(document.languageId === "jsonl" || isDatasetFile(document.fileName))) {
+    throw new Error("Open a dataset file (.jsonl, .json, .csv, .txt) and put the cursor on a record.");
+  }
+  const cortex = await ensureClient();
+  if (!serverHas("cortex/trainingPreview")) throw new Error("This cortex-rpc has no cortex/trainingPreview; update the server.");
+  const model = await previewModel(cortex, context);
+  if (!model) return;
+  const line = editor.selection.active.line;
+  // An open dataset the server checks live is previewed as edited; any other file as saved.
+  const synced = vscode.languages.match(documentSelector, document) > 0;
+  if (!synced && document.uri.scheme !== "file") throw new Error(`${baseName(document.fileName)} is not a dataset the server checks (see cortex.datasetFiles).`);
+  if (!synced && document.isDirty) void vscode.window.showWarningMessage(`${baseName(document.fileName)}: the preview reads the saved file.`);
+  const source = baseName(document.fileName);
+  const target = synced ? { model, line, uri: document.uri.toString() } : { model, line, dataset: document.uri.fsPath };
+  const rendered = await cancellable(`Training preview: ${source}`, `line ${line + 1} with ${baseName(model)}`,
+    async (token) => (await previewTraining(cortex, target, { source, modelName: baseName(model), token })) ?? null);
+  if (rendered === undefined) return; // cancelled
+  if (rendered === null) {
+    void vscode.window.showInformationMessage(`No record at line ${line + 1} of ${source}.`);
+    return;
+  }
+  output.appendLine(`== Training preview: ${source} line ${rendered.record.line + 1} (${model})`);
+  output.appendLine(`  ${rendered.header}`);
+  for (const issue of rendered.record.issues) output.appendLine(`  ${issue.severity} [${issue.code}] ${issue.message}`);
+  const uri = vscode.Uri.from({
+    scheme: PREVIEW_SCHEME, path: `/${source} — line ${rendered.record.line + 1} (training text)`, query: document.uri.toString(),
+  });
+  const known = previews.has(uri.toString());
+  previews.set(uri.toString(), rendered);
+  if (known) previewChanged.fire(uri);
+  const shown = await vscode.window.showTextDocument(await vscode.workspace.openTextDocument(uri), {
+    viewColumn: vscode.ViewColumn.Beside, preview: true,
+  });
+  decoratePreview(shown);
 }

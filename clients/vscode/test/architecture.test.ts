@@ -22,8 +22,8 @@ test("every contributed command is registered, and settings are declared", () =>
   const glue = fs.readFileSync(path.join(ROOT, "src", "extension.ts"), "utf8");
   const commands: { command: string; title: string }[] = manifest.contributes.commands;
   assert.deepEqual(commands.map((c) => c.title).sort(), [
-    "Cancel Training", "Compare Adapters", "Dataset Quality Report", "Fine-Tune Model…", "GPU Status", "Show Models",
-    "Validate Dataset",
+    "Cancel Training", "Compare Adapters", "Dataset Quality Report", "Fine-Tune Model…", "GPU Status", "Preview Training Text",
+    "Show Models", "Validate Dataset",
   ]);
   for (const { command } of commands) assert.ok(glue.includes(`"${command}"`), command);
   // Menu entries name contributed commands only.
@@ -32,6 +32,9 @@ test("every contributed command is registered, and settings are declared", () =>
     for (const entry of entries as { command: string }[]) assert.ok(known.has(entry.command), `${menu}: ${entry.command}`);
   }
   const settings = Object.keys(manifest.contributes.configuration.properties);
-  for (const key of ["cortex.serverPath", "cortex.modelDirs", "cortex.home"]) assert.ok(settings.includes(key), key);
+  for (const key of ["cortex.serverPath", "cortex.modelDirs", "cortex.home", "cortex.model"]) assert.ok(settings.includes(key), key);
+  // The model goes to the server at start and on change (no restart).
+  assert.match(glue, /model: configuredModel\(\)/);
+  assert.match(glue, /"workspace\/didChangeConfiguration", \{ settings: \{ cortex: \{ model:/);
   assert.ok(manifest.contributes.languages.some((l: { id: string; extensions: string[] }) => l.id === "jsonl" && l.extensions.includes(".jsonl")));
 });

@@ -172,4 +172,98 @@ function M.suggest_name(base, taken)
   return candidate
 end
 
+-- Training preview (cortex/trainingPreview) -----------------------------------------------------
+
+--- `12,345`
+function M.count(n)
+  local text = tostring(math.floor(tonumber(n) or 0))
+  local sign, digits = text:match("^(-?)(%d+)$")
+  if not digits then return text end
+  return sign .. digits:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")
+end
+
+--- The record at `line` (0-based): the one starting there, else the last one before it, else the first.
+function M.record_at(records, line)
+  local best
+  for _, r in ipairs(records) do
+    if r.line == line then return r end
+    if r.line <= line and (not best or r.line > best.line) then best = r end
+  end
+  return best or records[1]
+end
+
+--- `120 tokens, 48 trained, cut: no`, or `..., cut: yes (12 trained tokens lost)`.
+function M.preview_header(r)
+  local lost = ""
+  if r.truncated and present(r.lostTrainedTokens) and r.lostTrainedTokens > 0 then
+    lost = string.format(" (%s trained token%s lost)", M.count(r.lostTrainedTokens), r.lostTrainedTokens == 1 and "" or "s")
+  end
+  return string.format("%s tokens, %s trained, cut: %s%s", M.count(r.tokens), M.count(r.trainedTokens), r.truncated and "yes" or "no", lost)
+end
+
+--- `warning [code] message (turn 2)` (turns shown 1-based).
+function M.issue(i)
+  local turn = type(i.turn) == "number" and string.format(" (turn %d)", i.turn + 1) or ""
+  return string.format("%s [%s] %s%s", i.severity or "?", i.code or "?", i.message or "", turn)
+end
+
+M.TEXT_START = "──── rendered text (highlighted: trained) ────"
+M.TEXT_END = "──── end of record ────"
+
+--- A record as buffer lines, with the trained ranges as { row, col, end_row, end_col } (0-based,
+--- byte columns, end exclusive) for extmarks.
+function M.training_preview(r, opts)
+  opts = opts or {}
+  local header = M.preview_header(r)
+  local where = opts.source and string.format("%s, line %d", opts.source, r.line + 1) or string.format("line %d", r.line + 1)
+  if opts.model then where = where .. " · model " .. opts.model end
+  local lines = { header, where }
+  local o = opts.options
+  if type(o) == "table" then
+    table.insert(lines, string.format("trainOn: %s · trainTemplateText: %s · maxSeqLength: %s", tostring(o.trainOn),
+      o.trainTemplateText and "yes" or "no", tostring(o.maxSeqLength)))
+  end
+  table.insert(lines, "")
+  table.insert(lines, M.TEXT_START)
+  local first_text_row = #lines
+  table.insert(lines, "")
+  local trained = {}
+  local rendered = false
+  for _, segment in ipairs(r.segments or {}) do
+    if type(segment.text) == "string" and segment.text ~= "" then
+      rendered = true
+      local start_row, start_col = #lines - 1, #lines[#lines]
+      local pieces = vim.split(segment.text, "\n", { plain = true })
+      lines[#lines] = lines[#lines] .. pieces[1]
+      for k = 2, #pieces do table.insert(lines, pieces[k]) end
+      local end_row, end_col = #lines - 1, #lines[#lines]
+      if segment.trained and (end_row > start_row or end_col > start_col) then
+        local last = trained[#trained]
+        if last and last[3] == start_row and last[4] == start_col then
+          last[3], last[4] = end_row, end_col
+        else
+          table.insert(trained, { start_row, start_col, end_row, end_col })
+        end
+      end
+    end
+  end
+  if not rendered then lines[#lines] = "(nothing rendered)" end
+  -- The end marker on a line of its own.
+  if lines[#lines] == "" and #lines > first_text_row + 1 then lines[#lines] = M.TEXT_END else table.insert(lines, M.TEXT_END) end
+  table.insert(lines, "")
+  if r.truncated then
+    local max = type(o) == "table" and present(o.maxSeqLength) and (" at maxSeqLength " .. M.count(o.maxSeqLength)) or ""
+    table.insert(lines, "Cut" .. max .. ": the text stops where the trainer cuts it; the rest is never seen.")
+    table.insert(lines, "")
+  end
+  local issues = r.issues or {}
+  if #issues > 0 then
+    table.insert(lines, string.format("Issues (%d):", #issues))
+    for _, i in ipairs(issues) do table.insert(lines, "  " .. M.issue(i)) end
+  else
+    table.insert(lines, (r.trainedTokens or 0) > 0 and "No issues." or "No issues reported, but nothing in this record is trained.")
+  end
+  return { lines = lines, trained = trained, header = header }
+end
+
 return M

@@ -1,6 +1,7 @@
 -- cortex.nvim: live dataset diagnostics and the fine-tuning wizard, over the cortex-rpc server.
 --
---   require("cortex").setup{ cmd = { "cortex-rpc" }, model_dirs = { "~/models" }, cortex_home = nil }
+--   require("cortex").setup{ cmd = { "cortex-rpc" }, model_dirs = { "~/models" }, cortex_home = nil,
+--     model = "~/models/Llama-3.2-1B-Instruct" }
 --
 -- Works on Neovim 0.7 (vim.lsp.start_client + vim.lsp.buf_attach_client) and 0.8+ (vim.lsp.start).
 local format = require("cortex.format")
@@ -11,6 +12,9 @@ M.config = {
   cmd = { "cortex-rpc" },
   model_dirs = {},
   cortex_home = nil,
+  -- The model the datasets will train (a path or a model name): token counts and "what gets
+  -- trained" in the live diagnostics and hover, and :CortexPreviewTraining's model.
+  model = nil,
   -- Buffers the server checks live (autocmd patterns).
   patterns = { "*.jsonl", "*data*.json", "*data*.csv", "*data*.txt", "*train*.json", "*train*.csv",
     "*train*.txt", "*valid*.json", "*valid*.csv", "*valid*.txt" },
@@ -64,14 +68,23 @@ local function on_work_done_progress(err, result, ctx, config)
   end
 end
 
+--- `workspace/didChangeConfiguration` settings: `{cortex = {model}}` (nil without a model, so
+--- that Neovim sends none rather than an empty list).
+local function settings()
+  if not M.config.model then return nil end
+  return { cortex = { model = M.config.model } }
+end
+
 local function client_config()
   local init_options = { modelDirs = M.config.model_dirs }
   if M.config.cortex_home then init_options.cortexHome = M.config.cortex_home end
+  if M.config.model then init_options.model = M.config.model end
   return {
     name = "cortex",
     cmd = M.config.cmd,
     root_dir = vim.loop.cwd(),
     init_options = init_options,
+    settings = settings(),
     handlers = {
       ["cortex/trainingProgress"] = on_training_progress,
       ["cortex/generateChunk"] = function() end,
@@ -92,6 +105,24 @@ local function client_config()
 end
 
 M.summaries = {} -- uri -> last cortex/datasetSummary
+M.client_config = client_config
+
+local function expand_model(model)
+  if type(model) == "string" and model:match("^[~$]") then return vim.fn.expand(model) end
+  if model == "" then return nil end
+  return model
+end
+
+--- Change the model (nil: none) and tell a running server, without restarting it.
+function M.set_model(model)
+  M.config.model = expand_model(model)
+  local client = M.client_id and vim.lsp.get_client_by_id(M.client_id)
+  if client and not client.is_stopped() then
+    client.config.settings = settings() or {}
+    client.notify("workspace/didChangeConfiguration", { settings = { cortex = { model = M.config.model or vim.NIL } } })
+  end
+  return M.config.model
+end
 
 local function start_detached()
   if vim.lsp.start_client then return vim.lsp.start_client(client_config()) end
@@ -313,6 +344,78 @@ function M.gpu()
   return info
 end
 
+--- The model to preview with: setup's `model`, else one picked from the server's list (or typed).
+local function preview_model()
+  if M.config.model then return M.config.model end
+  if M.preview_model then return M.preview_model end
+  local bases = {}
+  for _, m in ipairs(M.call("cortex/listModels").models) do
+    if m.kind ~= "fine-tuned" and not m.fineTuned and (m.error == nil or m.error == vim.NIL) then table.insert(bases, m) end
+  end
+  table.insert(bases, { name = "Enter a path…", path = false })
+  local picked = M.select(bases, { prompt = "Model for the training preview (set setup{ model = ... } to skip)", kind = "cortex.previewModel",
+    format_item = function(m) return m.path and format.model(m) or m.name end })
+  if not picked then return nil end
+  local model = picked.path or M.input({ prompt = "Path to the model: ", completion = "dir", cortex_step = "previewModelPath" })
+  model = expand_model(model)
+  M.preview_model = model
+  return model
+end
+
+local preview_ns = vim.api.nvim_create_namespace("cortex_training_preview")
+M.preview_ns = preview_ns
+
+local function define_highlights()
+  vim.cmd("highlight default link CortexTrained DiffAdd")
+  vim.cmd("highlight default link CortexPreviewHeader Title")
+end
+
+--- The record at the cursor rendered as the trainer sees it, in a scratch split: the header line
+--- (`N tokens, M trained, cut: yes/no`), the text with the trained parts highlighted
+--- (CortexTrained, linked to DiffAdd), and the record's issues.
+function M.preview_training()
+  local bufnr = vim.api.nvim_get_current_buf()
+  local file = vim.api.nvim_buf_get_name(bufnr)
+  local line = vim.api.nvim_win_get_cursor(0)[1] - 1
+  local model = preview_model()
+  if not model then return end
+  local client = M.client()
+  local params = { model = model, line = line, limit = 1 }
+  -- A buffer the server checks live is previewed as edited; any other file as saved.
+  if client and vim.lsp.buf_is_attached(bufnr, client.id) then
+    params.uri = vim.uri_from_bufnr(bufnr)
+  elseif file ~= "" and vim.fn.filereadable(file) == 1 then
+    params.dataset = vim.fn.fnamemodify(file, ":p")
+    if vim.bo[bufnr].modified then M.notify("Cortex: the preview reads the saved file", vim.log.levels.WARN) end
+  else
+    M.notify("Cortex: open a dataset file and put the cursor on a record", vim.log.levels.WARN)
+    return
+  end
+  local result = M.call("cortex/trainingPreview", params)
+  local record = format.record_at(result.records or {}, line)
+  local source = file ~= "" and vim.fn.fnamemodify(file, ":t") or "[buffer]"
+  if not record then
+    M.notify(string.format("Cortex: no record at line %d of %s", line + 1, source), vim.log.levels.WARN)
+    M.last_preview = { params = params, result = result }
+    return
+  end
+  local rendered = format.training_preview(record, { source = source, model = vim.fn.fnamemodify(model, ":t"), options = result.options })
+  define_highlights()
+  vim.cmd("botright new")
+  local out = vim.api.nvim_get_current_buf()
+  vim.bo[out].buftype, vim.bo[out].bufhidden, vim.bo[out].swapfile = "nofile", "wipe", false
+  vim.api.nvim_buf_set_lines(out, 0, -1, false, rendered.lines)
+  vim.api.nvim_buf_set_extmark(out, preview_ns, 0, 0, { end_row = 0, end_col = #rendered.lines[1], hl_group = "CortexPreviewHeader" })
+  for _, mark in ipairs(rendered.trained) do
+    vim.api.nvim_buf_set_extmark(out, preview_ns, mark[1], mark[2], { end_row = mark[3], end_col = mark[4], hl_group = "CortexTrained" })
+  end
+  vim.bo[out].modifiable = false
+  pcall(vim.api.nvim_buf_set_name, out, string.format("cortex-training://%s:%d", source, record.line + 1))
+  M.notify(string.format("%s line %d: %s", source, record.line + 1, rendered.header))
+  M.last_preview = { params = params, result = result, record = record, buf = out, rendered = rendered }
+  return M.last_preview
+end
+
 function M.finetune(opts)
   return require("cortex.wizard").run(opts or {})
 end
@@ -321,8 +424,11 @@ function M.setup(opts)
   M.config = vim.tbl_deep_extend("force", M.config, opts or {})
   M.config.model_dirs = vim.tbl_map(function(d) return vim.fn.expand(d) end, M.config.model_dirs or {})
   if M.config.cortex_home then M.config.cortex_home = vim.fn.expand(M.config.cortex_home) end
+  M.config.model = expand_model(M.config.model)
   if vim.filetype and vim.filetype.add then pcall(vim.filetype.add, { extension = { jsonl = "jsonl" } }) end
   local group = vim.api.nvim_create_augroup("cortex", { clear = true })
+  vim.api.nvim_create_autocmd("ColorScheme", { group = group, callback = define_highlights })
+  define_highlights()
   vim.api.nvim_create_autocmd({ "BufReadPost", "BufNewFile" }, {
     group = group, pattern = M.config.patterns,
     callback = function(args) M.attach(args.buf) end,
@@ -337,6 +443,7 @@ function M.setup(opts)
   command("CortexModels", M.models, 0, "List the models cortex-rpc can see")
   command("CortexCancel", M.cancel, "?", "Cancel a running training job")
   command("CortexGpu", M.gpu, 0, "Backend, memory and BLAS (cortex/systemInfo)")
+  command("CortexPreviewTraining", M.preview_training, 0, "The record at the cursor as the trainer sees it (trained text highlighted)")
   -- Attach buffers that were already open.
   for _, bufnr in ipairs(vim.api.nvim_list_bufs()) do
     local name = vim.api.nvim_buf_get_name(bufnr)

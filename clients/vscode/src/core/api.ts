@@ -4,8 +4,8 @@
 
 import type {
   AdapterComparison, AdapterList, CompareAdaptersParams, DatasetReport, DatasetReportFormat, Generation, JobEntry, ModelEntry,
-  ModelInfo, Preset, Proposal, StartedJob, SystemInfo, TrainingProgress, ValidationReport, WorkDoneProgress,
-  WrittenDataset,
+  ModelInfo, Preset, Proposal, StartedJob, SystemInfo, TrainingPreview, TrainingPreviewParams, TrainingProgress, ValidationReport,
+  WorkDoneProgress, WrittenDataset,
 } from "./types";
 import { TERMINAL_STATES } from "./types";
 
@@ -158,6 +158,11 @@ export class CortexApi {
   /** The dataset quality report (score, fixes, and the report in `format`) for a file on disk. */
   datasetReport(path: string, model?: string, token?: CancellationLike, format: DatasetReportFormat = "html"): Promise<DatasetReport> {
     return this.request("cortex/datasetReport", dropUndefined({ path, model, format }), token);
+  }
+
+  /** Records rendered as the trainer sees them (template, loss mask, cut), for a file or an open document. */
+  trainingPreview(params: TrainingPreviewParams, token?: CancellationLike): Promise<TrainingPreview> {
+    return this.request("cortex/trainingPreview", dropUndefined({ ...params }), token);
   }
 
   async listJobs(): Promise<JobEntry[]> { return (await this.request<{ jobs: JobEntry[] }>("cortex/listJobs")).jobs; }

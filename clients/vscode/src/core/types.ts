@@ -178,3 +178,64 @@ export interface DatasetReport {
   overContext?: unknown;
   [field: string]: unknown;
 }
+
+/** `cortex/trainingPreview` config: how the trainer would mask and cut a record. */
+export interface TrainingPreviewConfig { trainOn?: "all" | "last"; trainTemplateText?: boolean; maxSeqLength?: number }
+
+/** `cortex/trainingPreview {model, dataset? | uri?, line?, limit?, config?}`: `line` is 0-based. */
+export interface TrainingPreviewParams {
+  model: string;
+  dataset?: string;
+  uri?: string;
+  line?: number;
+  limit?: number;
+  config?: TrainingPreviewConfig;
+}
+
+/** A problem of one rendered record (`turn` is the 0-based turn it concerns, when one). */
+export interface TrainingPreviewIssue { code: string; severity: "error" | "warning" | "info" | string; message: string; turn?: number }
+
+/** A run of the rendered text: what the model sees, and whether the loss is taken on it. */
+export interface TrainingSegment { text: string; trained: boolean }
+
+/** One record as the trainer sees it: rendered with the model's template, masked, maybe cut. */
+export interface TrainingPreviewRecord {
+  line: number;
+  tokens: number;
+  trainedTokens: number;
+  truncated: boolean;
+  lostTrainedTokens: number;
+  issues: TrainingPreviewIssue[];
+  segments: TrainingSegment[];
+}
+
+export interface TrainingPreviewSummary {
+  records: number;
+  tokens: { min: number; median: number; p95: number; max: number };
+  trainedTokens: { min: number; median: number; max: number; total: number };
+  cut: number;
+  lostTrainedTokens: number;
+  untrained: number;
+  errors: number;
+}
+
+export interface TrainingPreview {
+  records: TrainingPreviewRecord[];
+  summary: TrainingPreviewSummary;
+  options: { trainOn: string; trainTemplateText: boolean; maxSeqLength: number; maskPrompt?: boolean };
+}
+
+/** `cortex/datasetSummary`: the status-bar line of an open dataset (`trainedTokens` with a model set). */
+export interface DatasetSummaryNotification {
+  uri: string;
+  text: string;
+  examples?: number;
+  taskType?: string;
+  errors?: number;
+  warnings?: number;
+  /** A total, or the `{min, median, max, total}` of a training summary. */
+  trainedTokens?: number | { total?: number };
+  /** The training summary (`cortex/trainingPreview`'s `summary` shape), when the server sends one. */
+  training?: Partial<TrainingPreviewSummary> | null;
+  [field: string]: unknown;
+}
