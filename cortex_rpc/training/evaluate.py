@@ -151,6 +151,8 @@ def evaluate_model(
                 "quantizationBits": marker.get("quantizationBits"),
                 "data": str(eval_path),
                 "maxSeqLength": int(config.get("maxSeqLength") or 2048),
+                "trainOn": config.get("trainOn") or "all",
+                "trainTemplateText": bool(config.get("trainTemplateText", False)),
                 "batchSize": 1,
             },
             python=python,
