@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from cortex_rpc.config.training_config import TrainingConfig
-from cortex_rpc.datasets.training_view import ViewOptions, load_renderer
+from cortex_rpc.datasets.training_view import TemplateRenderer, ViewOptions, load_renderer
+from cortex_rpc.errors import CortexError
 from cortex_rpc.training import worker
 from cortex_rpc.training.contract import WorkerEvent, WorkerOptions
 from cortex_rpc.workers import EventWriter
@@ -136,3 +139,23 @@ def test_a_batch_without_trained_tokens_has_no_loss_and_no_gradient(
     assert [e["trainLoss"] for e in events if e["event"] == "progress"] == [0.0, 0.0]
     weights = mx.load(str(tmp_path / "job" / "final" / "adapters.safetensors"))
     assert all(mx.isfinite(w).all().item() for _, w in tree_flatten(weights))
+
+
+def test_a_record_that_cannot_be_rendered_is_refused_with_its_line(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """Without a chat template chat records cannot be trained: the split's file and 1-based
+    line are named, with the view's message."""
+    config_path = tiny_model / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_path.read_text())
+    del tokenizer_config["chat_template"]
+    config_path.write_text(json.dumps(tokenizer_config))
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    renderer = TemplateRenderer(load_tokenizer(tiny_model))
+    path = tmp_path / "train.jsonl"
+    path.write_text('\n{"messages": [{"role": "user", "content": "Hi"}]}\n')
+    with pytest.raises(CortexError) as error:
+        worker.load_split(path, renderer, ViewOptions())
+    assert error.value.code == "dataset-invalid"
+    assert f"{path}, line 2: The model has no chat template" in error.value.message
