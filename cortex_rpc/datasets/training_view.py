@@ -157,7 +157,9 @@ class TemplateRenderer:
 
     def __init__(self, tokenizer: Any, *, family: str | None = None) -> None:
         self.tokenizer = tokenizer
-        self._encoder = getattr(tokenizer, "_tokenizer", tokenizer)  # the HF tokenizer itself
+        # The HF tokenizer itself: a TokenizerWrapper's, or this one (a fast HF tokenizer has a
+        # ``_tokenizer`` too, the Rust one, which cannot encode with offsets as called here).
+        self._encoder = tokenizer if callable(tokenizer) else tokenizer._tokenizer
         self.family = family
         self.has_chat_template = getattr(tokenizer, "chat_template", None) is not None or bool(
             getattr(tokenizer, "has_chat_template", False)

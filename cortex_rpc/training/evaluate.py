@@ -4,8 +4,8 @@ The dataset is prepared into a temporary folder with ``prepare_dataset`` (seed 0
 the seed training uses unless its config says otherwise), so ``split="valid"`` scores the
 same held-out records the model never trained on when it is the file it was trained with.
 ``split="all"`` scores every record (for a file the model has never seen). The loss itself is
-computed by ``python -m cortex_rpc.training.evaluate_worker`` (mlx_lm's ``evaluate`` and
-``default_loss``); no mlx in this module, which the server imports.
+computed by ``python -m cortex_rpc.training.evaluate_worker`` (the training worker's loss over
+the records' training views); no mlx in this module, which the server imports.
 """
 
 from __future__ import annotations
@@ -151,6 +151,8 @@ def evaluate_model(
                 "quantizationBits": marker.get("quantizationBits"),
                 "data": str(eval_path),
                 "maxSeqLength": int(config.get("maxSeqLength") or 2048),
+                "trainOn": config.get("trainOn") or "all",
+                "trainTemplateText": bool(config.get("trainTemplateText", False)),
                 "batchSize": 1,
             },
             python=python,

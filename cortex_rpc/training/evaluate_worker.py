@@ -2,9 +2,9 @@
 
 Loads the base once, scores it, applies the adapter in place and scores again, then reports
 a ``result`` event ``{examples, baseLoss, loss}`` (or an ``error``) on its event channel. The loss is
-mlx_lm's ``evaluate`` with ``default_loss``: mean cross-entropy per target token, on the
-answers only for chat records (as training masks prompts), on the whole text for text records.
-Batch size 1, so no record is dropped and none is padded.
+the training worker's: mean cross-entropy per trained token of the records' training views (the
+answers that ``trainOn`` selects for chat records, the whole text for text records). Batch size
+1, so no record is dropped and none is padded.
 """
 
 from __future__ import annotations
@@ -12,47 +12,37 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-import types
 from pathlib import Path
 
 from ..accel import preload_fast_blas
+from ..datasets.training_view import TemplateRenderer, ViewOptions
 from ..errors import CortexError
 from ..workers import open_event_writer
 from .contract import Blas, Error, Result
 
 
-def _dataset(path: Path, tokenizer) -> tuple:
-    from mlx_lm.tuner.datasets import CacheDataset, create_dataset
-
-    records = [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
-    text = "text" in records[0] and "messages" not in records[0]
-    options = types.SimpleNamespace(mask_prompt=not text)
-    return CacheDataset(create_dataset(records, tokenizer, options)), len(records)
-
-
 def evaluate_spec(spec: dict) -> dict:
     """Return ``{examples, baseLoss, loss}`` for the spec's base, adapter and data file."""
-    from mlx_lm.tuner.trainer import evaluate
     from mlx_lm.tuner.utils import load_adapters
 
     from ..models.fine_tuned import load_with_adapter
+    from .worker import evaluate_views, load_split
 
     model, tokenizer = load_with_adapter(Path(spec["base"]), None, spec.get("quantizationBits"))
-    dataset, examples = _dataset(Path(spec["data"]), tokenizer)
+    max_seq_length = int(spec.get("maxSeqLength", 2048))
+    options = ViewOptions(
+        train_on=spec.get("trainOn") or "all",
+        train_template_text=bool(spec.get("trainTemplateText", False)),
+        max_seq_length=max_seq_length,
+    )
+    dataset = load_split(Path(spec["data"]), TemplateRenderer(tokenizer), options)
+    examples = len(dataset)
+    if not examples:
+        raise CortexError("dataset-empty", f"No examples to evaluate in {spec['data']}")
     batch = max(1, min(int(spec.get("batchSize", 1)), examples))
 
     def score() -> float:
-        return float(
-            evaluate(
-                model=model,
-                dataset=dataset,
-                batch_size=batch,
-                num_batches=-1,
-                max_seq_length=int(spec.get("maxSeqLength", 2048)),
-            )
-        )
+        return float(evaluate_views(model, dataset, batch, max_seq_length))
 
     base_loss = score()
     load_adapters(model, spec["adapter"])

@@ -7,8 +7,13 @@ Reads ``JOB_DIR/spec.json``, trains with mlx_lm's tuner pieces and reports JSON-
 Why a loop of our own instead of ``mlx_lm.tuner.trainer.train``: ``train`` always starts at
 iteration 1, builds its own data iterator and cannot restore optimizer state, so a resumed run
 would restart Adam's moments and the data order. ``train_loop`` below is ``train`` with the
-same compiled step, loss, gradient accumulation, gradient averaging and callback calls, plus
-a deterministic batch schedule and checkpoints holding everything needed to continue exactly.
+same compiled step, gradient accumulation, gradient averaging and callback calls, plus a
+deterministic batch schedule and checkpoints holding everything needed to continue exactly.
+
+What is trained is the records' training views (``datasets/training_view.py``), the same ones
+validation and the editor show: batches carry their loss masks and ``masked_loss`` weighs
+every target by it, instead of mlx_lm's one prompt offset per record (which trains only the
+last answer of a conversation).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 from ..accel import preload_fast_blas
 from ..config.training_config import TrainingConfig
+from ..datasets.training_view import TemplateRenderer, TrainingView, ViewOptions, summarize
 from ..errors import CortexError
 from ..models.quantization import QUANT_GROUP_SIZE, quantize_base
 from ..paths import write_atomic
@@ -140,29 +146,91 @@ def prepare_model(
     return model, tokenizer, info
 
 
-def load_datasets(data_dir: str | Path, tokenizer: Any, mask_prompt: bool = True) -> tuple:
-    """Return (train, valid) CacheDatasets from DATA/train.jsonl and DATA/valid.jsonl."""
-    import types
+@dataclass
+class ViewDataset:
+    """One split's training views; item ``i`` is (ids, loss flags) of record ``i``.
 
-    from mlx_lm.tuner.datasets import CacheDataset, create_dataset
+    ``sizes`` is what mlx_lm's ``CacheDataset.itemlen`` returns, the record's key count (not
+    its token count): batches are sorted by it, so they hold the records mlx_lm's would.
+    """
 
+    views: list[TrainingView]
+    sizes: list[int]
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, index: int) -> tuple[list[int], list[bool]]:
+        view = self.views[index]
+        return view.ids, view.trained
+
+    def itemlen(self, index: int) -> int:
+        return self.sizes[index]
+
+
+def load_split(path: Path, renderer: TemplateRenderer, options: ViewOptions) -> ViewDataset:
+    """Return the views of a prepared split file (none when it is missing or empty).
+
+    A record whose view is not ok is refused: it would be trained at the wrong place or not at
+    all. Validation refuses such records before a job starts; this is the last line.
+    """
+    views: list[TrainingView] = []
+    sizes: list[int] = []
+    if not path.exists():
+        return ViewDataset(views, sizes)
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            view = renderer.view(record, options)
+            if not view.ok:
+                issue = next(i for i in view.issues if i.severity == "error")
+                raise CortexError(
+                    "dataset-invalid",
+                    f"{path}, line {number}: {issue.message}",
+                    path=str(path),
+                    line=number,
+                    issue=issue.code,
+                )
+            views.append(view)
+            sizes.append(len(record))
+    return ViewDataset(views, sizes)
+
+
+def load_datasets(
+    data_dir: str | Path, tokenizer: Any, options: ViewOptions | None = None
+) -> tuple[ViewDataset, ViewDataset | None]:
+    """Return (train, valid) views of DATA/train.jsonl and DATA/valid.jsonl (valid may be None).
+
+    ``tokenizer`` is the one the model was loaded with, so its chat template renders them.
+    """
+    options = options or ViewOptions()
     data_dir = Path(data_dir)
-    options = types.SimpleNamespace(mask_prompt=mask_prompt)
-
-    def subset(name: str) -> Any:
-        # As mlx_lm's load_local_dataset, except that an empty file is an empty set (mlx_lm
-        # raises IndexError on it: a one-example dataset has an empty valid.jsonl).
-        path = data_dir / f"{name}.jsonl"
-        if not path.exists():
-            return []
-        with open(path, encoding="utf-8") as handle:
-            data = [json.loads(line) for line in handle if line.strip()]
-        return create_dataset(data, tokenizer, options) if data else []
-
-    train, valid = subset("train"), subset("valid")
+    renderer = TemplateRenderer(tokenizer)
+    train = load_split(data_dir / "train.jsonl", renderer, options)
+    valid = load_split(data_dir / "valid.jsonl", renderer, options)
     if len(train) == 0:
         raise CortexError("dataset-empty", f"No training examples in {data_dir / 'train.jsonl'}")
-    return CacheDataset(train), (CacheDataset(valid) if len(valid) else None)
+    return train, (valid if len(valid) else None)
+
+
+def view_warnings(views: list[TrainingView], max_seq_length: int) -> list[str]:
+    """Return what the user should know about the training views: cuts and untrained records."""
+    summary = summarize(views)
+    warnings = []
+    if summary.cut:
+        warnings.append(
+            f"{summary.cut} training record(s) are longer than maxSeqLength {max_seq_length} "
+            f"tokens and are cut there; {summary.lost_trained_tokens} trained token(s) are lost. "
+            "Raise maxSeqLength or split long records."
+        )
+    if summary.untrained:
+        warnings.append(
+            f"{summary.untrained} training record(s) train 0 tokens (every answer has weight 0 "
+            "or is cut off by maxSeqLength); they only cost time."
+        )
+    return warnings
 
 
 def _is_text_data(data_dir: Path) -> bool:
@@ -231,24 +299,75 @@ class BatchSchedule:
         return self._perms[epoch]
 
     def batch(self, step: int) -> tuple[Any, Any]:
-        """Return (tokens, lengths) of 0-based global ``step``, padded as mlx_lm pads."""
+        """Return (tokens, mask) of 0-based global ``step``, padded and cut as mlx_lm pads."""
         import mlx.core as mx
         import numpy as np
 
         epoch, position = divmod(step, len(self.batch_idx))
         items = [self.dataset[j] for j in self.batch_idx[self._perm(epoch)[position]]]
-        seqs = [item[0] for item in items]
-        offsets = [item[1] for item in items]
-        lengths = [len(x) for x in seqs]
+        lengths = [len(ids) for ids, _ in items]
         pad_to = 32
         width = min(1 + pad_to * ((max(lengths) + pad_to - 1) // pad_to), self.max_seq_length)
         rows = self.batch_size // self.world_size
-        arr = np.zeros((rows, width), np.int32)
+        tokens = np.zeros((rows, width), np.int32)
+        mask = np.zeros((rows, width), np.bool_)
         for j in range(rows):
+            ids, trained = items[j]
             n = min(lengths[j], self.max_seq_length)
-            arr[j, :n] = seqs[j][:n]
-            lengths[j] = n
-        return mx.array(arr), mx.array(list(zip(offsets, lengths, strict=True)))
+            tokens[j, :n] = ids[:n]
+            mask[j, :n] = trained[:n]
+        return mx.array(tokens), mx.array(mask)
+
+
+def masked_loss(model: Any, tokens: Any, mask: Any) -> tuple[Any, Any]:
+    """Return (mean cross-entropy over the trained targets, their count).
+
+    mlx_lm's ``default_loss`` with the views' mask in place of its offset/length range, op for
+    op, so the two agree exactly where the range is right. (mlx_lm 0.32.2's range also takes
+    the padding after each row's last token as a target; the views never do.) A batch with no
+    trained token has loss 0 and no gradient, where 0 / 0 would put NaN into the weights.
+    """
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    inputs = tokens[:, :-1]
+    targets = tokens[:, 1:]
+
+    logits = model(inputs)
+
+    weights = mask[:, 1:]
+    ce = nn.losses.cross_entropy(logits, targets) * weights
+    ntoks = weights.sum()
+    ce = ce.astype(mx.float32).sum() / mx.maximum(ntoks, 1)
+
+    return ce, ntoks
+
+
+def iterate_view_batches(
+    dataset: ViewDataset, batch_size: int, max_seq_length: int, comm_group: Any = None, **_: Any
+) -> Any:
+    """Yield one pass of BatchSchedule batches; mlx_lm's ``iterate_batches`` signature."""
+    rank, size = (comm_group.rank(), comm_group.size()) if comm_group is not None else (0, 1)
+    schedule = BatchSchedule(dataset, batch_size, max_seq_length, 0, rank, size)
+    for step in range(schedule.batches_per_epoch):
+        yield schedule.batch(step)
+
+
+def evaluate_views(
+    model: Any, dataset: ViewDataset, batch_size: int, max_seq_length: int, num_batches: int = -1
+) -> float:
+    """Return the mean masked loss per trained token over ``dataset`` (mlx_lm's ``evaluate``)."""
+    from mlx_lm.tuner.trainer import evaluate
+
+    return evaluate(
+        model=model,
+        dataset=dataset,
+        batch_size=batch_size,
+        num_batches=num_batches,
+        max_seq_length=max_seq_length,
+        loss=masked_loss,
+        iterate_batches=iterate_view_batches,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,8 +380,9 @@ def adapter_config(
     """Return the adapter_config.json that mlx_lm's load_adapters and fuse read.
 
     It records what the run really used: ``info``'s layer count and LoRA parameters (from
-    ``prepare_model``), the batch size after the worker's clamps and whether prompts were
-    masked (never for plain-text data).
+    ``prepare_model``), the batch size after the worker's clamps, whether prompts were masked
+    (never for plain-text data) and which answer tokens were trained (``train_on``,
+    ``train_template_text``).
     """
     result: dict[str, Any] = {
         "fine_tune_type": config.fine_tune_type,
@@ -276,6 +396,8 @@ def adapter_config(
         "grad_accumulation_steps": config.grad_accumulation_steps,
         "seed": config.seed,
         "mask_prompt": mask_prompt,
+        "train_on": config.train_on,
+        "train_template_text": config.train_template_text,
     }
     if info.get("loraParameters") is not None:
         result["lora_parameters"] = info["loraParameters"]
@@ -391,14 +513,14 @@ def train_loop(
     import mlx.nn as nn
     from mlx.nn.utils import average_gradients
     from mlx.utils import tree_map
-    from mlx_lm.tuner.trainer import default_loss, evaluate, grad_checkpoint
+    from mlx_lm.tuner.trainer import grad_checkpoint
 
     set_recommended_wired_limit()
     world = mx.distributed.init()
     world_size = world.size()
     if options.grad_checkpoint:
         grad_checkpoint(model.layers[0])
-    loss_value_and_grad = nn.value_and_grad(model, default_loss)
+    loss_value_and_grad = nn.value_and_grad(model, masked_loss)
     grad_accum_steps = max(1, options.grad_accumulation_steps)
     # The state list and the compiled step are mlx_lm's, statement for statement (a test
     # compares them with mlx_lm.tuner.trainer.train's source).
@@ -447,12 +569,8 @@ def train_loop(
     def run_eval(it: int) -> float:
         eval_batch = min(options.batch_size, len(val_dataset))
         eval_batch -= eval_batch % world_size
-        loss = evaluate(
-            model=model,
-            dataset=val_dataset,
-            batch_size=eval_batch,
-            num_batches=options.val_batches,
-            max_seq_length=options.max_seq_length,
+        loss = evaluate_views(
+            model, val_dataset, eval_batch, options.max_seq_length, options.val_batches
         )
         model.train()
         return loss
@@ -642,7 +760,10 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
     if mask_prompt and _is_text_data(Path(spec.data_dir)):
         # Plain {"text"} records have no prompt to mask; mlx_lm refuses masking for them.
         mask_prompt = False
-    train_set, valid_set = load_datasets(spec.data_dir, tokenizer, mask_prompt=mask_prompt)
+    view_options = ViewOptions.from_config(config, mask_prompt=mask_prompt)
+    train_set, valid_set = load_datasets(spec.data_dir, tokenizer, view_options)
+    for warning in view_warnings(train_set.views, config.max_seq_length):
+        events.emit(contract.Warning(message=warning))
     if valid_set is None:
         events.emit(
             contract.Warning(
