@@ -56,6 +56,15 @@ CODES: dict[str, str] = {
     "python-repr": "error",
     "jsonl-in-json": "information",
     "oasst-tree": "error",
+    # With a model: what its chat template and the training config make of each record.
+    "no-chat-template": "error",
+    "template-role": "error",
+    "template-error": "error",
+    "template-unmapped": "error",
+    "template-dropped-text": "warning",
+    "template-added-text": "information",
+    "record-untrained": "warning",
+    "record-truncated": "warning",
 }
 
 
