@@ -201,16 +201,16 @@ def hover(doc: DatasetDocument, line: int, character: int) -> str | None:
         f"{turns} turn{'s' if turns != 1 else ''}",
         f"{state.chars:,} characters",
     ]
-    if doc.token_counter is not None:
+    view = doc.trained_view(state)  # with a model, its own token count replaces these
+    if view is None and doc.token_counter is not None:
         tokens = doc.token_counter(" ".join(text for _, text in state.turns))
         parts.append(f"{tokens:,} tokens")
-    else:
+    elif view is None:
         parts.append(f"~{state.chars // CHARS_PER_TOKEN:,} tokens (estimated)")
     problems = len(state.diagnostics)
     text = " · ".join(parts)
     if problems:
         text += f"\n\n{problems} problem{'s' if problems != 1 else ''} in this record"
-    view = doc.trained_view(state)
     if view is not None:
         text += "\n\n" + hover_markdown(view)
     return text
