@@ -15,6 +15,9 @@ class InitializationOptions:
     cortex_home: str | None = None
     diagnostics_debounce_ms: int = 150
     default_model: str | None = None
+    # Live diagnostics and hovers show what this model trains (a directory or model name).
+    model: str | None = None
+    max_seq_length: int | None = None  # the cut for those checks; training's default if None
 
 
 def parse_initialization_options(raw: Any) -> tuple[InitializationOptions, list[str]]:
@@ -25,7 +28,14 @@ def parse_initialization_options(raw: Any) -> tuple[InitializationOptions, list[
         return options, warnings
     if not isinstance(raw, dict):
         return options, ["initializationOptions must be an object; using defaults"]
-    known = {"modelDirs", "cortexHome", "diagnosticsDebounceMs", "defaultModel"}
+    known = {
+        "modelDirs",
+        "cortexHome",
+        "diagnosticsDebounceMs",
+        "defaultModel",
+        "model",
+        "maxSeqLength",
+    }
     for key in raw:
         if key not in known:
             warnings.append(
@@ -54,4 +64,25 @@ def parse_initialization_options(raw: Any) -> tuple[InitializationOptions, list[
         options.default_model = default_model
     elif default_model is not None:
         warnings.append("defaultModel must be a string; ignored")
+    warnings += apply_training_options(options, raw)
     return options, warnings
+
+
+def apply_training_options(options: InitializationOptions, raw: dict[str, Any]) -> list[str]:
+    """Set ``model`` and ``maxSeqLength`` from ``raw`` (also workspace settings); the warnings."""
+    warnings = []
+    if "model" in raw:
+        model = raw["model"]
+        if model is None or (isinstance(model, str) and model):
+            options.model = model
+        else:
+            warnings.append("model must be a model directory or name, or null; ignored")
+    if "maxSeqLength" in raw:
+        length = raw["maxSeqLength"]
+        if length is None or (
+            isinstance(length, int) and not isinstance(length, bool) and 16 <= length <= 1_048_576
+        ):
+            options.max_seq_length = length
+        else:
+            warnings.append("maxSeqLength must be an integer >= 16, or null; ignored")
+    return warnings

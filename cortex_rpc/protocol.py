@@ -17,6 +17,7 @@ DATASET_REPORT = "cortex/datasetReport"
 CREATE_DATASET = "cortex/createDataset"
 SAMPLE_DATASET = "cortex/sampleDataset"
 PREPARE_DATASET = "cortex/prepareDataset"
+TRAINING_PREVIEW = "cortex/trainingPreview"
 
 START_TRAINING = "cortex/startTraining"
 CANCEL_TRAINING = "cortex/cancelTraining"

@@ -12,13 +12,18 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from . import __version__, protocol
-from .errors import CortexError
+from .errors import CortexError, InvalidParams
 from .lsp.progress import JobProgressRelay, work_done
 from .lsp.server import CortexLanguageServer
-from .options import InitializationOptions, parse_initialization_options
+from .options import (
+    InitializationOptions,
+    apply_training_options,
+    parse_initialization_options,
+)
 from .paths import CortexHome
 
 if TYPE_CHECKING:
+    from .datasets import LoadedDataset
     from .datasets.documents import DatasetDocuments
     from .generation.runner import ModelRunner
     from .training.jobs import TrainingJobs
@@ -74,8 +79,27 @@ class CortexServer(CortexLanguageServer):
                 ),
                 publish_summary=lambda summary: self.notify(protocol.DATASET_SUMMARY, summary),
                 debounce_seconds=lambda: self.options.diagnostics_debounce_ms / 1000,
+                warn=lambda message: self.log(message, types.MessageType.Warning),
             )
+            if self.options.model:
+                self.check_datasets_with_model()
         return self._dataset_documents
+
+    def check_datasets_with_model(self) -> None:
+        """Give open datasets the model of the options (its tokenizer loads off the loop)."""
+        from .datasets.trained import view_options
+        from .models.registry import resolve_model
+
+        path = None
+        if self.options.model:
+            try:
+                path = str(resolve_model(self.options.model, self.options.model_dirs, self.home))
+            except CortexError as error:
+                self.log(f"model: {error.message}", types.MessageType.Warning)
+        length = self.options.max_seq_length
+        self.dataset_documents.set_training(
+            path, view_options({"maxSeqLength": length} if length else None)
+        )
 
     def keeps_own_document(self, uri: str, language_id: str | None = None) -> bool:
         from .datasets.editor import is_dataset_document
@@ -175,14 +199,57 @@ def propose_config(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
 @server.cortex_method(protocol.VALIDATE_DATASET)
 def validate_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .datasets import validate_dataset
+    from .datasets.trained import renderer_for, view_options
 
+    model = params.get("model")
     return validate_dataset(
         params.get("path"),
         text=params.get("text"),
         format=params.get("format"),
         context_length=params.get("contextLength"),
         cancel=ls.request.cancel,
+        renderer=renderer_for(model, ls.options.model_dirs, ls.home) if model else None,
+        options=view_options(params.get("config")),
     ).to_wire()
+
+
+@server.cortex_method(protocol.TRAINING_PREVIEW)
+def training_preview(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .datasets.trained import renderer_for, training_preview, view_options
+
+    loaded = _dataset_given(ls, params)
+    renderer = renderer_for(params["model"], ls.options.model_dirs, ls.home)
+    with work_done(ls, params.get("workDoneToken"), "Rendering the dataset") as report:
+        return training_preview(
+            loaded.states,
+            renderer,
+            view_options(params.get("config")),
+            line=params.get("line"),
+            limit=params.get("limit", 20),
+            cancel=ls.request.cancel,
+            on_progress=lambda done, total: report(
+                f"{done:,}/{total:,} records", round(100 * done / max(total, 1))
+            ),
+        ).to_wire()
+
+
+def _dataset_given(ls: CortexServer, params: dict[str, Any]) -> LoadedDataset:
+    """Return the dataset of ``dataset`` (a path), ``uri`` (an open document first) or ``text``."""
+    from .datasets import load, load_text
+    from .datasets.editor import uri_path
+
+    cancel, fmt = ls.request.cancel, params.get("format")
+    if params.get("dataset") is not None:
+        return load(params["dataset"], fmt, cancel=cancel)
+    if params.get("uri") is not None:
+        uri = params["uri"]
+        opened = ls.dataset_documents.text(uri).result() if uri in ls.dataset_documents else None
+        if opened is not None:
+            return load_text(opened[0], opened[1], cancel=cancel)
+        return load(uri_path(uri), fmt, cancel=cancel)
+    if params.get("text") is not None:
+        return load_text(params["text"], fmt, cancel=cancel)
+    raise InvalidParams("give dataset, uri or text", field="dataset")
 
 
 @server.cortex_method(protocol.ANALYZE_DATASET)
@@ -248,6 +315,17 @@ def did_open(ls: CortexServer, params: types.DidOpenTextDocumentParams) -> None:
         ls.dataset_documents.open(
             document.uri, document.text, document.language_id, document.version
         )
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+def did_change_configuration(ls: CortexServer, params: types.DidChangeConfigurationParams) -> None:
+    settings = params.settings
+    cortex = settings.get("cortex") if isinstance(settings, dict) else None
+    if not isinstance(cortex, dict):
+        return
+    for warning in apply_training_options(ls.options, cortex):
+        ls.log(warning, types.MessageType.Warning)
+    ls.check_datasets_with_model()
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)

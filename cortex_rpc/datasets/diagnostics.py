@@ -59,6 +59,15 @@ CODES: dict[str, str] = {
     "oasst-tree": "error",
     "txt-preamble": "information",
     "txt-preamble-ignored": "warning",
+    # With a model: what its chat template and the training config make of each record.
+    "no-chat-template": "error",
+    "template-role": "error",
+    "template-error": "error",
+    "template-unmapped": "error",
+    "template-dropped-text": "warning",
+    "template-added-text": "information",
+    "record-untrained": "warning",
+    "record-truncated": "warning",
 }
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .editor import DatasetDocument, Range
+    from .training_view import TemplateRenderer, ViewOptions
 
 Publish = Callable[[dict[str, Any]], None]
 
@@ -31,6 +32,7 @@ class DatasetDocuments:
         publish_diagnostics: Publish,
         publish_summary: Publish,
         debounce_seconds: Callable[[], float],
+        warn: Callable[[str], None] = lambda message: None,
     ) -> None:
         self.publish_diagnostics = publish_diagnostics
         self.publish_summary = publish_summary
@@ -40,6 +42,8 @@ class DatasetDocuments:
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.last_edit: dict[str, float] = {}
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="cortex-datasets")
+        self.warn = warn
+        self.training: tuple[TemplateRenderer | None, ViewOptions | None] = (None, None)
 
     def __contains__(self, uri: str) -> bool:
         return uri in self.versions
@@ -68,6 +72,19 @@ class DatasetDocuments:
         if (timer := self.timers.pop(uri, None)) is not None:
             timer.cancel()
         self.worker.submit(self._close, uri)
+
+    def set_training(self, model_path: str | None, options: ViewOptions) -> None:
+        """Check every document against this model's template from now on (None: no model).
+
+        The tokenizer loads on the worker thread; one that cannot load is a warning.
+        """
+        self.worker.submit(self._set_training, model_path, options)
+        for uri in self.versions:
+            self._schedule(uri, immediate=True)
+
+    def text(self, uri: str) -> Future[tuple[str, str] | None]:
+        """Return a document's text and format, once the edits before it are applied."""
+        return self.worker.submit(lambda: (doc := self.docs.get(uri)) and (doc.text, doc.format))
 
     def hover(self, uri: str, line: int, character: int) -> Future[str | None]:
         """Return the hover text at a position, once the edits before it are applied."""
@@ -119,7 +136,24 @@ class DatasetDocuments:
     def _open(self, uri: str, text: str, language_id: str) -> None:
         from .editor import DatasetDocument
 
-        self.docs[uri] = DatasetDocument(uri, text, language_id=language_id)
+        renderer, options = self.training
+        self.docs[uri] = DatasetDocument(
+            uri, text, language_id=language_id, renderer=renderer, view_options=options
+        )
+
+    def _set_training(self, model_path: str | None, options: ViewOptions) -> None:
+        from ..errors import CortexError
+        from .training_view import load_renderer
+
+        renderer = None
+        if model_path is not None:
+            try:
+                renderer = load_renderer(model_path)
+            except CortexError as error:
+                self.warn(f"model: {error.message}; dataset checks go on without it")
+        self.training = (renderer, options)
+        for doc in self.docs.values():
+            doc.set_training(renderer, options)
 
     def _change(self, uri: str, changes: list[tuple[Range | None, str]]) -> None:
         doc = self.docs.get(uri)

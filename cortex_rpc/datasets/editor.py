@@ -27,6 +27,20 @@ from .formats import (
     needs_whole_file,
 )
 from .positions import col16, index_from_col16
+from .prepare import is_chat_file
+from .trained import (
+    MERGE_CODES,
+    MERGE_TITLE,
+    CheckCache,
+    Checked,
+    check_record,
+    check_records,
+    hover_markdown,
+    merged_line,
+    model_diagnostics,
+    renderable,
+)
+from .training_view import TemplateRenderer, TrainingView, ViewOptions, summarize
 from .validate import FileChecks, build_states, result_from
 
 LANGUAGE_IDS = {"jsonl": "jsonl", "json": "json", "csv": "csv"}
@@ -55,10 +69,13 @@ class DatasetDocument:
         language_id: str | None = None,
         context_length: int | None = None,
         token_counter: Any = None,
+        renderer: TemplateRenderer | None = None,
+        view_options: ViewOptions | None = None,
     ) -> None:
         self.uri = uri
         self.context_length = context_length
         self.token_counter = token_counter
+        self.set_training(renderer, view_options)
         self.format = format or (
             "jsonl" if language_id == "jsonl" else detect_format(uri_path(uri), text)
         )
@@ -110,10 +127,55 @@ class DatasetDocument:
         if start_line == 0:
             self.extra = build_states(self.lines[0], "jsonl")[1]
 
-    def result(self, limit: int = MAX_DIAGNOSTICS) -> ValidationResult:
-        return result_from(
-            self.format, self.checks, self.notes + self.extra, len(self.lines), self.lines[0], limit
+    def set_training(
+        self, renderer: TemplateRenderer | None, view_options: ViewOptions | None = None
+    ) -> None:
+        """Check records as they train with ``renderer``'s model (None: no model checks)."""
+        self.renderer = renderer
+        self.view_options = view_options or ViewOptions()
+        self._trained: CheckCache = {}  # per record state, so an edit re-renders its records only
+
+    def model_checks(self) -> Checked:
+        """Return every trainable record checked against the model ([] without one)."""
+        if self.renderer is None:
+            return []
+        checked, self._trained = check_records(
+            self.states, self.renderer, self.view_options, cache=self._trained
         )
+        return checked
+
+    def result(
+        self, limit: int = MAX_DIAGNOSTICS, checked: Checked | None = None
+    ) -> ValidationResult:
+        """Return the document's diagnostics; ``checked``: its model checks, if computed."""
+        if checked is None:
+            checked = self.model_checks()
+        return result_from(
+            self.format,
+            self.checks,
+            self.notes + self.extra + model_diagnostics(checked),
+            len(self.lines),
+            self.lines[0],
+            limit,
+        )
+
+    def chat_file(self) -> bool:
+        """True when training reads this file's records as chats (not all plain text)."""
+        return is_chat_file([s for s in self.states if renderable(s)])
+
+    def trained_view(self, state: RecordState) -> TrainingView | None:
+        """Return the record's training view with the model, or None (no model, not trainable)."""
+        if self.renderer is None or not renderable(state):
+            return None
+        chat_file = self.chat_file()
+        key = chat_file if state.shape == "text" else True
+        hit = self._trained.get(state)
+        if hit is None or hit[0] != key:
+            hit = self._trained[state] = (
+                key,
+                check_record(state, chat_file, self.renderer, self.view_options),
+            )
+        return hit[1].view
 
     def state_at(self, line: int) -> RecordState | None:
         if not self.whole:
@@ -139,15 +201,18 @@ def hover(doc: DatasetDocument, line: int, character: int) -> str | None:
         f"{turns} turn{'s' if turns != 1 else ''}",
         f"{state.chars:,} characters",
     ]
-    if doc.token_counter is not None:
+    view = doc.trained_view(state)  # with a model, its own token count replaces these
+    if view is None and doc.token_counter is not None:
         tokens = doc.token_counter(" ".join(text for _, text in state.turns))
         parts.append(f"{tokens:,} tokens")
-    else:
+    elif view is None:
         parts.append(f"~{state.chars // CHARS_PER_TOKEN:,} tokens (estimated)")
     problems = len(state.diagnostics)
     text = " · ".join(parts)
     if problems:
         text += f"\n\n{problems} problem{'s' if problems != 1 else ''} in this record"
+    if view is not None:
+        text += "\n\n" + hover_markdown(view)
     return text
 
 
@@ -278,6 +343,9 @@ def code_actions(
                 action = _convert_to_chat(doc, state, diagnostic, "quickfix")
                 if action is not None:
                     actions.append(action)
+    merge = _merge_system_message(doc, range, diagnostics)
+    if merge is not None:
+        actions.append(merge)
     if not doc.whole and not any(a["title"].startswith("Convert") for a in actions):
         state = doc.state_at(range[0])
         if state is not None and not state.has_error:
@@ -287,6 +355,33 @@ def code_actions(
     return actions
 
 
+def _merge_system_message(
+    doc: DatasetDocument, range: Range, diagnostics: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Return the merge fix for a JSONL record whose model refuses or drops its system prompt.
+
+    Decided from the document's own record and its view, not from the echoed diagnostics.
+    """
+    state = None if doc.whole else doc.state_at(range[0])
+    view = None if state is None else doc.trained_view(state)
+    if view is None or not any(i.code in MERGE_CODES for i in view.issues):
+        return None
+    new_text = merged_line(state, doc.chat_file())
+    if new_text is None:
+        return None
+    echoed = next(
+        (
+            d
+            for d in diagnostics
+            if d.get("code") in MERGE_CODES and d["range"]["start"]["line"] == state.line
+        ),
+        None,
+    )
+    line = doc.lines[state.line].rstrip("\r")
+    edit = _edit(doc, (state.line, 0), (state.line, col16(line, len(line))), new_text)
+    return _action(MERGE_TITLE, edit, echoed)
+
+
 def _task_type(doc: DatasetDocument) -> str:
     # A sample keeps this O(1000) on a 100,000-line file; it only feeds the status bar.
     states = doc.states
@@ -294,12 +389,19 @@ def _task_type(doc: DatasetDocument) -> str:
     return task_type(states[::step])
 
 
-def summary(doc: DatasetDocument, result: ValidationResult | None = None) -> dict[str, Any]:
-    """Return the status-bar summary: ``24 examples · chat · 2 problems``."""
-    result = result or doc.result()
+def summary(
+    doc: DatasetDocument, result: ValidationResult | None = None, checked: Checked | None = None
+) -> dict[str, Any]:
+    """Return the status-bar summary: ``24 examples · chat · 2 problems``.
+
+    With a model it also has ``trainedTokens`` and ``training`` (the views' ViewSummary).
+    """
+    if checked is None:
+        checked = doc.model_checks()
+    result = result or doc.result(checked=checked)
     problems = result.errors + result.warnings
     kind = _task_type(doc)
-    return {
+    payload: dict[str, Any] = {
         "uri": doc.uri,
         "examples": result.examples,
         "taskType": kind,
@@ -308,15 +410,22 @@ def summary(doc: DatasetDocument, result: ValidationResult | None = None) -> dic
         "text": f"{result.examples:,} example{'s' if result.examples != 1 else ''} · {kind} · "
         f"{problems} problem{'s' if problems != 1 else ''}",
     }
+    if doc.renderer is not None:
+        training = summarize([record.view for _, record in checked])
+        payload["trainedTokens"] = training.trained["total"]
+        payload["training"] = training.to_wire()
+        payload["text"] += f" · {training.trained['total']:,} trained tokens"
+    return payload
 
 
 def publish_payload(doc: DatasetDocument, version: int | None) -> tuple[dict, dict]:
     """Return the publishDiagnostics params and the datasetSummary payload for ``doc``."""
-    result = doc.result()
+    checked = doc.model_checks()
+    result = doc.result(checked=checked)
     params: dict[str, Any] = {
         "uri": doc.uri,
         "diagnostics": [d.to_wire() for d in result.diagnostics],
     }
     if version is not None:
         params["version"] = version
-    return params, summary(doc, result)
+    return params, summary(doc, result, checked)

@@ -71,20 +71,29 @@ def mlx_record(state: RecordState) -> dict[str, Any]:
     return {"messages": [{"role": role, "content": text} for role, text in state.turns]}
 
 
+def is_chat_file(states: list[RecordState]) -> bool:
+    """Return True when training reads the records as chats (any record is not plain text)."""
+    return not all(s.shape == "text" for s in states)
+
+
+def prepared_record(state: RecordState, chat_file: bool) -> dict[str, Any]:
+    """Return one record as training reads it; ``chat_file`` says the file is read as chats.
+
+    A text record in a chat file becomes a one-turn assistant message.
+    """
+    if chat_file and state.shape == "text":
+        return {"messages": [{"role": "assistant", "content": state.turns[0][1]}]}
+    return mlx_record(state)
+
+
 def prepared_records(states: list[RecordState]) -> list[dict[str, Any]]:
     """Return the records as training reads them: one mlx_lm shape for the whole file.
 
     A text record in a chat file becomes a one-turn assistant message, so every record of a
     file that is not all plain text is a chat.
     """
-    if all(s.shape == "text" for s in states):
-        return [mlx_record(s) for s in states]
-    return [
-        mlx_record(s)
-        if s.shape != "text"
-        else {"messages": [{"role": "assistant", "content": s.turns[0][1]}]}
-        for s in states
-    ]
+    chat_file = is_chat_file(states)
+    return [prepared_record(s, chat_file) for s in states]
 
 
 def _openai_message(message: dict[str, Any]) -> dict[str, Any]:

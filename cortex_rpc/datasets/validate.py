@@ -18,6 +18,7 @@ from .formats import (
     oasst_diagnostics,
     pretty_jsonl_states,
 )
+from .training_view import TemplateRenderer, ViewOptions
 
 MIN_EXAMPLES = 5  # the guide warns under 5; mlx_lm needs a batch (default 4) to train at all
 CANCEL_EVERY = 2000
@@ -246,6 +247,22 @@ def result_from(
     )
 
 
+def with_diagnostics(
+    result: ValidationResult, extra: list[Diagnostic], limit: int | None = MAX_DIAGNOSTICS
+) -> ValidationResult:
+    """Return ``result`` (holding all its diagnostics) with ``extra`` added, recounted."""
+    diagnostics = sorted(result.diagnostics + extra, key=sort_key)
+    return ValidationResult(
+        result.format,
+        result.shape,
+        result.examples,
+        diagnostics[:limit],
+        len(diagnostics),
+        sum(1 for d in diagnostics if d.severity == "error"),
+        sum(1 for d in diagnostics if d.severity == "warning"),
+    )
+
+
 def validate_dataset(
     path: str | Path | None = None,
     *,
@@ -253,8 +270,14 @@ def validate_dataset(
     format: str | None = None,
     context_length: int | None = None,
     cancel: threading.Event | None = None,
+    renderer: TemplateRenderer | None = None,
+    options: ViewOptions | None = None,
 ) -> ValidationResult:
-    """Return every problem in a dataset file (or text), at most 1000, with the total count."""
+    """Return every problem in a dataset file (or text), at most 1000, with the total count.
+
+    With a model's ``renderer``, each record is also checked as it trains under ``options``
+    (template problems, records that train nothing or are cut).
+    """
     from .load import load, load_text  # load builds on this module's checks
 
     if (path is None) == (text is None):
@@ -263,4 +286,9 @@ def validate_dataset(
         loaded = load(path, format, context_length=context_length, cancel=cancel)
     else:
         loaded = load_text(text, format, context_length=context_length, cancel=cancel)
-    return loaded.validation()
+    if renderer is None:
+        return loaded.validation()
+    from .trained import check_records, model_diagnostics
+
+    checked, _ = check_records(loaded.states, renderer, options or ViewOptions(), cancel=cancel)
+    return with_diagnostics(loaded.result, model_diagnostics(checked))

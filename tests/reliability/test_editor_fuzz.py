@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,4 +103,34 @@ def test_edits_then_check_equals_a_fresh_check(session):
         live.apply_change(change_range, new)
     assert "\n".join(live.lines) == final
     fresh = DatasetDocument("file:///live.jsonl", final, language_id="jsonl")
+    assert view(live) == view(fresh)
+
+
+@pytest.fixture(scope="module")
+def tiny_renderer(tiny_model_template):
+    from cortex_rpc.datasets.trained import view_options
+    from cortex_rpc.datasets.training_view import load_renderer
+
+    return load_renderer(str(tiny_model_template)), view_options({"maxSeqLength": 16})
+
+
+@settings(
+    max_examples=int(os.environ.get("CORTEX_EDITOR_FUZZ_MODEL_CASES", "60")),
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+@given(session=edit_sessions())
+def test_with_a_model_edits_then_check_equals_a_fresh_check(tiny_renderer, session):
+    renderer, options = tiny_renderer
+    text, edits, final = session
+    live = DatasetDocument(
+        "file:///live.jsonl", text, language_id="jsonl", renderer=renderer, view_options=options
+    )
+    for change_range, new in edits:
+        live.apply_change(change_range, new)
+        publish_payload(live, None)  # the cache of record views lives across edits
+    fresh = DatasetDocument(
+        "file:///live.jsonl", final, language_id="jsonl", renderer=renderer, view_options=options
+    )
     assert view(live) == view(fresh)
