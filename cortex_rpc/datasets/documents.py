@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .training_view import TemplateRenderer, ViewOptions
 
 Publish = Callable[[dict[str, Any]], None]
+RENDER_CHUNK = 100  # records rendered per turn of the worker thread while a file fills in
 
 
 class DatasetDocuments:
@@ -44,6 +45,7 @@ class DatasetDocuments:
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="cortex-datasets")
         self.warn = warn
         self.training: tuple[TemplateRenderer | None, ViewOptions | None] = (None, None)
+        self.filling: set[str] = set()  # documents whose model checks fill in chunk by chunk
 
     def __contains__(self, uri: str) -> bool:
         return uri in self.versions
@@ -124,14 +126,34 @@ class DatasetDocuments:
     # -- on the worker thread -------------------------------------------------------------------
 
     def _publish(self, uri: str) -> None:
+        """Publish what is checked now; model checks of a big file follow in chunks.
+
+        The validation diagnostics do not wait for the model: edited records are rendered at
+        once, others ``RENDER_CHUNK`` at a time (a small file is complete at once), and the
+        rest between edits, then published again.
+        """
         from .editor import publish_payload
 
         doc = self.docs.get(uri)
         if doc is None:
             return
-        params, summary = publish_payload(doc, self.versions.get(uri))
+        params, summary = publish_payload(doc, self.versions.get(uri), render_limit=RENDER_CHUNK)
         self.publish_diagnostics(params)
         self.publish_summary(summary)
+        if doc.trained is not None and not doc.trained.complete and uri not in self.filling:
+            self.filling.add(uri)
+            self.worker.submit(self._fill, uri)
+
+    def _fill(self, uri: str) -> None:
+        doc = self.docs.get(uri)
+        if doc is None or doc.trained is None:
+            self.filling.discard(uri)
+            return
+        if doc.render_trained(RENDER_CHUNK):
+            self.filling.discard(uri)
+            self._publish(uri)
+        else:
+            self.worker.submit(self._fill, uri)
 
     def _open(self, uri: str, text: str, language_id: str) -> None:
         from .editor import DatasetDocument

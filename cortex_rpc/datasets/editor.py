@@ -31,16 +31,12 @@ from .prepare import is_chat_file
 from .trained import (
     MERGE_CODES,
     MERGE_TITLE,
-    CheckCache,
-    Checked,
-    check_record,
-    check_records,
+    TrainedChecks,
     hover_markdown,
     merged_line,
-    model_diagnostics,
     renderable,
 )
-from .training_view import TemplateRenderer, TrainingView, ViewOptions, summarize
+from .training_view import TemplateRenderer, TrainingView, ViewOptions
 from .validate import FileChecks, build_states, result_from
 
 LANGUAGE_IDS = {"jsonl": "jsonl", "json": "json", "csv": "csv"}
@@ -95,6 +91,7 @@ class DatasetDocument:
         self.checks = FileChecks()
         for state in self.states:
             self.checks.add(state)
+        self._reset_trained()
 
     def apply_change(self, range: Range | None, text: str) -> None:
         """Apply one LSP content change (``range`` None: the whole text); re-check the lines."""
@@ -115,6 +112,8 @@ class DatasetDocument:
             return
         for state in self.states[start_line : end_line + 1]:
             self.checks.remove(state)
+            if self.trained is not None:
+                self.trained.remove(state)
         fresh = [
             jsonl_state(raw, start_line + i, self.context_length) for i, raw in enumerate(new_lines)
         ]
@@ -124,6 +123,8 @@ class DatasetDocument:
                 self.states[number].line = number
         for state in fresh:
             self.checks.add(state)
+            if self.trained is not None:
+                self.trained.add(state)
         if start_line == 0:
             self.extra = build_states(self.lines[0], "jsonl")[1]
 
@@ -133,27 +134,30 @@ class DatasetDocument:
         """Check records as they train with ``renderer``'s model (None: no model checks)."""
         self.renderer = renderer
         self.view_options = view_options or ViewOptions()
-        self._trained: CheckCache = {}  # per record state, so an edit re-renders its records only
+        if hasattr(self, "states"):
+            self._reset_trained()
 
-    def model_checks(self) -> Checked:
-        """Return every trainable record checked against the model ([] without one)."""
-        if self.renderer is None:
-            return []
-        checked, self._trained = check_records(
-            self.states, self.renderer, self.view_options, cache=self._trained
-        )
-        return checked
+    def _reset_trained(self) -> None:
+        self.trained: TrainedChecks | None = None
+        if self.renderer is not None:
+            self.trained = TrainedChecks(self.renderer, self.view_options)
+            for state in self.states:
+                self.trained.add(state)
 
-    def result(
-        self, limit: int = MAX_DIAGNOSTICS, checked: Checked | None = None
-    ) -> ValidationResult:
-        """Return the document's diagnostics; ``checked``: its model checks, if computed."""
-        if checked is None:
-            checked = self.model_checks()
+    def render_trained(self, limit: int | None = None) -> bool:
+        """Render the edited records, then up to ``limit`` others (None: all); True when done."""
+        return True if self.trained is None else self.trained.render(limit)
+
+    def result(self, limit: int = MAX_DIAGNOSTICS, *, render: bool = True) -> ValidationResult:
+        """Return the document's diagnostics with the model checks (``render``: of every
+        record; else of those rendered so far)."""
+        if render:
+            self.render_trained()
+        model = self.trained.diagnostics() if self.trained is not None else []
         return result_from(
             self.format,
             self.checks,
-            self.notes + self.extra + model_diagnostics(checked),
+            self.notes + self.extra + model,
             len(self.lines),
             self.lines[0],
             limit,
@@ -161,21 +165,13 @@ class DatasetDocument:
 
     def chat_file(self) -> bool:
         """True when training reads this file's records as chats (not all plain text)."""
+        if self.trained is not None:
+            return self.trained.chat_file
         return is_chat_file([s for s in self.states if renderable(s)])
 
     def trained_view(self, state: RecordState) -> TrainingView | None:
         """Return the record's training view with the model, or None (no model, not trainable)."""
-        if self.renderer is None or not renderable(state):
-            return None
-        chat_file = self.chat_file()
-        key = chat_file if state.shape == "text" else True
-        hit = self._trained.get(state)
-        if hit is None or hit[0] != key:
-            hit = self._trained[state] = (
-                key,
-                check_record(state, chat_file, self.renderer, self.view_options),
-            )
-        return hit[1].view
+        return None if self.trained is None else self.trained.view(state)
 
     def state_at(self, line: int) -> RecordState | None:
         if not self.whole:
@@ -389,16 +385,13 @@ def _task_type(doc: DatasetDocument) -> str:
     return task_type(states[::step])
 
 
-def summary(
-    doc: DatasetDocument, result: ValidationResult | None = None, checked: Checked | None = None
-) -> dict[str, Any]:
+def summary(doc: DatasetDocument, result: ValidationResult | None = None) -> dict[str, Any]:
     """Return the status-bar summary: ``24 examples · chat · 2 problems``.
 
-    With a model it also has ``trainedTokens`` and ``training`` (the views' ViewSummary).
+    With a model it also has ``trainedTokens`` and ``training`` (the views' ViewSummary), or
+    ``trainingPending`` while records still wait to be rendered.
     """
-    if checked is None:
-        checked = doc.model_checks()
-    result = result or doc.result(checked=checked)
+    result = result or doc.result(render=False)
     problems = result.errors + result.warnings
     kind = _task_type(doc)
     payload: dict[str, Any] = {
@@ -410,22 +403,32 @@ def summary(
         "text": f"{result.examples:,} example{'s' if result.examples != 1 else ''} · {kind} · "
         f"{problems} problem{'s' if problems != 1 else ''}",
     }
-    if doc.renderer is not None:
-        training = summarize([record.view for _, record in checked])
+    if doc.trained is not None and doc.trained.complete:
+        training = doc.trained.summary()
         payload["trainedTokens"] = training.trained["total"]
         payload["training"] = training.to_wire()
         payload["text"] += f" · {training.trained['total']:,} trained tokens"
+    elif doc.trained is not None:
+        waiting = len(doc.trained.pending) + len(doc.trained.urgent)
+        payload["trainingPending"] = waiting
+        payload["text"] += " · checking what gets trained…"
     return payload
 
 
-def publish_payload(doc: DatasetDocument, version: int | None) -> tuple[dict, dict]:
-    """Return the publishDiagnostics params and the datasetSummary payload for ``doc``."""
-    checked = doc.model_checks()
-    result = doc.result(checked=checked)
+def publish_payload(
+    doc: DatasetDocument, version: int | None, render_limit: int | None = None
+) -> tuple[dict, dict]:
+    """Return the publishDiagnostics params and the datasetSummary payload for ``doc``.
+
+    With a model, edited records are rendered first, then up to ``render_limit`` others
+    (None: all); the editor publishes at once and lets the rest fill in.
+    """
+    doc.render_trained(render_limit)
+    result = doc.result(render=False)
     params: dict[str, Any] = {
         "uri": doc.uri,
         "diagnostics": [d.to_wire() for d in result.diagnostics],
     }
     if version is not None:
         params["version"] = version
-    return params, summary(doc, result, checked)
+    return params, summary(doc, result)

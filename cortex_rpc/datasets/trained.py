@@ -15,15 +15,15 @@ from typing import Any
 
 from .diagnostics import Diagnostic
 from .formats import RecordState
-from .prepare import is_chat_file, prepared_record
+from .prepare import prepared_record
 from .training_view import (
     TemplateRenderer,
     TrainingView,
     ViewOptions,
     ViewSummary,
+    ViewTotals,
     load_renderer,
     merge_system_message,
-    summarize,
 )
 from .validate import check_cancel
 
@@ -72,11 +72,6 @@ class CheckedRecord:
 
     view: TrainingView
     diagnostics: list[Diagnostic]
-
-
-Checked = list[tuple[RecordState, CheckedRecord]]
-# Per record state: whether the file was read as chats when it was checked, and the check.
-CheckCache = dict[RecordState, tuple[bool, CheckedRecord]]
 
 
 def _relative(
@@ -141,65 +136,162 @@ def check_record(
     return CheckedRecord(view, record_diagnostics(state, view))
 
 
-def check_records(
+class TrainedChecks:
+    """The model checks of a file's records, kept up to date as records come and go.
+
+    Like ``FileChecks``: the editor adds the states of new lines and removes the old ones, so
+    an edit renders only its own records. Records are rendered on demand (``render``), the
+    ones added last first, so a big file's checks can fill in while it is edited.
+    """
+
+    def __init__(self, renderer: TemplateRenderer, options: ViewOptions) -> None:
+        self.renderer = renderer
+        self.options = options
+        self.done: dict[RecordState, CheckedRecord] = {}
+        self.pending: dict[RecordState, None] = {}  # in insertion order: a set that keeps it
+        self.urgent: dict[RecordState, None] = {}  # added after the first render: edits
+        self.with_diagnostics: set[RecordState] = set()
+        self.added_text: set[RecordState] = set()  # records with template-added-text
+        self.totals = ViewTotals()
+        self.trainable = self.text_records = 0
+        self.chat_file = False
+        self._rendered_once = False
+
+    def add(self, state: RecordState) -> None:
+        if not renderable(state):
+            return
+        self.trainable += 1
+        self.text_records += state.shape == "text"
+        (self.urgent if self._rendered_once else self.pending)[state] = None
+        self._update_file_kind()
+
+    def remove(self, state: RecordState) -> None:
+        if state in self.pending:
+            del self.pending[state]
+        elif state in self.urgent:
+            del self.urgent[state]
+        elif state in self.done:
+            self._forget(state)
+        else:
+            return  # never added: not trainable
+        self.trainable -= 1
+        self.text_records -= state.shape == "text"
+        self._update_file_kind()
+
+    def _forget(self, state: RecordState) -> None:
+        record = self.done.pop(state)
+        self.totals.remove(record.view)
+        self.with_diagnostics.discard(state)
+        self.added_text.discard(state)
+
+    def _update_file_kind(self) -> None:
+        chat_file = self.text_records < self.trainable
+        if chat_file != self.chat_file:
+            # Text records render as answers in a chat file and as plain text alone.
+            self.chat_file = chat_file
+            for state in [s for s in self.done if s.shape == "text"]:
+                self._forget(state)
+                self.urgent[state] = None
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending and not self.urgent
+
+    def render(
+        self,
+        limit: int | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> bool:
+        """Render every edited record, then up to ``limit`` others (None: all).
+
+        Returns True when no record waits any more.
+        """
+        total = len(self.pending) + len(self.urgent)
+        count = others = 0
+        while self.urgent or (self.pending and (limit is None or others < limit)):
+            if count % PROGRESS_EVERY == 0:
+                check_cancel(cancel)
+                if on_progress is not None:
+                    on_progress(count, total)
+            if self.urgent:
+                queue = self.urgent
+            else:
+                queue, others = self.pending, others + 1
+            state = next(iter(queue))
+            del queue[state]
+            self._check(state)
+            count += 1
+        self._rendered_once = True
+        if on_progress is not None and self.complete:
+            on_progress(total, total)
+        return self.complete
+
+    def _check(self, state: RecordState) -> CheckedRecord:
+        record = check_record(state, self.chat_file, self.renderer, self.options)
+        self.done[state] = record
+        self.totals.add(record.view)
+        if record.diagnostics:
+            self.with_diagnostics.add(state)
+        if any(issue.code == ADDED_TEXT for issue in record.view.issues):
+            self.added_text.add(state)
+        return record
+
+    def view(self, state: RecordState) -> TrainingView | None:
+        """Return the record's view, rendering it now if it waits (None: not trainable)."""
+        if state in self.done:
+            return self.done[state].view
+        for queue in (self.urgent, self.pending):
+            if state in queue:
+                del queue[state]
+                return self._check(state).view
+        return None
+
+    def checked(self) -> list[tuple[RecordState, CheckedRecord]]:
+        """The rendered records in file order."""
+        return sorted(self.done.items(), key=lambda item: item[0].line)
+
+    def diagnostics(self) -> list[Diagnostic]:
+        """The rendered records' diagnostics, plus template-added-text once for the file."""
+        out = [
+            d.shifted(state.line)
+            for state in self.with_diagnostics
+            for d in self.done[state].diagnostics
+        ]
+        if self.added_text:
+            first = min(self.added_text, key=lambda s: s.line)
+            issue = next(i for i in self.done[first].view.issues if i.code == ADDED_TEXT)
+            count = len(self.added_text)
+            out.append(
+                _relative(
+                    first,
+                    ADDED_TEXT,
+                    f"{issue.message} This applies to {count:,} record{'s' if count != 1 else ''}.",
+                    SEVERITIES[issue.severity],
+                    {"records": count, "text": issue.data.get("text", "")},
+                ).shifted(first.line)
+            )
+        return out
+
+    def summary(self) -> ViewSummary:
+        return self.totals.summary()
+
+
+def check_all(
     states: Iterable[RecordState],
     renderer: TemplateRenderer,
     options: ViewOptions,
     *,
-    cache: CheckCache | None = None,
     cancel: threading.Event | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-) -> tuple[Checked, CheckCache]:
-    """Return every trainable record with its check, and the cache of exactly those checks.
-
-    A record found in ``cache`` (checked with the same renderer and options) is not rendered
-    again, so after a one-line edit only the edited record is.
-    """
-    records = [s for s in states if renderable(s)]
-    chat_file = is_chat_file(records)
-    cache = cache or {}
-    fresh: CheckCache = {}
-    checked: Checked = []
-    for index, state in enumerate(records):
-        if index % PROGRESS_EVERY == 0:
-            check_cancel(cancel)
-            if on_progress is not None:
-                on_progress(index, len(records))
-        # Only a text record renders differently in a chat file.
-        key = chat_file if state.shape == "text" else True
-        hit = cache.get(state)
-        record = hit[1] if hit is not None and hit[0] == key else None
-        if record is None:
-            record = check_record(state, chat_file, renderer, options)
-        fresh[state] = (key, record)
-        checked.append((state, record))
-    if on_progress is not None:
-        on_progress(len(records), len(records))
-    return checked, fresh
-
-
-def model_diagnostics(checked: Checked) -> list[Diagnostic]:
-    """Return the checked records' diagnostics, plus template-added-text once for the file."""
-    out = [d.shifted(state.line) for state, record in checked for d in record.diagnostics]
-    added = [
-        (state, issue)
-        for state, record in checked
-        for issue in record.view.issues
-        if issue.code == ADDED_TEXT
-    ]
-    if added:
-        first, issue = added[0]
-        count = len({id(state) for state, _ in added})
-        out.append(
-            _relative(
-                first,
-                ADDED_TEXT,
-                f"{issue.message} This applies to {count:,} record{'s' if count != 1 else ''}.",
-                SEVERITIES[issue.severity],
-                {"records": count, "text": issue.data.get("text", "")},
-            ).shifted(first.line)
-        )
-    return out
+) -> TrainedChecks:
+    """Return the model checks of every trainable record of ``states``, all rendered."""
+    checks = TrainedChecks(renderer, options)
+    for state in states:
+        checks.add(state)
+    checks.render(cancel=cancel, on_progress=on_progress)
+    return checks
 
 
 def merged_record(state: RecordState, chat_file: bool) -> dict[str, Any] | None:
@@ -286,13 +378,12 @@ def training_preview(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> TrainingPreview:
     """Return the first ``limit`` records (or the one at ``line``) rendered, all summarized."""
-    checked, _ = check_records(states, renderer, options, cancel=cancel, on_progress=on_progress)
+    checks = check_all(states, renderer, options, cancel=cancel, on_progress=on_progress)
+    checked = checks.checked()
     if line is None:
         shown = checked[:limit]
     else:
         shown = [(s, r) for s, r in checked if s.line <= line <= s.line + s.end_line]
     return TrainingPreview(
-        [(state.line, record.view) for state, record in shown],
-        summarize([record.view for _, record in checked]),
-        options,
+        [(state.line, record.view) for state, record in shown], checks.summary(), options
     )

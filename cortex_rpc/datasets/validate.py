@@ -288,7 +288,7 @@ def validate_dataset(
         loaded = load_text(text, format, context_length=context_length, cancel=cancel)
     if renderer is None:
         return loaded.validation()
-    from .trained import check_records, model_diagnostics
+    from .trained import check_all
 
-    checked, _ = check_records(loaded.states, renderer, options or ViewOptions(), cancel=cancel)
-    return with_diagnostics(loaded.result, model_diagnostics(checked))
+    checks = check_all(loaded.states, renderer, options or ViewOptions(), cancel=cancel)
+    return with_diagnostics(loaded.result, checks.diagnostics())

@@ -12,8 +12,7 @@ from cortex_rpc.datasets import load_text, validate_dataset
 from cortex_rpc.datasets.editor import DatasetDocument, code_actions, hover, publish_payload
 from cortex_rpc.datasets.trained import (
     MERGE_TITLE,
-    check_records,
-    model_diagnostics,
+    check_all,
     training_preview,
     view_options,
 )
@@ -156,10 +155,10 @@ def test_untrained_and_truncated_records_are_warnings(renderer: TemplateRenderer
 
 def test_text_records_in_a_chat_file_render_as_answers(renderer: TemplateRenderer) -> None:
     states = load_text(PLAIN + '\n{"text": "plain words"}', "jsonl").states
-    checked, _ = check_records(states, renderer, view_options())
+    checked = check_all(states, renderer, view_options()).checked()
     assert "<|assistant|>plain words<|end|>" in checked[1][1].view.text
     alone = load_text('{"text": "plain words"}', "jsonl").states
-    assert check_records(alone, renderer, view_options())[0][0][1].view.text == "plain words"
+    assert check_all(alone, renderer, view_options()).checked()[0][1].view.text == "plain words"
 
 
 def test_an_edit_renders_only_the_edited_record(renderer: TemplateRenderer) -> None:
@@ -232,12 +231,46 @@ def test_preview_shows_some_records_and_summarizes_all(renderer: TemplateRendere
 
 def test_model_diagnostics_skip_records_with_errors(renderer: TemplateRenderer) -> None:
     states = load_text('{"prompt": "x"}\n' + PLAIN, "jsonl").states
-    checked, cache = check_records(states, renderer, view_options())
-    assert [s.line for s, _ in checked] == [1] and len(cache) == 1
-    assert model_diagnostics(checked) == []
+    checks = check_all(states, renderer, view_options())
+    assert [s.line for s, _ in checks.checked()] == [1] and len(checks.done) == 1
+    assert checks.diagnostics() == []
 
 
 def test_an_invalid_config_names_its_field() -> None:
     with pytest.raises(InvalidParams) as error:
         view_options({"trainOn": "first"})
     assert error.value.data["field"] == "config.trainOn"
+
+
+def test_a_big_file_publishes_first_and_fills_in_its_model_checks(variant) -> None:
+    """didOpen publishes without waiting for every record to render; the rest follows, and
+    the final publish equals a fresh, fully rendered check."""
+    import asyncio
+
+    from cortex_rpc.datasets.documents import RENDER_CHUNK, DatasetDocuments
+    from cortex_rpc.datasets.training_view import ViewOptions
+
+    renderer = variant("think")
+    lines = [chat(("user", f"q{i}"), ("assistant", f"a{i}")) for i in range(RENDER_CHUNK * 3)]
+    text = "\n".join(lines)
+    published: list[dict] = []
+    summaries: list[dict] = []
+
+    async def scenario() -> None:
+        docs = DatasetDocuments(published.append, summaries.append, lambda: 0.0)
+        docs.training = (renderer, ViewOptions())
+        docs.open("file:///big.jsonl", text, "jsonl", 1)
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if summaries and "training" in summaries[-1]:
+                break
+        docs.worker.shutdown(wait=True)
+
+    asyncio.run(scenario())
+    assert summaries[0]["trainingPending"] == RENDER_CHUNK * 2
+    final = summaries[-1]["training"]
+    assert final["records"] == len(lines)
+    fresh = DatasetDocument("file:///big.jsonl", text, language_id="jsonl", renderer=renderer)
+    assert (published[-1], summaries[-1]) == publish_payload(fresh, 1)
+    added = [d for d in published[-1]["diagnostics"] if d["code"] == "template-added-text"]
+    assert len(added) == 1 and added[0]["data"]["records"] == len(lines)
