@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..accel import detect_backend, find_fast_blas, needs_fast_blas, usable_memory_bytes
@@ -81,7 +83,7 @@ def training_views(
 
     renderer = load_renderer(model_path)
     states = loaded.records
-    views = tuple(renderer.views(prepared_records(states), options))
+    views = tuple(counted(renderer.view(r, options)) for r in prepared_records(states))
     failed = [(s, v) for s, v in zip(states, views, strict=True) if not v.ok]
     if failed:
         state, view = failed[0]
@@ -98,6 +100,21 @@ def training_views(
             errors=len(failed),
         )
     return views
+
+
+def counted(view: TrainingView) -> TrainingView:
+    """Return ``view`` kept for counting only: ids and mask packed, no text or offsets.
+
+    A full view holds ~110 bytes a token (Python ints and offset tuples); a dataset of
+    100,000 chats would hold gigabytes while the proposal only counts.
+    """
+    return replace(
+        view,
+        text="",
+        ids=array("i", view.ids),
+        offsets=[],
+        trained=bytearray(view.trained),
+    )
 
 
 def view_options(overrides: dict[str, Any] | None, field: str) -> ViewOptions:
