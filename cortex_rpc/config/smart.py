@@ -264,11 +264,18 @@ def _apply_dataset(
             f"Training for {config.epochs:g} epoch(s) - fewer passes for efficiency "
             f"on a large dataset ({dataset.examples} examples)"
         )
-    if dataset.mean_chars > LONG_EXAMPLE_CHARS:
+    if dataset.views:  # the characters' threshold in tokens
+        mean_tokens = sum(v.token_count for v in dataset.views) / len(dataset.views)
+        long_examples = mean_tokens > LONG_EXAMPLE_CHARS / CHARS_PER_TOKEN
+        mean = f"{mean_tokens:.0f} tokens"
+    else:
+        long_examples = dataset.mean_chars > LONG_EXAMPLE_CHARS
+        mean = f"{dataset.mean_chars:.0f} chars"
+    if long_examples:
         config = replace(config, grad_accumulation_steps=config.grad_accumulation_steps * 2)
         notes.append(
             f"Gradient accumulation x{config.grad_accumulation_steps} - long examples "
-            f"(mean {dataset.mean_chars:.0f} chars) use smaller effective batches"
+            f"(mean {mean}) use smaller effective batches"
         )
     if dataset.task_type == "structured":
         notes.append(
