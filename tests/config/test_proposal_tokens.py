@@ -150,3 +150,29 @@ def test_a_refused_system_role_is_an_error_before_any_job(no_system_model, tmp_p
         )
     assert started.value.data["issue"] == "template-role"
     assert jobs.list_jobs() == []
+
+
+def test_template_added_text_is_named_in_the_explanation(tiny_model, tmp_path):
+    config_path = tiny_model / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["chat_template"] = config["chat_template"].replace(
+        "<|assistant|>{{ message['content'] }}",
+        "<|assistant|><think></think>{{ message['content'] }}",
+    )
+    config_path.write_text(json.dumps(config))
+    data = write(tmp_path / "d.jsonl", chats(8))
+    notes = propose(tiny_model, data)["explanations"]
+    assert (
+        "The chat template adds '<think></think>' before 8 answer(s); it is not trained "
+        "(trainTemplateText: false)" in notes
+    )
+    trained = propose(tiny_model, data, overrides={"trainTemplateText": True})
+    assert any("it is trained (trainTemplateText: true)" in e for e in trained["explanations"])
+
+
+def test_memory_is_sized_for_the_longest_batch_not_max_seq_length(tiny_model, tmp_path):
+    data = write(tmp_path / "d.jsonl", chats(40))
+    proposed = propose(tiny_model, data)
+    longer = propose(tiny_model, data, overrides={"maxSeqLength": 512})
+    assert longer["config"]["maxSeqLength"] == 512
+    assert longer["estimate"]["peakMemoryBytes"] == proposed["estimate"]["peakMemoryBytes"]
