@@ -10,6 +10,10 @@ Divided by an effective per-backend throughput that was measured, not guessed:
   ~8 minutes).
 - cuda: 20 TFLOP/s effective.
 
+Token counts come from the training views (the model's chat template and tokenizer) when
+the proposal has them: the mean tokens per example for time, the longest batch (padded as
+mlx_lm pads) for activations. ``CHARS_PER_TOKEN`` is only the fallback without a tokenizer.
+
 ``benchmarks/train.py`` prints the measured tokens/s on a machine; docs/configuration.md
 says how to recalibrate these figures from it.
 """
@@ -38,14 +42,18 @@ class Estimate:
     peak_memory_bytes: int
     tokens: int
     basis: str
+    trained_tokens: int | None = None  # tokens with loss, when the model's tokenizer counted them
 
     def to_wire(self) -> dict:
-        return {
+        wire = {
             "seconds": round(self.seconds, 1),
             "peakMemoryBytes": self.peak_memory_bytes,
             "tokens": self.tokens,
             "basis": self.basis,
         }
+        if self.trained_tokens is not None:
+            wire["trainedTokens"] = self.trained_tokens
+        return wire
 
 
 def weight_bytes(parameters: int, bytes_per_parameter: float, quantization_bits: int | None) -> int:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..accel import detect_backend, find_fast_blas, needs_fast_blas, usable_memory_bytes
+from ..errors import CortexError
 from ..models.inspect import inspect_model
 from ..models.registry import resolve_model
 from .smart import DatasetProfile, MachineProfile, Proposal, profile_from_wire, propose_config
+from .training_config import TrainingConfig, apply_overrides
 
 if TYPE_CHECKING:  # the datasets package is imported only when a dataset is given
-    from ..datasets.load import DatasetSource
+    from ..datasets.load import DatasetSource, LoadedDataset
+    from ..datasets.training_view import TrainingView, ViewOptions
 
 
 def current_machine() -> MachineProfile:
@@ -24,21 +29,104 @@ def current_machine() -> MachineProfile:
     )
 
 
-def dataset_profile(dataset: DatasetSource, format: str | None = None) -> DatasetProfile:
+def dataset_profile(
+    dataset: DatasetSource,
+    format: str | None = None,
+    *,
+    model_path: str | None = None,
+    options: ViewOptions | None = None,
+) -> DatasetProfile:
     """Return the smart-config view of a dataset (a path or loaded), from its stats.
 
-    Raises CortexError ``dataset-invalid`` when the dataset has errors.
+    With ``model_path`` every record is rendered as the worker trains it (``options``), so
+    lengths are counted in the model's tokens; without a readable tokenizer they are
+    estimated from characters. Raises CortexError ``dataset-invalid`` when the dataset has
+    errors or the model's template cannot render a record.
     """
     from ..datasets import dataset_stats
+    from ..datasets.load import as_loaded
+    from ..datasets.training_view import ViewOptions
 
-    stats = dataset_stats(dataset, format)
+    loaded = as_loaded(dataset, format).check()
+    stats = dataset_stats(loaded)
+    views: tuple[TrainingView, ...] = ()
+    no_tokenizer = "" if model_path is not None else "no model given to count tokens with"
+    if model_path is not None:
+        try:
+            views = training_views(loaded, model_path, options or ViewOptions())
+        except CortexError as error:
+            if error.code not in ("tokenizer-not-found", "tokenizer-invalid"):
+                raise
+            no_tokenizer = f"the model's tokenizer is unavailable ({error.message})"
     return DatasetProfile(
         examples=stats.examples,
         size_class=stats.size_class,
         task_type=stats.task_type,
         mean_chars=stats.mean_chars,
         max_chars=stats.max_chars,
+        views=views,
+        no_tokenizer=no_tokenizer,
     )
+
+
+def training_views(
+    loaded: LoadedDataset, model_path: str, options: ViewOptions
+) -> tuple[TrainingView, ...]:
+    """Return every record as the worker trains it; refuse one the template cannot render.
+
+    The refusal is CortexError ``dataset-invalid`` naming the first such record's line, with
+    the engine's issue code (``template-role``, ...) and its fix, so no job is started that
+    would fail seconds later.
+    """
+    from ..datasets.prepare import prepared_records
+    from ..datasets.training_view import load_renderer
+
+    renderer = load_renderer(model_path)
+    states = loaded.records
+    views = tuple(counted(renderer.view(r, options)) for r in prepared_records(states))
+    failed = [(s, v) for s, v in zip(states, views, strict=True) if not v.ok]
+    if failed:
+        state, view = failed[0]
+        issue = next(i for i in view.issues if i.severity == "error")
+        name = loaded.path.name if loaded.path is not None else "The text"
+        raise CortexError(
+            "dataset-invalid",
+            f"{name}: {len(failed)} record(s) cannot be trained with this model; first at "
+            f"line {state.line + 1}: {issue.message}",
+            path=None if loaded.path is None else str(loaded.path),
+            issue=issue.code,
+            line=state.line,
+            turn=issue.turn,
+            errors=len(failed),
+        )
+    return views
+
+
+def counted(view: TrainingView) -> TrainingView:
+    """Return ``view`` kept for counting only: ids and mask packed, no text or offsets.
+
+    A full view holds ~110 bytes a token (Python ints and offset tuples); a dataset of
+    100,000 chats would hold gigabytes while the proposal only counts.
+    """
+    return replace(
+        view,
+        text="",
+        ids=array("i", view.ids),
+        offsets=[],
+        trained=bytearray(view.trained),
+    )
+
+
+def view_options(overrides: dict[str, Any] | None, field: str) -> ViewOptions:
+    """Return how records are trained under ``overrides`` (trainOn, trainTemplateText), uncut.
+
+    Views are rendered whole; the proposal cuts them at each maxSeqLength it weighs.
+    """
+    from ..datasets.training_view import ViewOptions
+
+    chosen = {k: v for k, v in (overrides or {}).items() if k in ("trainOn", "trainTemplateText")}
+    config = apply_overrides(TrainingConfig(), chosen, prefix=field)
+    return ViewOptions(train_on=config.train_on, train_template_text=config.train_template_text)
 
 
 def propose_for_model(
@@ -61,7 +149,12 @@ def propose_for_model(
     inspection = inspect_model(resolve_model(model, model_dirs))
     profile = None
     if dataset is not None:
-        profile = dataset_profile(dataset, dataset_format)
+        profile = dataset_profile(
+            dataset,
+            dataset_format,
+            model_path=inspection.path,
+            options=view_options(overrides, overrides_field),
+        )
     elif dataset_stats is not None:
         profile = profile_from_wire(dataset_stats)
     return propose_config(

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidParams
 from ..models.inspect import ModelInspection, dtype_bytes
 from ..units import human_params
 from .estimate import CHARS_PER_TOKEN, Estimate, estimate_peak_memory, estimate_seconds
 from .training_config import TrainingConfig, apply_overrides, iterations_for
+
+if TYPE_CHECKING:  # views exist only when the datasets package rendered them
+    from ..datasets.training_view import TrainingView, ViewSummary
 
 PRESETS = ("quick", "balanced", "quality", "expert")
 
@@ -64,6 +67,12 @@ CATEGORY_DEFAULTS: dict[str, dict[str, Any]] = {
 SMALL_DATASET = 100
 LARGE_DATASET = 5000
 LONG_EXAMPLE_CHARS = 2000
+# Cut at most this fraction of the examples, and only when keeping them whole would take at
+# least OUTLIER_FACTOR times the length that covers the rest.
+MAX_CUT_FRACTION = 0.01
+OUTLIER_FACTOR = 4
+# mlx_lm pads each batch to a multiple of 32 tokens, up to maxSeqLength.
+PAD_TO = 32
 # Leave headroom for the OS, the editor and MLX's allocator cache.
 MEMORY_HEADROOM = 0.85
 
@@ -77,15 +86,24 @@ class DatasetProfile:
     task_type: str
     mean_chars: float
     max_chars: int = 0
-    mean_tokens: float | None = None
+    # Every record as the worker trains it, when the model's tokenizer could be read; token
+    # counts then come from here, never from characters.
+    views: tuple[TrainingView, ...] = ()
+    no_tokenizer: str = ""  # why there are no views (the estimate from characters says it)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire: dict[str, Any] = {
             "examples": self.examples,
             "sizeClass": self.size_class,
             "taskType": self.task_type,
             "meanChars": round(self.mean_chars, 1),
+            "tokensFrom": "tokenizer" if self.views else "characters",
         }
+        if self.views:
+            tokens = [v.token_count for v in self.views]
+            wire["meanTokens"] = round(sum(tokens) / len(tokens), 1)
+            wire["maxTokens"] = max(tokens)
+        return wire
 
 
 def size_class_for(examples: int) -> str:
@@ -146,6 +164,7 @@ class Proposal:
     explanations: list[str] = field(default_factory=list)
     estimate: Estimate | None = None
     fits_in_memory: bool = True
+    training_view: ViewSummary | None = None  # the dataset as trained with ``config``
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
@@ -165,6 +184,8 @@ class Proposal:
             "estimate": self.estimate.to_wire() if self.estimate else None,
             "fitsInMemory": self.fits_in_memory,
         }
+        if self.training_view is not None:
+            wire["trainingView"] = self.training_view.to_wire()
         if self.dataset is not None:
             wire["dataset"] = self.dataset.to_wire()
         return wire
@@ -225,7 +246,10 @@ def _apply_preset(
 
 
 def _apply_dataset(
-    config: TrainingConfig, dataset: DatasetProfile, notes: list[str]
+    config: TrainingConfig,
+    dataset: DatasetProfile,
+    context_length: int | None,
+    notes: list[str],
 ) -> TrainingConfig:
     if dataset.examples < SMALL_DATASET:
         config = replace(config, epochs=config.epochs + 1, lora_dropout=0.0)
@@ -240,32 +264,29 @@ def _apply_dataset(
             f"Training for {config.epochs:g} epoch(s) - fewer passes for efficiency "
             f"on a large dataset ({dataset.examples} examples)"
         )
-    if dataset.mean_chars > LONG_EXAMPLE_CHARS:
+    if dataset.views:  # the characters' threshold in tokens
+        mean_tokens = sum(v.token_count for v in dataset.views) / len(dataset.views)
+        long_examples = mean_tokens > LONG_EXAMPLE_CHARS / CHARS_PER_TOKEN
+        mean = f"{mean_tokens:.0f} tokens"
+    else:
+        long_examples = dataset.mean_chars > LONG_EXAMPLE_CHARS
+        mean = f"{dataset.mean_chars:.0f} chars"
+    if long_examples:
         config = replace(config, grad_accumulation_steps=config.grad_accumulation_steps * 2)
         notes.append(
             f"Gradient accumulation x{config.grad_accumulation_steps} - long examples "
-            f"(mean {dataset.mean_chars:.0f} chars) use smaller effective batches"
+            f"(mean {mean}) use smaller effective batches"
         )
-    if dataset.task_type == "chat":
-        notes.append(
-            "Chat data: the model's chat template is applied and only the assistant "
-            "replies are trained on (prompt masking)"
-        )
-    elif dataset.task_type == "structured":
+    if dataset.task_type == "structured":
         notes.append(
             "Structured outputs: prompts are masked so the loss falls on the structured answers"
         )
-    else:
+    elif dataset.task_type != "chat":  # chats get the loss note once trainOn is final
         notes.append("Completion data: prompt and completion are joined and the prompt is masked")
-    if dataset.max_chars:
-        needed = int(dataset.max_chars / CHARS_PER_TOKEN * 1.1) + 16
-        length = min(config.max_seq_length, max(128, 2 ** math.ceil(math.log2(needed))))
-        if length != config.max_seq_length:
-            config = replace(config, max_seq_length=length)
-            notes.append(
-                f"Sequence length {length} tokens - enough for the longest example "
-                f"({dataset.max_chars} chars)"
-            )
+    if dataset.views:
+        config = _length_from_tokens(config, dataset.views, context_length, notes)
+    elif dataset.max_chars:
+        config = _length_from_chars(config, dataset, notes)
     if config.batch_size > dataset.examples:
         config = replace(config, batch_size=max(1, dataset.examples))
         notes.append(
@@ -274,7 +295,136 @@ def _apply_dataset(
     return config
 
 
-def _peak_memory(config: TrainingConfig, model: ModelInspection) -> int:
+def _power_of_two(tokens: int) -> int:
+    return max(128, 2 ** math.ceil(math.log2(max(tokens, 1))))
+
+
+def _length_from_tokens(
+    config: TrainingConfig,
+    views: tuple[TrainingView, ...],
+    context_length: int | None,
+    notes: list[str],
+) -> TrainingConfig:
+    """Cover every example, unless a few outliers would need a much longer maxSeqLength."""
+    lengths = sorted(v.token_count for v in views)
+    cap = context_length or config.max_seq_length
+    whole = _power_of_two(lengths[-1])
+    # The length that leaves at most MAX_CUT_FRACTION of the examples cut.
+    most = _power_of_two(lengths[len(lengths) - 1 - int(len(lengths) * MAX_CUT_FRACTION)])
+    length = min(cap, most if whole >= OUTLIER_FACTOR * most else whole)
+    config = replace(config, max_seq_length=length)
+    cut = _cut_note(views, length)
+    if not cut:
+        notes.append(
+            f"maxSeqLength {length} covers every example (the longest is {lengths[-1]:,} "
+            "tokens with the model's chat template, counted with its tokenizer)"
+        )
+        return config
+    keep = (
+        f"maxSeqLength {whole} would keep them whole"
+        if whole <= cap
+        else f"the model's context is {cap:,} tokens"
+    )
+    notes.append(f"{cut} (the longest has {lengths[-1]:,} tokens; {keep})")
+    return config
+
+
+def _cut_note(views: tuple[TrainingView, ...], length: int) -> str:
+    """Return how many examples ``length`` covers and what the cut ones lose, or "" for none."""
+    summary = summary_at(views, length)
+    if not summary.cut:
+        return ""
+    covered = math.floor(1000 * (summary.records - summary.cut) / summary.records) / 10
+    return (
+        f"maxSeqLength {length} covers {covered:g}% of examples; {summary.cut} example(s) "
+        f"would be cut, losing {summary.lost_trained_tokens:,} trained tokens"
+    )
+
+
+def summary_at(views: tuple[TrainingView, ...], length: int) -> ViewSummary:
+    """Return the token summary of ``views`` as the worker cuts them at ``length``."""
+    from ..datasets.training_view import summarize
+
+    return summarize([replace(v, max_seq_length=length) for v in views])
+
+
+def _length_from_chars(
+    config: TrainingConfig, dataset: DatasetProfile, notes: list[str]
+) -> TrainingConfig:
+    """The fallback without a tokenizer: the longest example's characters, with a margin."""
+    needed = int(dataset.max_chars / CHARS_PER_TOKEN * 1.1) + 16
+    length = min(config.max_seq_length, _power_of_two(needed))
+    if length != config.max_seq_length:
+        config = replace(config, max_seq_length=length)
+        notes.append(
+            f"Sequence length {length} tokens - estimated from characters, enough for the "
+            f"longest example ({dataset.max_chars} chars at ~{CHARS_PER_TOKEN} chars/token)"
+            + (f"; {dataset.no_tokenizer}" if dataset.no_tokenizer else "")
+        )
+    return config
+
+
+def _loss_notes(config: TrainingConfig, dataset: DatasetProfile) -> list[str]:
+    """Say which tokens get loss in a chat dataset, and what the template adds to answers."""
+    if dataset.task_type != "chat":
+        return []
+    notes = [
+        "Loss on every assistant turn (trainOn: all); system, user and tool messages are "
+        "masked. Set trainOn to last to train only the final reply, as mlx_lm does"
+        if config.train_on == "all"
+        else "Loss on the last assistant turn only (trainOn: last, as mlx_lm does); earlier "
+        "replies are masked like the prompts"
+    ]
+    added = [
+        issue.data.get("text", "")
+        for view in dataset.views
+        for issue in view.issues
+        if issue.code == "template-added-text"
+    ]
+    if added:
+        notes.append(
+            f"The chat template adds {added[0].strip()!r} before {len(added)} answer(s); it is "
+            + (
+                "trained (trainTemplateText: true)"
+                if config.train_template_text
+                else "not trained (trainTemplateText: false)"
+            )
+        )
+    return notes
+
+
+def _tokens_per_example(
+    config: TrainingConfig, dataset: DatasetProfile | None
+) -> tuple[float, float | None, str]:
+    """Return the mean tokens and trained tokens a step sees per example, and their source."""
+    if dataset is None:
+        return 256.0, None, "no dataset given: 256 assumed"
+    if not dataset.views:
+        return (
+            dataset.mean_chars / CHARS_PER_TOKEN,
+            None,
+            f"estimated from characters at ~{CHARS_PER_TOKEN} chars/token",
+        )
+    summary = summary_at(dataset.views, config.max_seq_length)
+    kept = sum(min(v.token_count, config.max_seq_length) for v in dataset.views)
+    return (
+        kept / len(dataset.views),
+        summary.trained["total"] / len(dataset.views),
+        "mean with the model's chat template and tokenizer, cut at maxSeqLength",
+    )
+
+
+def _batch_length(config: TrainingConfig, dataset: DatasetProfile | None) -> int:
+    """The longest batch in tokens: the longest example padded as mlx_lm pads, when known."""
+    if not dataset or not dataset.views:
+        return config.max_seq_length
+    longest = max(v.token_count for v in dataset.views)
+    return min(config.max_seq_length, PAD_TO * math.ceil(longest / PAD_TO))
+
+
+def _peak_memory(
+    config: TrainingConfig, model: ModelInspection, dataset: DatasetProfile | None = None
+) -> int:
     return estimate_peak_memory(
         parameters=model.parameters,
         bytes_per_parameter=dtype_bytes(model.dtype),
@@ -285,17 +435,21 @@ def _peak_memory(config: TrainingConfig, model: ModelInspection) -> int:
         rank=config.lora_rank,
         fine_tune_type=config.fine_tune_type,
         batch_size=config.batch_size,
-        seq_length=config.max_seq_length,
+        seq_length=_batch_length(config, dataset),
         grad_checkpoint=config.grad_checkpoint,
     )
 
 
 def _fit_memory(
-    config: TrainingConfig, model: ModelInspection, machine: MachineProfile, notes: list[str]
+    config: TrainingConfig,
+    model: ModelInspection,
+    dataset: DatasetProfile | None,
+    machine: MachineProfile,
+    notes: list[str],
 ) -> tuple[TrainingConfig, bool]:
     budget = int(machine.usable_memory_bytes * MEMORY_HEADROOM)
     gb = 1e9
-    if _peak_memory(config, model) <= budget:
+    if _peak_memory(config, model, dataset) <= budget:
         return config, True
     steps: list[tuple[str, Any]] = []
     if not model.quantization_bits:
@@ -308,13 +462,13 @@ def _fit_memory(
             and config.quantization_bits <= value
         ):
             continue
-        before = _peak_memory(config, model)
+        before = _peak_memory(config, model, dataset)
         if name == "batch_size":
             accumulation = config.grad_accumulation_steps * config.batch_size
             config = replace(config, batch_size=1, grad_accumulation_steps=accumulation)
         else:
             config = replace(config, **{name: value})
-        after = _peak_memory(config, model)
+        after = _peak_memory(config, model, dataset)
         label = {
             "quantization_bits": f"{value}-bit quantization",
             "grad_checkpoint": "gradient checkpointing",
@@ -328,7 +482,7 @@ def _fit_memory(
             return config, True
     notes.append(
         f"Memory: even with every saving the run needs about "
-        f"{_peak_memory(config, model) / gb:.1f} GB but only {budget / gb:.1f} GB is "
+        f"{_peak_memory(config, model, dataset) / gb:.1f} GB but only {budget / gb:.1f} GB is "
         "usable - close other applications, pick a smaller model or shorten "
         "maxSeqLength"
     )
@@ -358,7 +512,7 @@ def propose_config(
         notes.append(f"Adapters on all {model.num_layers} layers (the model has fewer than 16)")
     config = _apply_preset(config, preset, model, notes)
     if dataset is not None:
-        config = _apply_dataset(config, dataset, notes)
+        config = _apply_dataset(config, dataset, model.context_length, notes)
     notes.append(
         f"Using learning rate {_format_lr(config.learning_rate)} for a "
         f"{model.category} model - "
@@ -377,10 +531,17 @@ def propose_config(
         )
     elif model.quantization_bits:
         notes.append(f"Base model is already {model.quantization_bits}-bit quantized (QLoRA)")
-    config, fits = _fit_memory(config, model, machine, notes)
+    config, fits = _fit_memory(config, model, dataset, machine, notes)
     if overrides:
         config = apply_overrides(config, overrides, prefix=overrides_field)
         notes.append("Your overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+        if "maxSeqLength" in overrides and dataset is not None and dataset.views:
+            notes.append(
+                _cut_note(dataset.views, config.max_seq_length)
+                or f"maxSeqLength {config.max_seq_length} covers every example"
+            )
+    if dataset is not None:
+        notes += _loss_notes(config, dataset)
     if model.num_layers and config.num_layers > model.num_layers:
         raise InvalidParams(
             f"{overrides_field}.numLayers: the model has only {model.num_layers} layers",
@@ -403,8 +564,8 @@ def propose_config(
             f"{config.iterations} iterations x batch {config.batch_size} = "
             f"{epochs:g} epochs over {examples} examples"
         )
-    mean_tokens = dataset.mean_tokens or dataset.mean_chars / CHARS_PER_TOKEN if dataset else 256
-    tokens = int(config.iterations * config.batch_size * max(mean_tokens, 1))
+    per_example, trained, source = _tokens_per_example(config, dataset)
+    tokens = int(config.iterations * config.batch_size * max(per_example, 1))
     seconds, basis = estimate_seconds(
         parameters=model.parameters,
         tokens=tokens,
@@ -414,7 +575,13 @@ def propose_config(
         size_bytes=model.size_bytes,
     )
     estimate = Estimate(
-        seconds=seconds, peak_memory_bytes=_peak_memory(config, model), tokens=tokens, basis=basis
+        seconds=seconds,
+        peak_memory_bytes=_peak_memory(config, model, dataset),
+        tokens=tokens,
+        basis=f"{basis}; {per_example:,.0f} tokens per example ({source})",
+        trained_tokens=None
+        if trained is None
+        else int(config.iterations * config.batch_size * trained),
     )
     return Proposal(
         config=config,
@@ -424,4 +591,7 @@ def propose_config(
         explanations=notes,
         estimate=estimate,
         fits_in_memory=fits,
+        training_view=summary_at(dataset.views, config.max_seq_length)
+        if dataset is not None and dataset.views
+        else None,
     )

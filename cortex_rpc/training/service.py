@@ -106,6 +106,7 @@ def start_training(
         "explanations": proposal.explanations,
         "estimate": proposal.estimate.to_wire() if proposal.estimate else None,
         "fitsInMemory": proposal.fits_in_memory,
+        "trainingView": proposal.training_view.to_wire() if proposal.training_view else None,
     }
 
 

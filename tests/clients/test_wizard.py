@@ -103,6 +103,8 @@ def test_existing_file_with_quick_preset_and_chat(
     child.expect_exact("Select preset [2]: ")
     child.sendline("1")
     child.expect_exact("⚡ Smart configuration applied:")
+    child.expect_exact("Tokens trained per example: ")
+    child.expect_exact("(min/median/max); 0 examples would be cut at maxSeqLength 128")
     finish(child, "quick-model", chat=True)
     assert (cortex_home / "mlx_models" / "quick-model" / "fine-tuned.marker").exists()
 
@@ -418,3 +420,19 @@ def test_tuning_lines_read_like_the_table():
         "Plan: 8 candidates, 14 iterations each in round 1"
     )
     assert tuning_line({"event": "done"}) is None
+
+
+def test_tokens_line_reads_the_training_view():
+    from cortex_client.wizard import tokens_line
+
+    view = {
+        "trainedTokens": {"min": 3, "median": 20, "max": 400, "total": 900},
+        "cut": 2,
+        "lostTrainedTokens": 1200,
+    }
+    proposal = {"config": {"maxSeqLength": 256}, "trainingView": view}
+    assert tokens_line(proposal) == (
+        "Tokens trained per example: 3/20/400 (min/median/max); 2 examples would be cut at "
+        "maxSeqLength 256, losing 1,200 trained tokens"
+    )
+    assert tokens_line({"config": {"maxSeqLength": 256}}) == ""

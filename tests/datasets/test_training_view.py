@@ -121,3 +121,26 @@ def test_summary_counts_cuts_and_untrained_records(renderer: TemplateRenderer) -
     assert summary.cut == 1 and summary.lost_trained_tokens > 0
     assert summary.untrained == 2  # the cut record loses its whole answer; weight 0 trains none
     assert summary.trained["total"] == sum(v.trained_count for v in views)
+
+
+def test_the_rust_fast_path_gives_the_hf_call_s_ids_and_offsets(
+    renderer: TemplateRenderer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [
+        {"text": "plain text here"},
+        {"prompt": "What is 2+2?", "completion": "4 <|end|> ünïcode"},
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!"},
+            ]
+        },
+    ]
+    assert renderer._backend() is not None
+    fast = renderer.views(records)
+    monkeypatch.setattr(renderer, "_backend", lambda: None)
+    slow = renderer.views(records)
+    assert [(v.ids, v.offsets, v.trained) for v in fast] == [
+        (v.ids, v.offsets, v.trained) for v in slow
+    ]

@@ -90,6 +90,20 @@ def _recall(key: str) -> str | None:
     return None
 
 
+def tokens_line(proposal: dict[str, Any]) -> str:
+    """Return what each example trains, from the proposal's ``trainingView`` ("" without one)."""
+    view = proposal.get("trainingView")
+    if not view:
+        return ""
+    trained = view["trainedTokens"]
+    length = proposal["config"]["maxSeqLength"]
+    return (
+        f"Tokens trained per example: {trained['min']}/{trained['median']}/{trained['max']} "
+        f"(min/median/max); {view['cut']} examples would be cut at maxSeqLength {length}"
+        + (f", losing {view['lostTrainedTokens']:,} trained tokens" if view["cut"] else "")
+    )
+
+
 def parse_value(text: str) -> Any:
     """Turn ``--set``/Expert answers into JSON values: numbers, booleans, null, or text."""
     lowered = text.strip().lower()
@@ -332,6 +346,9 @@ class Wizard:
         self.term.say("⚡ Smart configuration applied:")
         for note in self.proposal["explanations"]:
             self.term.say(f"   {note}")
+        line = tokens_line(self.proposal)
+        if line:
+            self.term.say(line)
         if not self.proposal.get("fitsInMemory", True):
             self.term.say("⚠ This configuration may not fit in memory.", style="yellow")
         self.term.event("config", **self.proposal)
