@@ -69,6 +69,10 @@ def dataset_profile(
     )
 
 
+# The views of the last dataset file counted: (key, views). One entry, so memory stays bounded.
+_last_views: list[Any] = [None, ()]
+
+
 def training_views(
     loaded: LoadedDataset, model_path: str, options: ViewOptions
 ) -> tuple[TrainingView, ...]:
@@ -83,7 +87,13 @@ def training_views(
 
     renderer = load_renderer(model_path)
     states = loaded.records
-    views = tuple(counted(renderer.view(r, options)) for r in prepared_records(states))
+    key = (id(renderer), loaded.sha256, loaded.format, options)
+    if loaded.sha256 is not None and _last_views[0] == key:
+        views = _last_views[1]  # the wizard proposes again, then starts: render once
+    else:
+        views = tuple(counted(renderer.view(r, options)) for r in prepared_records(states))
+        if loaded.sha256 is not None:
+            _last_views[:] = [key, views]
     failed = [(s, v) for s, v in zip(states, views, strict=True) if not v.ok]
     if failed:
         state, view = failed[0]

@@ -176,3 +176,21 @@ def test_memory_is_sized_for_the_longest_batch_not_max_seq_length(tiny_model, tm
     longer = propose(tiny_model, data, overrides={"maxSeqLength": 512})
     assert longer["config"]["maxSeqLength"] == 512
     assert longer["estimate"]["peakMemoryBytes"] == proposed["estimate"]["peakMemoryBytes"]
+
+
+def test_proposing_again_for_the_same_file_renders_once(tiny_model, tmp_path, monkeypatch):
+    """The wizard proposes two or three times and then starts: the file is rendered once."""
+    from cortex_rpc.datasets.training_view import TemplateRenderer
+
+    rendered = []
+    original = TemplateRenderer.view
+    monkeypatch.setattr(
+        TemplateRenderer, "view", lambda self, r, o=None: rendered.append(r) or original(self, r, o)
+    )
+    data = write(tmp_path / "d.jsonl", chats(12))
+    first = propose(tiny_model, data)
+    assert propose(tiny_model, data)["trainingView"] == first["trainingView"]
+    assert len(rendered) == 12
+    write(data, chats(13))  # a changed file is rendered again
+    assert propose(tiny_model, data)["trainingView"]["records"] == 13
+    assert len(rendered) == 25
