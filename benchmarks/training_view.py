@@ -9,7 +9,10 @@ multi-turn, system prompts, 20 % tool calls) are then processed two ways, in the
 (b) mlx_lm's ``ChatDataset(data, tokenizer, mask_prompt=True).process`` for every record
     (``mlx_lm.tuner.datasets``): ids and one prompt offset (the last turn only).
 
-It prints records/s of each and the ratio (a)/(b). Target: >= 1x. When the full run would
+It prints records/s of each and the ratio (a)/(b). Target: >= 1x. With ``--edits N`` it also
+opens the records as a JSONL document in a real server (over stdio) with the tokenizer as the
+editor's model, waits until every record's model checks are in, and times N one-line edits
+until their publishDiagnostics (target: p95 < 50 ms; only the edited record is re-rendered). When the full run would
 take more than about four minutes, both are measured on the same first ``--subset`` records
 and the output says so. The two are timed on alternating chunks of 1,000 records, so a change in
 the machine's load falls on both. Run: ``python benchmarks/training_view.py [--records N]``.
@@ -148,10 +151,98 @@ def interleaved(first, second, records: list[dict], chunk: int = 1000) -> tuple[
     return len(records) / spent[0], len(records) / spent[1]
 
 
+def live_edits(model_dir: Path, records: list[dict], edits: int, words, rng) -> dict:
+    """Open ``records`` with ``model_dir`` as the editor's model; time one-line edits."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_datasets", Path(_here) / "datasets.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    client = bench.StdioClient()
+    client.send(
+        {
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "processId": None,
+                "rootUri": None,
+                "capabilities": {},
+                "initializationOptions": {"model": str(model_dir)},
+            },
+        }
+    )
+    client.wait(lambda m: m.get("id") == 1)
+    client.send({"method": "initialized", "params": {}})
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as handle:
+        handle.write("\n".join(json.dumps(r) for r in records))
+    uri = Path(handle.name).as_uri()
+    start = time.perf_counter()
+    client.send(
+        {
+            "method": "textDocument/didOpen",
+            "params": {
+                "textDocument": {
+                    "uri": uri,
+                    "languageId": "jsonl",
+                    "version": 1,
+                    "text": Path(handle.name).read_text(),
+                }
+            },
+        }
+    )
+    client.wait(lambda m: m.get("method") == "textDocument/publishDiagnostics")
+    first = time.perf_counter() - start
+    client.wait(
+        lambda m: m.get("method") == "cortex/datasetSummary" and "training" in m["params"],
+        timeout=1800,
+    )
+    filled = time.perf_counter() - start
+    latencies = []
+    for version in range(2, edits + 2):
+        line = rng.randrange(len(records))
+        time.sleep(0.2)  # past the editor's debounce: each edit is published on its own
+        sent = time.perf_counter()
+        client.send(
+            {
+                "method": "textDocument/didChange",
+                "params": {
+                    "textDocument": {"uri": uri, "version": version},
+                    "contentChanges": [
+                        {
+                            "range": {
+                                "start": {"line": line, "character": 0},
+                                "end": {"line": line, "character": 10**6},
+                            },
+                            "text": json.dumps(record(rng, words, line)),
+                        }
+                    ],
+                },
+            }
+        )
+        at, _ = client.wait(
+            lambda m, v=version: (
+                m.get("method") == "textDocument/publishDiagnostics"
+                and m["params"].get("version") == v
+            )
+        )
+        latencies.append((at - sent) * 1000)
+    client.close()
+    os.unlink(handle.name)
+    latencies.sort()
+    return {
+        "firstPublishSeconds": first,
+        "allCheckedSeconds": filled,
+        "p50Ms": latencies[len(latencies) // 2],
+        "p95Ms": latencies[int(0.95 * (len(latencies) - 1))],
+        "maxMs": latencies[-1],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--subset", type=int, default=20_000)
+    parser.add_argument("--edits", type=int, default=0, help="also time N editor edits")
     args = parser.parse_args()
 
     from mlx_lm.tuner.datasets import ChatDataset
@@ -160,12 +251,13 @@ def main() -> None:
 
     rng = random.Random(0)
     words = lexicon(rng)
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        build_tokenizer(Path(tmp) / "tok", words, rng)
-        renderer = load_renderer(str(Path(tmp) / "tok"))
-        vocab = renderer._encoder.vocab_size
-        print(f"tokenizer: byte-level BPE, {vocab:,} tokens ({time.perf_counter() - start:.1f} s)")
+    tmp = tempfile.TemporaryDirectory()
+    model_dir = Path(tmp.name) / "tok"
+    start = time.perf_counter()
+    build_tokenizer(model_dir, words, rng)
+    renderer = load_renderer(str(model_dir))
+    vocab = renderer._encoder.vocab_size
+    print(f"tokenizer: byte-level BPE, {vocab:,} tokens ({time.perf_counter() - start:.1f} s)")
     records = [record(rng, words, i) for i in range(args.records)]
     baseline = ChatDataset(records, renderer.tokenizer, mask_prompt=True)
 
@@ -191,6 +283,19 @@ def main() -> None:
     print(f"(a) training view, every turn located: {engine:,.0f} records/s")
     print(f"(b) mlx_lm ChatDataset.process:        {mlx:,.0f} records/s")
     print(f"ratio (a)/(b): {engine / mlx:.2f}x (target >= 1x)")
+    if args.edits:
+        edits = live_edits(model_dir, records, args.edits, words, rng)
+        print(
+            f"editor with this model, {len(records):,} records: first publishDiagnostics "
+            f"{edits['firstPublishSeconds']:.2f} s, every record checked "
+            f"{edits['allCheckedSeconds']:.1f} s"
+        )
+        print(
+            f"one-line edit -> publishDiagnostics over {args.edits} edits: "
+            f"p50 {edits['p50Ms']:.1f} ms, p95 {edits['p95Ms']:.1f} ms (target < 50), "
+            f"max {edits['maxMs']:.1f} ms"
+        )
+    tmp.cleanup()
 
 
 if __name__ == "__main__":

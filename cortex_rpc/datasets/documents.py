@@ -8,6 +8,7 @@ its event loop in message order.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
     from .training_view import TemplateRenderer, ViewOptions
 
 Publish = Callable[[dict[str, Any]], None]
-RENDER_CHUNK = 100  # records rendered per turn of the worker thread while a file fills in
+RENDER_CHUNK = 100  # records rendered before a document's first publish (a small file: all)
+FILL_SLICE_SECONDS = 0.02  # then rendering goes on in slices this long, between edits
 
 
 class DatasetDocuments:
@@ -54,7 +56,7 @@ class DatasetDocuments:
         """Start tracking a document and publish its diagnostics at once."""
         self.versions[uri] = version
         self.worker.submit(self._open, uri, text, language_id)
-        self._schedule(uri, immediate=True)
+        self._schedule(uri, immediate=True, opened=True)
 
     def change(
         self, uri: str, changes: list[tuple[Range | None, str]], version: int | None
@@ -82,7 +84,7 @@ class DatasetDocuments:
         """
         self.worker.submit(self._set_training, model_path, options)
         for uri in self.versions:
-            self._schedule(uri, immediate=True)
+            self._schedule(uri, immediate=True, opened=True)
 
     def text(self, uri: str) -> Future[tuple[str, str] | None]:
         """Return a document's text and format, once the edits before it are applied."""
@@ -108,7 +110,7 @@ class DatasetDocuments:
 
     # -- on the event loop ----------------------------------------------------------------------
 
-    def _schedule(self, uri: str, immediate: bool = False) -> None:
+    def _schedule(self, uri: str, immediate: bool = False, opened: bool = False) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
         quiet = now - self.last_edit.get(uri, float("-inf"))
@@ -117,7 +119,7 @@ class DatasetDocuments:
         if (timer := self.timers.pop(uri, None)) is not None:
             timer.cancel()
         if immediate or quiet >= delay:
-            self.worker.submit(self._publish, uri)
+            self.worker.submit(self._publish, uri, RENDER_CHUNK if opened else 0)
         else:
             self.timers[uri] = loop.call_later(
                 delay, lambda: self.worker.submit(self._publish, uri)
@@ -125,19 +127,19 @@ class DatasetDocuments:
 
     # -- on the worker thread -------------------------------------------------------------------
 
-    def _publish(self, uri: str) -> None:
+    def _publish(self, uri: str, render_limit: int = 0) -> None:
         """Publish what is checked now; model checks of a big file follow in chunks.
 
         The validation diagnostics do not wait for the model: edited records are rendered at
-        once, others ``RENDER_CHUNK`` at a time (a small file is complete at once), and the
-        rest between edits, then published again.
+        once, up to ``render_limit`` others (``RENDER_CHUNK`` when the document opens: a small
+        file is complete at once), and the rest in slices between edits, then published again.
         """
         from .editor import publish_payload
 
         doc = self.docs.get(uri)
         if doc is None:
             return
-        params, summary = publish_payload(doc, self.versions.get(uri), render_limit=RENDER_CHUNK)
+        params, summary = publish_payload(doc, self.versions.get(uri), render_limit=render_limit)
         self.publish_diagnostics(params)
         self.publish_summary(summary)
         if doc.trained is not None and not doc.trained.complete and uri not in self.filling:
@@ -149,7 +151,11 @@ class DatasetDocuments:
         if doc is None or doc.trained is None:
             self.filling.discard(uri)
             return
-        if doc.render_trained(RENDER_CHUNK):
+        deadline = time.monotonic() + FILL_SLICE_SECONDS
+        done = doc.render_trained(0)
+        while not done and time.monotonic() < deadline:
+            done = doc.render_trained(4)
+        if done:
             self.filling.discard(uri)
             self._publish(uri)
         else:
