@@ -892,3 +892,52 @@ def loss_problems(record: dict[str, Any], shape: str) -> list[Problem]:
                 )
             )
     return problems
+
+
+def plain_chat_turns(record: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """Return the turns of a plain chat record, or None when it is anything else.
+
+    Plain: only a list of ``messages``, each exactly ``role`` and a non-blank string
+    ``content``, an optional system message first, then user and assistant alternating,
+    ending with the assistant. Such a record is valid under the chat schema (every key and
+    type it has is one the schema allows, nothing it requires is missing) and has no semantic
+    or loss problem, so neither the compiled schema nor those rules need to look at it.
+    """
+    messages = record.get("messages")
+    if len(record) != 1 or type(messages) is not list:
+        return None
+    turns = []
+    want = "user"
+    for index, message in enumerate(messages):
+        if type(message) is not dict or len(message) != 2:
+            return None
+        role = message.get("role")
+        content = message.get("content")
+        if type(content) is not str or not content.strip():
+            return None
+        if role == want:
+            want = "assistant" if want == "user" else "user"
+        elif role != "system" or index:
+            return None
+        turns.append((role, content))
+    return turns if want == "user" and len(turns) >= 2 else None
+
+
+def clean_turns(record: dict[str, Any], shape: str) -> list[tuple[str, str]] | None:
+    """Return the turns of a record with no problem at all, else None (then check it fully).
+
+    ``shape`` is ``detect_shape(record)`` (not None, not preference). The fast path of
+    validation: the compiled schema and the semantic and loss rules on the plain objects,
+    with a shortcut for plain chat records; never a position or a message string.
+    """
+    if shape == "chat":
+        turns = plain_chat_turns(record)
+        if turns is not None:
+            return turns
+    try:
+        compiled_validator(shape)(record)
+    except Exception:  # noqa: BLE001 - any failure: the full check names it
+        return None
+    if semantic_problems(record, shape) or loss_problems(record, shape):
+        return None
+    return conversation(record, shape)
