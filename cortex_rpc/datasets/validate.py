@@ -188,22 +188,26 @@ class FileChecks:
 
 
 class StreamChecks:
-    """The file-level checks of ``FileChecks`` over records seen once, in file order.
+    """The file-level checks of ``FileChecks`` over JSONL lines seen once, in file order.
 
-    Bounded state: a clean record leaves its digests (duplicates) and its line and end
-    (mixed shapes), a few dozen bytes; a record with diagnostics leaves those, never its
-    text or parsed value. Gives exactly ``FileChecks``' diagnostics for the same records.
+    Bounded state: a clean record leaves its line, its end and its normalised digest (about
+    140 bytes: the duplicate checks' table, the mixed-shape check's arrays); the first
+    record of each text also its exact digest. A record with diagnostics leaves those, never
+    its text or parsed value. Gives exactly ``FileChecks``' diagnostics for the same lines.
     """
 
     def __init__(self) -> None:
         self.examples = 0
         self.record_diagnostics: list[Diagnostic] = []
-        self.blank: list[tuple[int, int, int]] = []  # (line, end line, end character)
-        # normalised digest -> exact digest + first line (8 bytes): the first of each text
-        self.first: dict[bytes, bytes] = {}
+        self.blank: list[tuple[int, int]] = []  # (line, end character)
+        # normalised digest -> index of the first record with that text, whose exact digest
+        # is at [16 * index:] of ``first_exact`` and line in ``first_line``
+        self.first: dict[bytes, int] = {}
+        self.first_exact = bytearray()
+        self.first_line = array("I")
         self.duplicates: list[Diagnostic] = []
-        # shape -> (line, end line, end character) of each record, flat
-        self.shapes: dict[str, array] = {}
+        # shape -> the line and the end character of each record of that shape
+        self.shapes: dict[str, tuple[array, array]] = {}
         self.crlf = 0
         self.first_crlf: tuple[int, int] | None = None
 
@@ -211,51 +215,53 @@ class StreamChecks:
         """Count a JSONL line with no diagnostic of its own (``clean_jsonl_line``)."""
         shape, end, crlf, exact, norm = clean
         self.examples += 1
-        members = self.shapes.get(shape)
-        if members is None:
-            members = self.shapes[shape] = array("q")
-        members.extend((line, 0, end))
-        self._duplicate(line, 0, end, exact, norm)
+        self._shape(shape, line, end)
+        self._duplicate(line, end, exact, norm)
         if crlf:
             self._crlf(line, end)
 
     def add(self, state: RecordState) -> None:
-        """Count a checked state (its diagnostics are kept, the state is not)."""
+        """Count a checked line's state (its diagnostics are kept, the state is not)."""
         if state.is_record:
             self.examples += 1
         if state.shape is not None:
-            members = self.shapes.get(state.shape)
-            if members is None:
-                members = self.shapes[state.shape] = array("q")
-            members.extend((state.line, state.end_line, state.end_character))
+            self._shape(state.shape, state.line, state.end_character)
         if state.norm is not None and state.exact is not None:
-            self._duplicate(
-                state.line, state.end_line, state.end_character, state.exact, state.norm
-            )
+            self._duplicate(state.line, state.end_character, state.exact, state.norm)
         if state.diagnostics:
             self.record_diagnostics.extend(d.shifted(state.line) for d in state.diagnostics)
         if state.blank:
-            self.blank.append((state.line, state.end_line, state.end_character))
+            self.blank.append((state.line, state.end_character))
         if state.crlf:
             self._crlf(state.line, state.end_character)
+
+    def _shape(self, shape: str, line: int, end: int) -> None:
+        members = self.shapes.get(shape)
+        if members is None:
+            members = self.shapes[shape] = (array("I"), array("I"))
+        members[0].append(line)
+        members[1].append(end)
 
     def _crlf(self, line: int, end: int) -> None:
         self.crlf += 1
         if self.first_crlf is None:
             self.first_crlf = (line, end)
 
-    def _duplicate(self, line: int, end_line: int, end: int, exact: bytes, norm: bytes) -> None:
-        first = self.first.get(norm)
-        if first is None:
-            self.first[norm] = exact + line.to_bytes(8, "little")
+    def _duplicate(self, line: int, end: int, exact: bytes, norm: bytes) -> None:
+        index = self.first.get(norm)
+        if index is None:
+            self.first[norm] = len(self.first_line)
+            self.first_exact += exact
+            self.first_line.append(line)
             return
-        first_line = int.from_bytes(first[-8:], "little")
-        same = first[:-8] == exact
+        first_line = self.first_line[index]
+        size = len(exact)
+        same = self.first_exact[size * index : size * (index + 1)] == exact
         self.duplicates.append(
             Diagnostic(
                 line,
                 0,
-                line + end_line,
+                line,
                 end,
                 "duplicate" if same else "near-duplicate",
                 f"{'Duplicate' if same else 'Near-duplicate'} of the "
@@ -267,19 +273,19 @@ class StreamChecks:
         )
 
     def majority_shape(self) -> str | None:
-        counts = [(len(members), shape) for shape, members in self.shapes.items() if members]
+        counts = [(len(lines), shape) for shape, (lines, _) in self.shapes.items() if lines]
         return max(counts)[1] if counts else None
 
     def diagnostics(self, line_count: int, first_line: str = "") -> list[Diagnostic]:
         """Return every diagnostic, sorted (as ``FileChecks.diagnostics``)."""
         out = list(self.record_diagnostics)
-        for line, end_line, end in self.blank:
+        for line, end in self.blank:
             if line < line_count - 1 or end:
                 out.append(
                     Diagnostic(
                         line,
                         0,
-                        line + end_line,
+                        line,
                         end,
                         "blank-line",
                         "Blank line: mlx_lm reads every line as a record; remove it",
@@ -287,16 +293,15 @@ class StreamChecks:
                 )
         out.extend(self.duplicates)
         majority = self.majority_shape()
-        for shape, members in self.shapes.items():
+        for shape, (lines, ends) in self.shapes.items():
             if shape == majority:
                 continue
-            for at in range(0, len(members), 3):
-                line, end_line, end = members[at : at + 3]
+            for line, end in zip(lines, ends, strict=True):
                 out.append(
                     Diagnostic(
                         line,
                         0,
-                        line + end_line,
+                        line,
                         end,
                         "mixed-shapes",
                         f"This record is {shape} but most "
