@@ -14,6 +14,11 @@ from typing import Any
 
 from ..schemas import load_schema
 
+try:
+    from orjson import loads as _strict_loads  # accepts only what json.loads accepts too
+except ImportError:  # pragma: no cover - orjson is a dependency
+    _strict_loads = json.loads
+
 SHAPES = ("prompt-response", "prompt-completion", "text", "chat", "alpaca", "sharegpt", "dolly")
 # Recognised but not trainable yet: one error per record says so (and how to convert it).
 PREFERENCE = "preference"
@@ -894,33 +899,116 @@ def loss_problems(record: dict[str, Any], shape: str) -> list[Problem]:
     return problems
 
 
+def _plain_tool_names(tools: Any) -> list[str] | None:
+    """Return the names of well-formed OpenAI tool definitions, None if any is not."""
+    if type(tools) is not list:
+        return None
+    names = []
+    for tool in tools:
+        if type(tool) is not dict or tool.get("type") != "function":
+            return None
+        function = tool.get("function")
+        if type(function) is not dict:
+            return None
+        name = function.get("name")
+        if type(name) is not str or not name:
+            return None
+        if "parameters" in function and type(function["parameters"]) is not dict:
+            return None
+        names.append(name)
+    return names
+
+
+def _plain_calls(calls: Any, names: list[str] | None, ids: set[str]) -> bool:
+    """Return True for a non-empty list of well-formed tool calls (their ids added to ids)."""
+    if type(calls) is not list or not calls:
+        return False
+    for call in calls:
+        if type(call) is not dict:
+            return False
+        function = call.get("function")
+        if type(function) is not dict:
+            return False
+        call_id = call.get("id")
+        if type(call_id) is str:
+            ids.add(call_id)
+        name = function.get("name")
+        if type(name) is not str or not name or (names is not None and name not in names):
+            return False
+        if "arguments" in function:
+            arguments = function["arguments"]
+            if type(arguments) is not str:
+                return False
+            try:  # what orjson parses, json parses too
+                _strict_loads(arguments)
+            except ValueError:
+                return False
+    return True
+
+
 def plain_chat_turns(record: dict[str, Any]) -> list[tuple[str, str]] | None:
     """Return the turns of a plain chat record, or None when it is anything else.
 
-    Plain: only a list of ``messages``, each exactly ``role`` and a non-blank string
-    ``content``, an optional system message first, then user and assistant alternating,
-    ending with the assistant. Such a record is valid under the chat schema (every key and
-    type it has is one the schema allows, nothing it requires is missing) and has no semantic
-    or loss problem, so neither the compiled schema nor those rules need to look at it.
+    Plain: ``messages`` (and maybe well-formed ``tools``); an optional system message first,
+    then user and assistant in turn, ending with the assistant; each message exactly
+    ``role`` and a non-blank string ``content``, or an assistant's well-formed
+    ``tool_calls`` (and maybe ``content``), or a ``tool`` result with ``content`` and the
+    ``tool_call_id`` of a call before it. Such a record is valid under the chat schema
+    (every key and type it has is one the schema allows, nothing it requires is missing)
+    and has no semantic, tool or loss problem, so neither the compiled schema nor those
+    rules need to look at it; anything else is checked by them.
     """
     messages = record.get("messages")
-    if len(record) != 1 or type(messages) is not list:
+    if type(messages) is not list:
         return None
+    names = None
+    if len(record) != 1:
+        if len(record) != 2 or "tools" not in record:
+            return None
+        names = _plain_tool_names(record["tools"])
+        if names is None:
+            return None
     turns = []
-    want = "user"
+    previous = None
+    ids: set[str] = set()
     for index, message in enumerate(messages):
-        if type(message) is not dict or len(message) != 2:
+        if type(message) is not dict:
             return None
         role = message.get("role")
         content = message.get("content")
-        if type(content) is not str or not content.strip():
-            return None
-        if role == want:
-            want = "assistant" if want == "user" else "user"
-        elif role != "system" or index:
+        size = len(message)
+        if size == 2 and type(content) is str and content.strip():
+            if role == "user":
+                if previous == "user":
+                    return None
+            elif role == "assistant":
+                if previous in (None, "system", "assistant"):
+                    return None
+            elif role != "system" or index:
+                return None
+            previous = role
+        elif role == "tool":
+            call_id = message.get("tool_call_id")
+            if size != 3 or type(content) is not str or type(call_id) is not str:
+                return None
+            if call_id not in ids:
+                return None
+            previous = "tool"
+        elif role == "assistant" and "tool_calls" in message:
+            if size == 3 and (
+                "content" not in message or (content is not None and type(content) is not str)
+            ):
+                return None
+            if size not in (2, 3) or previous in (None, "system", "assistant"):
+                return None
+            if not _plain_calls(message["tool_calls"], names, ids):
+                return None
+            previous = "assistant"
+            content = content or ""
+        else:
             return None
         turns.append((role, content))
-    return turns if want == "user" and len(turns) >= 2 else None
+    return turns if previous == "assistant" else None
 
 
 def clean_turns(record: dict[str, Any], shape: str) -> list[tuple[str, str]] | None:

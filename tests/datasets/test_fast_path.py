@@ -231,7 +231,7 @@ def tool_records(draw) -> dict:
         if action == "delete":
             del parent[path[-1]]
         elif action == "set":
-            parent[path[-1]] = draw(st.sampled_from(VALUES))
+            parent[path[-1]] = copy.deepcopy(draw(st.sampled_from(VALUES)))
         elif action == "role" and isinstance(parent, dict):
             parent[path[-1]] = draw(
                 st.sampled_from(["user", "assistant", "system", "tool", "function", "bot", "gpt"])
