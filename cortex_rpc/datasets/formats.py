@@ -20,15 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from .diagnostics import Diagnostic
-from .positions import LineIndex, col16, duplicate_keys, locate, may_repeat_keys
-from .shapes import PREFERENCE, Problem, check_record, clean_turns, conversation, detect_shape
+from .positions import LineIndex, col16, duplicate_keys, key_colons, locate, may_repeat_keys
+from .shapes import (
+    PREFERENCE,
+    Problem,
+    check_record,
+    clean_turns,
+    conversation,
+    detect_shape,
+    plain_chat,
+)
 
 try:  # orjson parses 3-4x faster; json gives the messages and positions of errors.
-    from orjson import dumps as _fast_dumps
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - orjson is a dependency
     _fast_loads = json.loads
-    _fast_dumps = None
 
 # The fast path: records with no problem are checked on plain objects only (compiled schema,
 # semantic rules) and leave a fixed-size digest; positions are built only for the others.
@@ -305,24 +311,26 @@ def _syntax_diagnostic(
 Resolver = Callable[[Problem], Diagnostic]
 
 
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest()
-
-
 def turn_digests(turns: list[tuple[str, str]]) -> tuple[bytes, bytes]:
     """Return the (exact, normalised) digests of a record's turns, for the duplicate checks.
 
-    Exact: of the turns as JSON (unambiguous); normalised: of the texts lower-cased with
-    runs of whitespace made one space, joined by U+001F.
+    Normalised: 16 bytes of BLAKE2b of the texts lower-cased with runs of whitespace made
+    one space: records with the same one are (near-)duplicates. Exact: 8 bytes of the
+    turns' hash, which only tells a duplicate from a near-duplicate among records whose
+    normalised digests are equal.
     """
-    try:
-        exact = _fast_dumps(turns) if _fast_dumps is not None else None
-    except TypeError:  # orjson refuses lone surrogates (json.loads keeps them)
-        exact = None
-    if exact is None:
-        exact = repr(turns).encode("utf-8", "surrogatepass")
-    norm = "\x1f".join([" ".join(text.lower().split()) for _, text in turns])
-    return _digest(exact), _digest(norm.encode("utf-8", "surrogatepass"))
+    texts = [text for _, text in turns]
+    joined = " \x00 ".join(texts)
+    if joined.count("\x00") < len(texts):
+        # One pass over all the texts: each U+0000 token separates two of them, and the
+        # leading space keeps these apart from the other form (which never starts with one).
+        norm = " " + " ".join(joined.lower().split())
+    else:  # a text holds U+0000: normalise each alone
+        norm = "\x1f".join([" ".join(text.lower().split()) for text in texts])
+    return (
+        hash(tuple(turns)).to_bytes(8, "little", signed=True),
+        hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest(),
+    )
 
 
 def finish_state(
@@ -412,15 +420,19 @@ def clean_jsonl_line(raw: str, line: int, context_length: int | None = None) -> 
     shape = detect_shape(data)
     if shape is None or shape == PREFERENCE:
         return None
-    turns = clean_turns(data, shape)
-    if turns is None:
-        return None
+    plain = plain_chat(data) if shape == "chat" else None
+    if plain is not None:
+        turns, keys = plain
+        if key_colons(text) > keys:
+            return None  # maybe a repeated key
+    else:
+        turns = clean_turns(data, shape)
+        if turns is None or may_repeat_keys(text, data):
+            return None
     chars = 0
     for _, turn_text in turns:
         chars += len(turn_text)
     if chars > LONG_CHARS or (context_length and chars / CHARS_PER_TOKEN > context_length):
-        return None
-    if may_repeat_keys(text, data):
         return None
     end = len(text) if text.isascii() else col16(text, len(text))
     return (shape, end, crlf, *turn_digests(turns))

@@ -110,7 +110,7 @@ _KEY_COLON = re.compile(r'"\s*:')
 _QUOTE_SPACE = re.compile(r'"\s')
 
 
-def _key_count(value: object) -> int:
+def key_count(value: object) -> int:
     """Return the number of keys in all the objects of a parsed JSON value."""
     if isinstance(value, dict):
         count = len(value)
@@ -122,7 +122,7 @@ def _key_count(value: object) -> int:
         return 0
     for item in items:
         if isinstance(item, (dict, list)):
-            count += _key_count(item)
+            count += key_count(item)
     return count
 
 
@@ -148,7 +148,7 @@ def may_repeat_keys(text: str, data: object, start: int = 0, end: int | None = N
     A parse keeps the last of repeated keys, so the text has more keys than ``data`` only
     when some repeat; True means "maybe" (a string may contain ``":``).
     """
-    return key_colons(text, start, end) > _key_count(data)
+    return key_colons(text, start, end) > key_count(data)
 
 
 def duplicate_keys(

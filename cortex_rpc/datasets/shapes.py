@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 from ..schemas import load_schema
+from .positions import key_count
 
 try:
     from orjson import loads as _strict_loads  # accepts only what json.loads accepts too
@@ -947,7 +948,13 @@ def _plain_calls(calls: Any, names: list[str] | None, ids: set[str]) -> bool:
 
 
 def plain_chat_turns(record: dict[str, Any]) -> list[tuple[str, str]] | None:
-    """Return the turns of a plain chat record, or None when it is anything else.
+    """Return the turns of a plain chat record (``plain_chat``), or None."""
+    plain = plain_chat(record)
+    return None if plain is None else plain[0]
+
+
+def plain_chat(record: dict[str, Any]) -> tuple[list[tuple[str, str]], int] | None:
+    """Return the turns and the key count of a plain chat record, or None when it is not.
 
     Plain: ``messages`` (and maybe well-formed ``tools``); an optional system message first,
     then user and assistant in turn, ending with the assistant; each message exactly
@@ -962,12 +969,14 @@ def plain_chat_turns(record: dict[str, Any]) -> list[tuple[str, str]] | None:
     if type(messages) is not list:
         return None
     names = None
-    if len(record) != 1:
-        if len(record) != 2 or "tools" not in record:
+    keys = len(record)  # every key of every object, for the repeated-keys check
+    if keys != 1:
+        if keys != 2 or "tools" not in record:
             return None
         names = _plain_tool_names(record["tools"])
         if names is None:
             return None
+        keys += key_count(record["tools"])
     turns = []
     previous = None
     ids: set[str] = set()
@@ -1005,10 +1014,12 @@ def plain_chat_turns(record: dict[str, Any]) -> list[tuple[str, str]] | None:
                 return None
             previous = "assistant"
             content = content or ""
+            keys += key_count(message["tool_calls"])
         else:
             return None
+        keys += size
         turns.append((role, content))
-    return turns if previous == "assistant" else None
+    return (turns, keys) if previous == "assistant" else None
 
 
 def clean_turns(record: dict[str, Any], shape: str) -> list[tuple[str, str]] | None:

@@ -192,7 +192,7 @@ class StreamChecks:
 
     Bounded state: a clean record leaves its line, its end and its normalised digest (about
     140 bytes: the duplicate checks' table, the mixed-shape check's arrays); the first
-    record of each text also its exact digest. A record with diagnostics leaves those, never
+    record of each text also its exact digest (8 bytes). A record with diagnostics leaves those, never
     its text or parsed value. Gives exactly ``FileChecks``' diagnostics for the same lines.
     """
 
@@ -215,8 +215,17 @@ class StreamChecks:
         """Count a JSONL line with no diagnostic of its own (``clean_jsonl_line``)."""
         shape, end, crlf, exact, norm = clean
         self.examples += 1
-        self._shape(shape, line, end)
-        self._duplicate(line, end, exact, norm)
+        members = self.shapes.get(shape)
+        if members is None:
+            members = self.shapes[shape] = (array("I"), array("I"))
+        members[0].append(line)
+        members[1].append(end)
+        if norm in self.first:
+            self._duplicate(line, end, exact, norm)
+        else:
+            self.first[norm] = len(self.first_line)
+            self.first_exact += exact
+            self.first_line.append(line)
         if crlf:
             self._crlf(line, end)
 
