@@ -107,7 +107,6 @@ class LineIndex:
 
 
 _KEY_COLON = re.compile(r'"\s*:')
-_QUOTE_SPACE = re.compile(r'"\s')
 
 
 def key_count(value: object) -> int:
@@ -135,7 +134,8 @@ def key_colons(text: str, start: int = 0, end: int | None = None) -> int:
     """
     if start or end is not None:
         text = text[start:end]
-    colons = len(_KEY_COLON.findall(text)) if _QUOTE_SPACE.search(text) else text.count('":')
+    spaced = '" ' in text or '"\t' in text or '"\n' in text or '"\r' in text
+    colons = len(_KEY_COLON.findall(text)) if spaced else text.count('":')
     escaped = text.count('\\":')
     if escaped:
         colons -= escaped - text.count('\\\\":')

@@ -986,7 +986,7 @@ def plain_chat(record: dict[str, Any]) -> tuple[list[tuple[str, str]], int] | No
         role = message.get("role")
         content = message.get("content")
         size = len(message)
-        if size == 2 and type(content) is str and content.strip():
+        if size == 2 and type(content) is str and content and not content.isspace():
             if role == "user":
                 if previous == "user":
                     return None

@@ -496,13 +496,14 @@ def stream_jsonl(
 def _file_lines(path: Path) -> Iterator[str]:
     """Yield the lines of a UTF-8 file as ``text.split("\\n")`` would; ``_Whole`` otherwise."""
     ended = True
-    with path.open("rb") as handle:
-        for raw in handle:
-            ended = raw[-1:] == b"\n"
-            try:
-                yield (raw[:-1] if ended else raw).decode("utf-8")
-            except UnicodeDecodeError:
-                raise _Whole from None
+    # newline="\n": lines end at "\n" only and keep their "\r" (as ``split("\n")``)
+    with path.open(encoding="utf-8", newline="\n") as handle:
+        try:
+            for raw in handle:
+                ended = raw[-1:] == "\n"
+                yield raw[:-1] if ended else raw
+        except UnicodeDecodeError:
+            raise _Whole from None
     if ended:
         yield ""
 
