@@ -16,9 +16,14 @@ from ..schemas import load_schema
 from .positions import key_count
 
 try:
+    from orjson import dumps as _strict_dumps
     from orjson import loads as _strict_loads  # accepts only what json.loads accepts too
 except ImportError:  # pragma: no cover - orjson is a dependency
     _strict_loads = json.loads
+
+    def _strict_dumps(value: Any) -> bytes:
+        return json.dumps(value, allow_nan=False).encode("utf-8")
+
 
 SHAPES = ("prompt-response", "prompt-completion", "text", "chat", "alpaca", "sharegpt", "dolly")
 # Recognised but not trainable yet: one error per record says so (and how to convert it).
@@ -920,31 +925,65 @@ def _plain_tool_names(tools: Any) -> list[str] | None:
     return names
 
 
-def _plain_calls(calls: Any, names: list[str] | None, ids: set[str]) -> bool:
-    """Return True for a non-empty list of well-formed tool calls (their ids added to ids)."""
+# A file's records usually share their tools: their names and key count, by their JSON.
+_TOOLS: dict[bytes, tuple[tuple[str, ...] | None, int]] = {}
+_TOOLS_KEPT = 64
+_TOOLS_LONGEST = 1 << 16
+
+
+def _tool_summary(tools: Any) -> tuple[tuple[str, ...] | None, int]:
+    """Return the names of well-formed tool definitions (None if any is not) and their keys."""
+    try:
+        text = _strict_dumps(tools)
+    except TypeError:  # not from orjson (e.g. NaN, lone surrogates): no cache
+        text = None
+    if text is not None:
+        known = _TOOLS.get(text)
+        if known is not None:
+            return known
+    names = _plain_tool_names(tools)
+    summary = (None if names is None else tuple(names), key_count(tools))
+    if text is not None and len(text) <= _TOOLS_LONGEST:
+        if len(_TOOLS) >= _TOOLS_KEPT:
+            _TOOLS.clear()
+        _TOOLS[text] = summary
+    return summary
+
+
+def _plain_calls(calls: Any, names: tuple[str, ...] | None, ids: set[str]) -> int:
+    """Return the key count of a non-empty list of well-formed tool calls (their ids added to
+    ids), or -1 when it is not one (or holds objects or lists beyond ``function``)."""
     if type(calls) is not list or not calls:
-        return False
+        return -1
+    keys = 0
     for call in calls:
         if type(call) is not dict:
-            return False
+            return -1
         function = call.get("function")
         if type(function) is not dict:
-            return False
+            return -1
+        for value in call.values():
+            if value is not function and isinstance(value, (dict, list)):
+                return -1
+        for value in function.values():
+            if isinstance(value, (dict, list)):
+                return -1
+        keys += len(call) + len(function)
         call_id = call.get("id")
         if type(call_id) is str:
             ids.add(call_id)
         name = function.get("name")
         if type(name) is not str or not name or (names is not None and name not in names):
-            return False
+            return -1
         if "arguments" in function:
             arguments = function["arguments"]
             if type(arguments) is not str:
-                return False
+                return -1
             try:  # what orjson parses, json parses too
                 _strict_loads(arguments)
             except ValueError:
-                return False
-    return True
+                return -1
+    return keys
 
 
 def plain_chat_turns(record: dict[str, Any]) -> list[tuple[str, str]] | None:
@@ -973,10 +1012,10 @@ def plain_chat(record: dict[str, Any]) -> tuple[list[tuple[str, str]], int] | No
     if keys != 1:
         if keys != 2 or "tools" not in record:
             return None
-        names = _plain_tool_names(record["tools"])
+        names, tool_keys = _tool_summary(record["tools"])
         if names is None:
             return None
-        keys += key_count(record["tools"])
+        keys += tool_keys
     turns = []
     previous = None
     ids: set[str] = set()
@@ -1010,11 +1049,12 @@ def plain_chat(record: dict[str, Any]) -> tuple[list[tuple[str, str]], int] | No
                 return None
             if size not in (2, 3) or previous in (None, "system", "assistant"):
                 return None
-            if not _plain_calls(message["tool_calls"], names, ids):
+            call_keys = _plain_calls(message["tool_calls"], names, ids)
+            if call_keys < 0:
                 return None
             previous = "assistant"
             content = content or ""
-            keys += key_count(message["tool_calls"])
+            keys += call_keys
         else:
             return None
         keys += size
