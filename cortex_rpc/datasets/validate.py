@@ -402,7 +402,7 @@ def build_states(
 
 def result_from(
     fmt: str,
-    checks: FileChecks,
+    checks: FileChecks | StreamChecks,
     extra: Iterable[Diagnostic],
     line_count: int,
     first_line: str,
@@ -527,9 +527,10 @@ def _streamed(
         lines: Iterable[str] = text.split("\n")
     else:
         file = existing_file(path)
-        if format != "jsonl" and file.suffix.lower() not in (".jsonl", ".ndjson"):
+        suffix = file.suffix.lower()
+        if (format or ("jsonl" if suffix in (".jsonl", ".ndjson") else None)) != "jsonl":
             return None
-        if file.suffix.lower() == ".json":
+        if suffix == ".json":
             return None  # read whole: the note that a .json file holds JSON Lines
         with file.open("rb") as handle:
             head = handle.read(256)

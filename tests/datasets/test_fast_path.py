@@ -268,3 +268,35 @@ def test_editor_fuzz_corpus(monkeypatch, session):
 def test_fuzz_fragments_joined(monkeypatch, fragments):
     assert_same_text("\n".join(fragments), monkeypatch, "jsonl")
     assert_same_text("".join(fragments), monkeypatch)
+
+
+EDGE_FILES = {
+    "empty.jsonl": b"",
+    "blank.jsonl": b"\n\n \n",
+    "no-newline.jsonl": b'{"prompt": "a", "response": "b"}',
+    "crlf.jsonl": b'{"prompt": "a", "response": "b"}\r\n{"prompt": "a", "response": "b"}\r\n',
+    "bom.jsonl": b'\xef\xbb\xbf{"prompt": "a", "response": "b"}\n',
+    "late-invalid-utf8.jsonl": b'{"prompt": "a", "response": "b"}\n' * 3000
+    + b'{"prompt": "\xff", "response": "b"}\n',
+    "lone-cr.jsonl": b'{"prompt": "a", "response": "b"}\r{"text": "x"}\n',
+    "oasst-late.jsonl": b'\n\n{"message_id": "1", "parent_id": null, "text": "hi"}\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_FILES))
+def test_streamed_edge_files(name, tmp_path, monkeypatch):
+    path = tmp_path / name
+    path.write_bytes(EDGE_FILES[name])
+    assert_same_file(path, monkeypatch)
+
+
+def test_a_format_given_overrides_the_extension(tmp_path, monkeypatch):
+    path = tmp_path / "table.jsonl"
+    path.write_text("prompt,response\n" + "".join(f"q{i},a{i}\n" for i in range(6)))
+
+    def run(validate: bool):
+        return validate_dataset(path, format="csv") if validate else load(path, "csv")
+
+    fast = _views(run, monkeypatch, True)
+    assert fast == _views(run, monkeypatch, False)
+    assert fast[0][0]["format"] == "csv"
