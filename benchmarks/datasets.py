@@ -117,7 +117,7 @@ def tool_record(rng: random.Random, i: int) -> dict:
 
 def defect(rng: random.Random, i: int) -> str:
     record = good_record(rng, i)
-    kind = i % 5
+    kind = (i // 100) % 5  # the generator puts defects on lines 99, 199, ...: vary the kind
     if kind == 0:
         return json.dumps(record)[:-1]  # truncated: json-syntax
     if kind == 1:
