@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import hashlib
 import io
 import json
 import re
@@ -19,13 +20,28 @@ from pathlib import Path
 from typing import Any
 
 from .diagnostics import Diagnostic
-from .positions import LineIndex, col16, duplicate_keys, locate
-from .shapes import Problem, check_record, conversation
+from .positions import LineIndex, col16, duplicate_keys, key_colons, locate, may_repeat_keys
+from .shapes import (
+    PREFERENCE,
+    Problem,
+    check_record,
+    clean_turns,
+    conversation,
+    detect_shape,
+    plain_chat,
+)
 
 try:  # orjson parses 3-4x faster; json gives the messages and positions of errors.
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - orjson is a dependency
     _fast_loads = json.loads
+
+# The fast path: records with no problem are checked on plain objects only (compiled schema,
+# semantic rules) and leave a fixed-size digest; positions are built only for the others.
+# False forces the full, position-aware check of every record (the equivalence tests, and
+# the fallback of streamed validation).
+FAST_PATH = True
+DIGEST_BYTES = 16
 
 FORMATS = ("jsonl", "json", "csv", "txt")
 EXTENSIONS = {
@@ -54,8 +70,8 @@ class RecordState:
     crlf: bool = False
     diagnostics: list[Diagnostic] = field(default_factory=list)
     turns: list[tuple[str, str]] | None = None
-    exact: tuple | None = None
-    norm: str | None = None
+    exact: bytes | None = None  # digest of the turns (duplicate)
+    norm: bytes | None = None  # digest of the turns ignoring case and spaces (near-duplicate)
     chars: int = 0
     data: Any = None
     split: str | None = None  # "validation"/"test" for a JSON file's own splits
@@ -295,18 +311,47 @@ def _syntax_diagnostic(
 Resolver = Callable[[Problem], Diagnostic]
 
 
+def turn_digests(turns: list[tuple[str, str]]) -> tuple[bytes, bytes]:
+    """Return the (exact, normalised) digests of a record's turns, for the duplicate checks.
+
+    Normalised: 16 bytes of BLAKE2b of the texts lower-cased with runs of whitespace made
+    one space: records with the same one are (near-)duplicates. Exact: 8 bytes of the
+    turns' hash, which only tells a duplicate from a near-duplicate among records whose
+    normalised digests are equal.
+    """
+    texts = [text for _, text in turns]
+    joined = " \x00 ".join(texts)
+    if joined.count("\x00") < len(texts):
+        # One pass over all the texts: each U+0000 token separates two of them, and the
+        # leading space keeps these apart from the other form (which never starts with one).
+        norm = " " + " ".join(joined.lower().split())
+    else:  # a text holds U+0000: normalise each alone
+        norm = "\x1f".join([" ".join(text.lower().split()) for text in texts])
+    return (
+        hash(tuple(turns)).to_bytes(8, "little", signed=True),
+        hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest(),
+    )
+
+
 def finish_state(
     state: RecordState, data: Any, resolve: Resolver, context_length: int | None
 ) -> RecordState:
     """Check ``data`` and fill ``state`` with its shape, diagnostics and duplicate keys."""
-    shape, problems = check_record(data)
+    turns = None
+    if FAST_PATH and type(data) is dict:
+        shape = detect_shape(data)
+        if shape is not None and shape != PREFERENCE:
+            turns = clean_turns(data, shape)
+    if turns is None:
+        shape, problems = check_record(data)
+        state.diagnostics.extend(resolve(p) for p in problems)
+        if shape is not None:
+            turns = conversation(data, shape)
     state.shape = shape
     state.is_record = isinstance(data, dict)
     state.data = data
-    state.diagnostics.extend(resolve(p) for p in problems)
-    if shape is None:
+    if turns is None:
         return state
-    turns = conversation(data, shape)
     state.turns = turns
     state.chars = chars = sum(len(text) for _, text in turns)
     whole = Problem("long-example", "", ())
@@ -331,8 +376,7 @@ def finish_state(
             )
         )
     if not state.has_error:
-        state.exact = tuple(turns)
-        state.norm = "\x1f".join(" ".join(text.lower().split()) for _, text in turns)
+        state.exact, state.norm = turn_digests(turns)
     return state
 
 
@@ -348,6 +392,50 @@ def _with(diagnostic: Diagnostic, code: str, message: str) -> Diagnostic:
 
 
 # -- JSONL ------------------------------------------------------------------------------------
+
+
+# A JSONL line with no diagnostic: (shape, end character, CRLF, exact digest, norm digest).
+CleanLine = tuple[str, int, bool, bytes, bytes]
+
+
+def clean_jsonl_line(raw: str, line: int, context_length: int | None = None) -> CleanLine | None:
+    """Return what the file checks need of a JSONL line that has no diagnostic of its own.
+
+    None when the line has one (or may have: blank, not JSON, a problem, repeated keys, long)
+    or the fast path is off: ``jsonl_state`` then checks it with positions. For the same
+    line, ``jsonl_state`` gives a state with no diagnostics and these very values.
+    """
+    if not FAST_PATH:
+        return None
+    crlf = raw[-1:] == "\r"
+    text = raw[:-1] if crlf else raw
+    if line == 0 and text[:1] == "\ufeff":
+        return None
+    try:
+        data = _fast_loads(text)
+    except ValueError:
+        return None
+    if type(data) is not dict:
+        return None
+    shape = detect_shape(data)
+    if shape is None or shape == PREFERENCE:
+        return None
+    plain = plain_chat(data) if shape == "chat" else None
+    if plain is not None:
+        turns, keys = plain
+        if key_colons(text) > keys:
+            return None  # maybe a repeated key
+    else:
+        turns = clean_turns(data, shape)
+        if turns is None or may_repeat_keys(text, data):
+            return None
+    chars = 0
+    for _, turn_text in turns:
+        chars += len(turn_text)
+    if chars > LONG_CHARS or (context_length and chars / CHARS_PER_TOKEN > context_length):
+        return None
+    end = len(text) if text.isascii() else col16(text, len(text))
+    return (shape, end, crlf, *turn_digests(turns))
 
 
 def jsonl_state(raw: str, line: int, context_length: int | None = None) -> RecordState:

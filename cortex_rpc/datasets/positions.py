@@ -109,12 +109,46 @@ class LineIndex:
 _KEY_COLON = re.compile(r'"\s*:')
 
 
-def _key_count(value: object) -> int:
+def key_count(value: object) -> int:
+    """Return the number of keys in all the objects of a parsed JSON value."""
     if isinstance(value, dict):
-        return len(value) + sum(_key_count(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_key_count(v) for v in value)
-    return 0
+        count = len(value)
+        items = value.values()
+    elif isinstance(value, list):
+        count = 0
+        items = value
+    else:
+        return 0
+    for item in items:
+        if isinstance(item, (dict, list)):
+            count += key_count(item)
+    return count
+
+
+def key_colons(text: str, start: int = 0, end: int | None = None) -> int:
+    """Return at least the number of object keys in ``text[start:end]`` (JSON that parsed).
+
+    Every key is a closing quote followed by optional whitespace and a colon. Counted
+    cheaply: ``":`` (the whitespace form only when a quote is followed by whitespace), less
+    the ``\\":`` whose quote is escaped (one backslash before it: inside a string).
+    """
+    if start or end is not None:
+        text = text[start:end]
+    spaced = '" ' in text or '"\t' in text or '"\n' in text or '"\r' in text
+    colons = len(_KEY_COLON.findall(text)) if spaced else text.count('":')
+    escaped = text.count('\\":')
+    if escaped:
+        colons -= escaped - text.count('\\\\":')
+    return colons
+
+
+def may_repeat_keys(text: str, data: object, start: int = 0, end: int | None = None) -> bool:
+    """Return False when no object in the JSON value ``data`` (parsed from text) repeats a key.
+
+    A parse keeps the last of repeated keys, so the text has more keys than ``data`` only
+    when some repeat; True means "maybe" (a string may contain ``":``).
+    """
+    return key_colons(text, start, end) > key_count(data)
 
 
 def duplicate_keys(
@@ -126,7 +160,7 @@ def duplicate_keys(
     more keys than ``data`` only when some repeat (or a string contains ``":``); only then
     is the text walked.
     """
-    if len(_KEY_COLON.findall(text, start, len(text) if end is None else end)) <= _key_count(data):
+    if not may_repeat_keys(text, data, start, end):
         return []
     found: list[tuple[str, int, int]] = []
 

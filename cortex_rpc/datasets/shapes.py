@@ -13,6 +13,17 @@ from functools import cache
 from typing import Any
 
 from ..schemas import load_schema
+from .positions import key_count
+
+try:
+    from orjson import dumps as _strict_dumps
+    from orjson import loads as _strict_loads  # accepts only what json.loads accepts too
+except ImportError:  # pragma: no cover - orjson is a dependency
+    _strict_loads = json.loads
+
+    def _strict_dumps(value: Any) -> bytes:
+        return json.dumps(value, allow_nan=False).encode("utf-8")
+
 
 SHAPES = ("prompt-response", "prompt-completion", "text", "chat", "alpaca", "sharegpt", "dolly")
 # Recognised but not trainable yet: one error per record says so (and how to convert it).
@@ -892,3 +903,180 @@ def loss_problems(record: dict[str, Any], shape: str) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _plain_tool_names(tools: Any) -> list[str] | None:
+    """Return the names of well-formed OpenAI tool definitions, None if any is not."""
+    if type(tools) is not list:
+        return None
+    names = []
+    for tool in tools:
+        if type(tool) is not dict or tool.get("type") != "function":
+            return None
+        function = tool.get("function")
+        if type(function) is not dict:
+            return None
+        name = function.get("name")
+        if type(name) is not str or not name:
+            return None
+        if "parameters" in function and type(function["parameters"]) is not dict:
+            return None
+        names.append(name)
+    return names
+
+
+# A file's records usually share their tools: their names and key count, by their JSON.
+_TOOLS: dict[bytes, tuple[tuple[str, ...] | None, int]] = {}
+_TOOLS_KEPT = 64
+_TOOLS_LONGEST = 1 << 16
+
+
+def _tool_summary(tools: Any) -> tuple[tuple[str, ...] | None, int]:
+    """Return the names of well-formed tool definitions (None if any is not) and their keys."""
+    try:
+        text = _strict_dumps(tools)
+    except TypeError:  # not from orjson (e.g. NaN, lone surrogates): no cache
+        text = None
+    if text is not None:
+        known = _TOOLS.get(text)
+        if known is not None:
+            return known
+    names = _plain_tool_names(tools)
+    summary = (None if names is None else tuple(names), key_count(tools))
+    if text is not None and len(text) <= _TOOLS_LONGEST:
+        if len(_TOOLS) >= _TOOLS_KEPT:
+            _TOOLS.clear()
+        _TOOLS[text] = summary
+    return summary
+
+
+def _plain_calls(calls: Any, names: tuple[str, ...] | None, ids: set[str]) -> int:
+    """Return the key count of a non-empty list of well-formed tool calls (their ids added to
+    ids), or -1 when it is not one (or holds objects or lists beyond ``function``)."""
+    if type(calls) is not list or not calls:
+        return -1
+    keys = 0
+    for call in calls:
+        if type(call) is not dict:
+            return -1
+        function = call.get("function")
+        if type(function) is not dict:
+            return -1
+        for value in call.values():
+            if value is not function and isinstance(value, (dict, list)):
+                return -1
+        for value in function.values():
+            if isinstance(value, (dict, list)):
+                return -1
+        keys += len(call) + len(function)
+        call_id = call.get("id")
+        if type(call_id) is str:
+            ids.add(call_id)
+        name = function.get("name")
+        if type(name) is not str or not name or (names is not None and name not in names):
+            return -1
+        if "arguments" in function:
+            arguments = function["arguments"]
+            if type(arguments) is not str:
+                return -1
+            try:  # what orjson parses, json parses too
+                _strict_loads(arguments)
+            except ValueError:
+                return -1
+    return keys
+
+
+def plain_chat_turns(record: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """Return the turns of a plain chat record (``plain_chat``), or None."""
+    plain = plain_chat(record)
+    return None if plain is None else plain[0]
+
+
+def plain_chat(record: dict[str, Any]) -> tuple[list[tuple[str, str]], int] | None:
+    """Return the turns and the key count of a plain chat record, or None when it is not.
+
+    Plain: ``messages`` (and maybe well-formed ``tools``); an optional system message first,
+    then user and assistant in turn, ending with the assistant; each message exactly
+    ``role`` and a non-blank string ``content``, or an assistant's well-formed
+    ``tool_calls`` (and maybe ``content``), or a ``tool`` result with ``content`` and the
+    ``tool_call_id`` of a call before it. Such a record is valid under the chat schema
+    (every key and type it has is one the schema allows, nothing it requires is missing)
+    and has no semantic, tool or loss problem, so neither the compiled schema nor those
+    rules need to look at it; anything else is checked by them.
+    """
+    messages = record.get("messages")
+    if type(messages) is not list:
+        return None
+    names = None
+    keys = len(record)  # every key of every object, for the repeated-keys check
+    if keys != 1:
+        if keys != 2 or "tools" not in record:
+            return None
+        names, tool_keys = _tool_summary(record["tools"])
+        if names is None:
+            return None
+        keys += tool_keys
+    turns = []
+    previous = None
+    ids: set[str] = set()
+    for index, message in enumerate(messages):
+        if type(message) is not dict:
+            return None
+        role = message.get("role")
+        content = message.get("content")
+        size = len(message)
+        if size == 2 and type(content) is str and content and not content.isspace():
+            if role == "user":
+                if previous == "user":
+                    return None
+            elif role == "assistant":
+                if previous in (None, "system", "assistant"):
+                    return None
+            elif role != "system" or index:
+                return None
+            previous = role
+        elif role == "tool":
+            call_id = message.get("tool_call_id")
+            if size != 3 or type(content) is not str or type(call_id) is not str:
+                return None
+            if call_id not in ids:
+                return None
+            previous = "tool"
+        elif role == "assistant" and "tool_calls" in message:
+            if size == 3 and (
+                "content" not in message or (content is not None and type(content) is not str)
+            ):
+                return None
+            if size not in (2, 3) or previous in (None, "system", "assistant"):
+                return None
+            call_keys = _plain_calls(message["tool_calls"], names, ids)
+            if call_keys < 0:
+                return None
+            previous = "assistant"
+            content = content or ""
+            keys += call_keys
+        else:
+            return None
+        keys += size
+        turns.append((role, content))
+    return (turns, keys) if previous == "assistant" else None
+
+
+def clean_turns(record: dict[str, Any], shape: str) -> list[tuple[str, str]] | None:
+    """Return the turns of a record with no problem at all, else None (then check it fully).
+
+    ``shape`` is ``detect_shape(record)`` (not None, not preference). The fast path of
+    validation: the compiled schema and the semantic and loss rules on the plain objects,
+    with a shortcut for plain chat records; never a position or a message string.
+    """
+    if shape == "chat":
+        turns = plain_chat_turns(record)
+        if turns is not None:
+            return turns
+    try:
+        compiled_validator(shape)(record)
+    except Exception:  # noqa: BLE001 - any failure: the full check names it
+        return None
+    if semantic_problems(record, shape) or loss_problems(record, shape):
+        return None
+    return conversation(record, shape)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import threading
+from array import array
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import CortexError, InvalidParams
+from . import formats
 from .diagnostics import MAX_DIAGNOSTICS, Diagnostic, ValidationResult, sort_key
 from .formats import (
     PARSERS,
+    CleanLine,
     RecordState,
+    _is_oasst,
+    _wide_encoding,
+    clean_jsonl_line,
     document_diagnostics,
     jsonl_state,
     needs_whole_file,
@@ -181,6 +187,186 @@ class FileChecks:
         return out
 
 
+class StreamChecks:
+    """The file-level checks of ``FileChecks`` over JSONL lines seen once, in file order.
+
+    Bounded state: a clean record leaves its line, its end and its normalised digest (about
+    140 bytes: the duplicate checks' table, the mixed-shape check's arrays); the first
+    record of each text also its exact digest (8 bytes). A record with diagnostics leaves those, never
+    its text or parsed value. Gives exactly ``FileChecks``' diagnostics for the same lines.
+    """
+
+    def __init__(self) -> None:
+        self.examples = 0
+        self.record_diagnostics: list[Diagnostic] = []
+        self.blank: list[tuple[int, int]] = []  # (line, end character)
+        # normalised digest -> index of the first record with that text, whose exact digest
+        # is at [16 * index:] of ``first_exact`` and line in ``first_line``
+        self.first: dict[bytes, int] = {}
+        self.first_exact = bytearray()
+        self.first_line = array("I")
+        self.duplicates: list[Diagnostic] = []
+        # shape -> the line and the end character of each record of that shape
+        self.shapes: dict[str, tuple[array, array]] = {}
+        self.crlf = 0
+        self.first_crlf: tuple[int, int] | None = None
+
+    def add_clean(self, line: int, clean: CleanLine) -> None:
+        """Count a JSONL line with no diagnostic of its own (``clean_jsonl_line``)."""
+        shape, end, crlf, exact, norm = clean
+        self.examples += 1
+        members = self.shapes.get(shape)
+        if members is None:
+            members = self.shapes[shape] = (array("I"), array("I"))
+        members[0].append(line)
+        members[1].append(end)
+        if norm in self.first:
+            self._duplicate(line, end, exact, norm)
+        else:
+            self.first[norm] = len(self.first_line)
+            self.first_exact += exact
+            self.first_line.append(line)
+        if crlf:
+            self._crlf(line, end)
+
+    def add(self, state: RecordState) -> None:
+        """Count a checked line's state (its diagnostics are kept, the state is not)."""
+        if state.is_record:
+            self.examples += 1
+        if state.shape is not None:
+            self._shape(state.shape, state.line, state.end_character)
+        if state.norm is not None and state.exact is not None:
+            self._duplicate(state.line, state.end_character, state.exact, state.norm)
+        if state.diagnostics:
+            self.record_diagnostics.extend(d.shifted(state.line) for d in state.diagnostics)
+        if state.blank:
+            self.blank.append((state.line, state.end_character))
+        if state.crlf:
+            self._crlf(state.line, state.end_character)
+
+    def _shape(self, shape: str, line: int, end: int) -> None:
+        members = self.shapes.get(shape)
+        if members is None:
+            members = self.shapes[shape] = (array("I"), array("I"))
+        members[0].append(line)
+        members[1].append(end)
+
+    def _crlf(self, line: int, end: int) -> None:
+        self.crlf += 1
+        if self.first_crlf is None:
+            self.first_crlf = (line, end)
+
+    def _duplicate(self, line: int, end: int, exact: bytes, norm: bytes) -> None:
+        index = self.first.get(norm)
+        if index is None:
+            self.first[norm] = len(self.first_line)
+            self.first_exact += exact
+            self.first_line.append(line)
+            return
+        first_line = self.first_line[index]
+        size = len(exact)
+        same = self.first_exact[size * index : size * (index + 1)] == exact
+        self.duplicates.append(
+            Diagnostic(
+                line,
+                0,
+                line,
+                end,
+                "duplicate" if same else "near-duplicate",
+                f"{'Duplicate' if same else 'Near-duplicate'} of the "
+                f"example on line {first_line + 1}"
+                f"{'' if same else ' (same text ignoring case and spaces)'}"
+                "; remove it so it is not over-weighted",
+                {"duplicateOf": first_line},
+            )
+        )
+
+    def majority_shape(self) -> str | None:
+        counts = [(len(lines), shape) for shape, (lines, _) in self.shapes.items() if lines]
+        return max(counts)[1] if counts else None
+
+    def diagnostics(self, line_count: int, first_line: str = "") -> list[Diagnostic]:
+        """Return every diagnostic, sorted (as ``FileChecks.diagnostics``)."""
+        out = list(self.record_diagnostics)
+        for line, end in self.blank:
+            if line < line_count - 1 or end:
+                out.append(
+                    Diagnostic(
+                        line,
+                        0,
+                        line,
+                        end,
+                        "blank-line",
+                        "Blank line: mlx_lm reads every line as a record; remove it",
+                    )
+                )
+        out.extend(self.duplicates)
+        majority = self.majority_shape()
+        for shape, (lines, ends) in self.shapes.items():
+            if shape == majority:
+                continue
+            for line, end in zip(lines, ends, strict=True):
+                out.append(
+                    Diagnostic(
+                        line,
+                        0,
+                        line,
+                        end,
+                        "mixed-shapes",
+                        f"This record is {shape} but most "
+                        f"are {majority}: mlx_lm picks one format from the first "
+                        "record only, so use one shape throughout (prepare "
+                        "converts for cortex training)",
+                        {"shape": majority},
+                    )
+                )
+        if self.first_crlf is not None:
+            line, end = self.first_crlf
+            out.append(
+                Diagnostic(
+                    line,
+                    0,
+                    line,
+                    end,
+                    "crlf",
+                    f"{self.crlf} line(s) end with CRLF (Windows line "
+                    "endings); harmless for cortex, some tools keep the \\r",
+                )
+            )
+        out.extend(_count_diagnostics(self.examples, first_line))
+        out.sort(key=sort_key)
+        return out
+
+
+def _count_diagnostics(examples: int, first_line: str) -> list[Diagnostic]:
+    line0_end = len(first_line.rstrip("\r"))
+    if examples == 0:
+        return [
+            Diagnostic(
+                0,
+                0,
+                0,
+                line0_end,
+                "no-examples",
+                'No examples found; add records such as {"prompt": "...", "response": "..."}',
+            )
+        ]
+    if examples < MIN_EXAMPLES:
+        return [
+            Diagnostic(
+                0,
+                0,
+                0,
+                line0_end,
+                "too-few-examples",
+                f"Only {examples} example(s): fewer than mlx_lm's "
+                f"batch size plus a validation split; add at least "
+                f"{MIN_EXAMPLES} (50-100+ recommended)",
+            )
+        ]
+    return []
+
+
 def _whole(state: RecordState, code: str, message: str, data: dict | None = None) -> Diagnostic:
     return Diagnostic(
         state.line, 0, state.line + state.end_line, state.end_character, code, message, data=data
@@ -216,7 +402,7 @@ def build_states(
 
 def result_from(
     fmt: str,
-    checks: FileChecks,
+    checks: FileChecks | StreamChecks,
     extra: Iterable[Diagnostic],
     line_count: int,
     first_line: str,
@@ -263,6 +449,101 @@ def with_diagnostics(
     )
 
 
+class _Whole(Exception):
+    """The file cannot be streamed line by line: check it whole (``load``)."""
+
+
+def stream_jsonl(
+    lines: Iterable[str], context_length: int | None = None, cancel: threading.Event | None = None
+) -> tuple[StreamChecks, list[Diagnostic], int, str]:
+    """Check JSONL lines once, in order: (checks, diagnostics outside records, lines, first).
+
+    Clean lines take the fast path (``clean_jsonl_line``); the others, and the first line
+    with content, are checked with positions. Raises ``_Whole`` for the texts ``load``
+    checks whole (pretty-printed JSON, OASST trees).
+    """
+    checks = StreamChecks()
+    extra: list[Diagnostic] = []
+    first_line = ""
+    number = -1
+    content = blank = True  # still looking for the first content / first non-blank line
+    for number, raw in enumerate(lines):
+        if number % CANCEL_EVERY == 0:
+            check_cancel(cancel)
+        if number == 0:
+            first_line = raw
+            extra = document_diagnostics(raw)
+        if content and raw.strip(" \t\r\ufeff"):
+            content = False
+            if needs_whole_file([raw]):
+                raise _Whole
+        if blank:
+            state = jsonl_state(raw, number, context_length)
+            if not state.blank:
+                blank = False
+                if state.is_record and _is_oasst(state.data):
+                    raise _Whole
+            checks.add(state)
+            continue
+        clean = clean_jsonl_line(raw, number, context_length)
+        if clean is not None:
+            checks.add_clean(number, clean)
+        else:
+            checks.add(jsonl_state(raw, number, context_length))
+    return checks, extra, number + 1, first_line
+
+
+def _file_lines(path: Path) -> Iterator[str]:
+    """Yield the lines of a UTF-8 file as ``text.split("\\n")`` would; ``_Whole`` otherwise."""
+    ended = True
+    # newline="\n": lines end at "\n" only and keep their "\r" (as ``split("\n")``)
+    with path.open(encoding="utf-8", newline="\n") as handle:
+        try:
+            for raw in handle:
+                ended = raw[-1:] == "\n"
+                yield raw[:-1] if ended else raw
+        except UnicodeDecodeError:
+            raise _Whole from None
+    if ended:
+        yield ""
+
+
+def _streamed(
+    path: str | Path | None,
+    text: str | None,
+    format: str | None,
+    context_length: int | None,
+    cancel: threading.Event | None,
+) -> ValidationResult | None:
+    """Validate JSONL streamed with bounded memory; None for what ``load`` must read whole."""
+    from ..paths import existing_file
+    from .formats import detect_format
+    from .load import check_format
+
+    check_format(format)
+    if text is not None:
+        if (format or detect_format(None, text)) != "jsonl":
+            return None
+        lines: Iterable[str] = text.split("\n")
+    else:
+        file = existing_file(path)
+        suffix = file.suffix.lower()
+        if (format or ("jsonl" if suffix in (".jsonl", ".ndjson") else None)) != "jsonl":
+            return None
+        if suffix == ".json":
+            return None  # read whole: the note that a .json file holds JSON Lines
+        with file.open("rb") as handle:
+            head = handle.read(256)
+        if head[:2] == b"\x1f\x8b" or _wide_encoding(head) is not None:
+            return None
+        lines = _file_lines(file)
+    try:
+        checks, extra, line_count, first_line = stream_jsonl(lines, context_length, cancel)
+    except _Whole:
+        return None
+    return result_from("jsonl", checks, extra, line_count, first_line)
+
+
 def validate_dataset(
     path: str | Path | None = None,
     *,
@@ -282,6 +563,10 @@ def validate_dataset(
 
     if (path is None) == (text is None):
         raise InvalidParams("give either path or text", field="path")
+    if renderer is None and formats.FAST_PATH:
+        streamed = _streamed(path, text, format, context_length, cancel)
+        if streamed is not None:
+            return streamed
     if text is None:
         loaded = load(path, format, context_length=context_length, cancel=cancel)
     else:
