@@ -23,12 +23,13 @@ from .formats import (
     detect_format,
     format_notes,
     jsonl_lines_of,
-    jsonl_state,
+    line_state,
     needs_whole_file,
 )
 from .positions import col16, index_from_col16
 from .prepare import is_chat_file
 from .trained import (
+    CHARACTER_ESTIMATES,
     MERGE_CODES,
     MERGE_TITLE,
     TrainedChecks,
@@ -115,7 +116,7 @@ class DatasetDocument:
             if self.trained is not None:
                 self.trained.remove(state)
         fresh = [
-            jsonl_state(raw, start_line + i, self.context_length) for i, raw in enumerate(new_lines)
+            line_state(raw, start_line + i, self.context_length) for i, raw in enumerate(new_lines)
         ]
         self.states[start_line : end_line + 1] = fresh
         if len(new_lines) != end_line + 1 - start_line:
@@ -161,6 +162,7 @@ class DatasetDocument:
             len(self.lines),
             self.lines[0],
             limit,
+            superseded=CHARACTER_ESTIMATES if self.trained is not None else (),
         )
 
     def chat_file(self) -> bool:

@@ -405,6 +405,48 @@ def clean_jsonl_line(raw: str, line: int, context_length: int | None = None) -> 
     or the fast path is off: ``jsonl_state`` then checks it with positions. For the same
     line, ``jsonl_state`` gives a state with no diagnostics and these very values.
     """
+    clean = _clean_line(raw, line, context_length)
+    if clean is None:
+        return None
+    shape, end, crlf, _, turns, _ = clean
+    return (shape, end, crlf, *turn_digests(turns))
+
+
+def clean_jsonl_state(raw: str, line: int, context_length: int | None = None) -> RecordState | None:
+    """Return ``jsonl_state(raw, line)`` for a line with no diagnostic, found by the fast path.
+
+    The editor keeps a state per line (hover, fixes and the model checks read its record);
+    this gives the very state ``jsonl_state`` would, without building positions.
+    """
+    clean = _clean_line(raw, line, context_length)
+    if clean is None:
+        return None
+    shape, end, crlf, data, turns, chars = clean
+    exact, norm = turn_digests(turns)
+    return RecordState(
+        line,
+        0,
+        end,
+        shape=shape,
+        is_record=True,
+        crlf=crlf,
+        turns=turns,
+        exact=exact,
+        norm=norm,
+        chars=chars,
+        data=data,
+    )
+
+
+def line_state(raw: str, line: int, context_length: int | None = None) -> RecordState:
+    """Return the checked state of one JSONL line: the fast path's, else ``jsonl_state``'s."""
+    return clean_jsonl_state(raw, line, context_length) or jsonl_state(raw, line, context_length)
+
+
+def _clean_line(
+    raw: str, line: int, context_length: int | None
+) -> tuple[str, int, bool, Any, list[tuple[str, str]], int] | None:
+    """The fast path's check of one line: its shape, end, data, turns and characters."""
     if not FAST_PATH:
         return None
     crlf = raw[-1:] == "\r"
@@ -435,7 +477,7 @@ def clean_jsonl_line(raw: str, line: int, context_length: int | None = None) -> 
     if chars > LONG_CHARS or (context_length and chars / CHARS_PER_TOKEN > context_length):
         return None
     end = len(text) if text.isascii() else col16(text, len(text))
-    return (shape, end, crlf, *turn_digests(turns))
+    return shape, end, crlf, data, turns, chars
 
 
 def jsonl_state(raw: str, line: int, context_length: int | None = None) -> RecordState:

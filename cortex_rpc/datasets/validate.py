@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 from ..errors import CortexError, InvalidParams
@@ -20,6 +20,7 @@ from .formats import (
     clean_jsonl_line,
     document_diagnostics,
     jsonl_state,
+    line_state,
     needs_whole_file,
     oasst_diagnostics,
     pretty_jsonl_states,
@@ -54,6 +55,7 @@ class FileChecks:
         self.by_norm: dict[str, list[RecordState]] = defaultdict(list)
         self.dup_keys: set[str] = set()
         self.with_diagnostics: set[RecordState] = set()
+        self.shifted: dict[RecordState, tuple[int, list[Diagnostic]]] = {}
         self.blank: set[RecordState] = set()
         self.crlf: set[RecordState] = set()
         self.examples = 0
@@ -88,6 +90,7 @@ class FileChecks:
             if not group:
                 del self.by_norm[state.norm]
         self.with_diagnostics.discard(state)
+        self.shifted.pop(state, None)
         self.blank.discard(state)
         self.crlf.discard(state)
 
@@ -99,7 +102,14 @@ class FileChecks:
         """Return every diagnostic, sorted: the records' own and the file-level ones."""
         out: list[Diagnostic] = []
         for state in self.with_diagnostics:
-            out.extend(d.shifted(state.line) for d in state.diagnostics)
+            # Kept per state while its line stays put: an edit shifts only what it touches.
+            cached = self.shifted.get(state)
+            if cached is None or cached[0] != state.line:
+                cached = self.shifted[state] = (
+                    state.line,
+                    [d.shifted(state.line) for d in state.diagnostics],
+                )
+            out.extend(cached[1])
         for state in self.blank:
             if state.line < line_count - 1 or state.end_character:
                 out.append(
@@ -393,7 +403,7 @@ def build_states(
         for number, raw in enumerate(lines):
             if number % CANCEL_EVERY == 0:
                 check_cancel(cancel)
-            states.append(jsonl_state(raw, number, context_length))
+            states.append(line_state(raw, number, context_length))
         return states, extra + (oasst_diagnostics(states) or [])
     check_cancel(cancel)
     states, diagnostics = PARSERS[fmt](text, context_length)
@@ -407,6 +417,7 @@ def result_from(
     line_count: int,
     first_line: str,
     limit: int | None = MAX_DIAGNOSTICS,
+    superseded: Collection[str] = (),
 ) -> ValidationResult:
     """Assemble a ValidationResult from the file checks and any document-level diagnostics.
 
@@ -415,6 +426,8 @@ def result_from(
     only file-level ones) replaces the no-examples / too-few-examples it causes.
     """
     diagnostics = checks.diagnostics(line_count, first_line)
+    if superseded:  # checks a model's token counts replace (long-example from characters)
+        diagnostics = [d for d in diagnostics if d.code not in superseded]
     extra = list(extra)
     if any(d.code in ROOT_CAUSES and d.severity == "error" for d in extra):
         diagnostics = [d for d in diagnostics if d.code not in COUNT_CODES]
@@ -434,10 +447,14 @@ def result_from(
 
 
 def with_diagnostics(
-    result: ValidationResult, extra: list[Diagnostic], limit: int | None = MAX_DIAGNOSTICS
+    result: ValidationResult,
+    extra: list[Diagnostic],
+    limit: int | None = MAX_DIAGNOSTICS,
+    superseded: Collection[str] = (),
 ) -> ValidationResult:
     """Return ``result`` (holding all its diagnostics) with ``extra`` added, recounted."""
-    diagnostics = sorted(result.diagnostics + extra, key=sort_key)
+    kept = [d for d in result.diagnostics if d.code not in superseded]
+    diagnostics = sorted(kept + extra, key=sort_key)
     return ValidationResult(
         result.format,
         result.shape,
@@ -573,7 +590,7 @@ def validate_dataset(
         loaded = load_text(text, format, context_length=context_length, cancel=cancel)
     if renderer is None:
         return loaded.validation()
-    from .trained import check_all
+    from .trained import CHARACTER_ESTIMATES, check_all
 
     checks = check_all(loaded.states, renderer, options or ViewOptions(), cancel=cancel)
-    return with_diagnostics(loaded.result, checks.diagnostics())
+    return with_diagnostics(loaded.result, checks.diagnostics(), superseded=CHARACTER_ESTIMATES)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from cortex_rpc.datasets import validate_dataset
 from cortex_rpc.datasets.editor import DatasetDocument, code_actions, hover, summary
+from cortex_rpc.datasets.formats import decode
 
 URI = "file:///tmp/data.jsonl"
 LINES = [json.dumps({"prompt": f"question {i}", "response": f"answer {i}"}) for i in range(30)]
@@ -96,7 +97,8 @@ def test_byte_mutations_never_crash_and_stay_in_range(mutations, fmt, tmp_path_f
     path = tmp_path_factory.mktemp("m") / f"data.{fmt}"
     path.write_bytes(bytes(data))
     result = validate_dataset(path)
-    text = bytes(data).decode("utf-8", errors="replace").split("\n")
+    # Positions refer to the text as the loader decodes it (UTF-8, or UTF-16/32 by their BOM).
+    text = decode(bytes(data))[0].split("\n")
     for d in result.diagnostics:
         assert 0 <= d.start_line <= d.end_line < len(text)
         assert d.start_character >= 0 and d.end_character >= 0

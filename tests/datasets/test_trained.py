@@ -274,3 +274,18 @@ def test_a_big_file_publishes_first_and_fills_in_its_model_checks(variant) -> No
     assert (published[-1], summaries[-1]) == publish_payload(fresh, 1)
     added = [d for d in published[-1]["diagnostics"] if d["code"] == "template-added-text"]
     assert len(added) == 1 and added[0]["data"]["records"] == len(lines)
+
+
+def test_with_a_model_token_counts_replace_the_character_estimates(renderer) -> None:
+    """long-example counts characters; with a model, record-truncated counts real tokens."""
+    long = chat(("user", "Hi"), ("assistant", "word " * 500))
+    without = validate_dataset(text=long, format="jsonl")
+    assert "long-example" in [d.code for d in without.diagnostics]
+    options = view_options({"maxSeqLength": 64})
+    checked = validate_dataset(text=long, format="jsonl", renderer=renderer, options=options)
+    codes = [d.code for d in checked.diagnostics]
+    assert "long-example" not in codes and "record-truncated" in codes
+    doc = DatasetDocument(
+        "file:///d.jsonl", long, language_id="jsonl", renderer=renderer, view_options=options
+    )
+    assert [d.code for d in doc.result().diagnostics] == codes
