@@ -10,6 +10,9 @@ SOURCE = "cortex"
 SEVERITY_CODES = {"error": 1, "warning": 2, "information": 3}
 
 # Every code the validator emits, with its default severity. Clients match on these.
+# Checks estimated from characters; a model's own token counts replace them (record-truncated).
+CHARACTER_ESTIMATES = frozenset({"long-example", "too-long"})
+
 CODES: dict[str, str] = {
     "utf8-invalid": "error",
     "bom": "warning",

@@ -29,7 +29,6 @@ from .formats import (
 from .positions import col16, index_from_col16
 from .prepare import is_chat_file
 from .trained import (
-    CHARACTER_ESTIMATES,
     MERGE_CODES,
     MERGE_TITLE,
     TrainedChecks,
@@ -77,6 +76,7 @@ class DatasetDocument:
             "jsonl" if language_id == "jsonl" else detect_format(uri_path(uri), text)
         )
         self.notes = format_notes(uri_path(uri), self.format, text)
+        self.task_type_cache: tuple[tuple, str] | None = None
         self.set_text(text)
 
     @property
@@ -162,7 +162,7 @@ class DatasetDocument:
             len(self.lines),
             self.lines[0],
             limit,
-            superseded=CHARACTER_ESTIMATES if self.trained is not None else (),
+            with_model=self.trained is not None,
         )
 
     def chat_file(self) -> bool:
@@ -381,10 +381,15 @@ def _merge_system_message(
 
 
 def _task_type(doc: DatasetDocument) -> str:
-    # A sample keeps this O(1000) on a 100,000-line file; it only feeds the status bar.
+    # A sample keeps this O(1000) on a 100,000-line file; it only feeds the status bar, so
+    # it is worked out again only when the file's length or a sampled record changes.
     states = doc.states
     step = max(1, len(states) // 1000)
-    return task_type(states[::step])
+    sample = states[::step]
+    key = (len(states), tuple(map(id, sample)))
+    if doc.task_type_cache is None or doc.task_type_cache[0] != key:
+        doc.task_type_cache = (key, task_type(sample))
+    return doc.task_type_cache[1]
 
 
 def summary(doc: DatasetDocument, result: ValidationResult | None = None) -> dict[str, Any]:

@@ -31,8 +31,6 @@ SEVERITIES = {"error": "error", "warning": "warning", "info": "information"}
 MERGE_CODES = ("template-role", "template-dropped-text")
 MERGE_TITLE = "Merge the system message into the first user message"
 ADDED_TEXT = "template-added-text"  # reported once per file, not once per record
-# Checks estimated from characters that a model's own token counts replace (record-truncated).
-CHARACTER_ESTIMATES = frozenset({"long-example", "too-long"})
 HOVER_TEXT_LIMIT = 1500  # rendered characters shown in a hover
 PROGRESS_EVERY = 200
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from array import array
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import CortexError, InvalidParams
 from . import formats
-from .diagnostics import MAX_DIAGNOSTICS, Diagnostic, ValidationResult, sort_key
+from .diagnostics import (
+    CHARACTER_ESTIMATES,
+    MAX_DIAGNOSTICS,
+    Diagnostic,
+    ValidationResult,
+    sort_key,
+)
 from .formats import (
     PARSERS,
     CleanLine,
@@ -55,6 +62,8 @@ class FileChecks:
         self.by_norm: dict[str, list[RecordState]] = defaultdict(list)
         self.dup_keys: set[str] = set()
         self.with_diagnostics: set[RecordState] = set()
+        # Records whose only diagnostics are character estimates, which a model replaces.
+        self.estimated_only: set[RecordState] = set()
         self.shifted: dict[RecordState, tuple[int, list[Diagnostic]]] = {}
         self.blank: set[RecordState] = set()
         self.crlf: set[RecordState] = set()
@@ -71,7 +80,10 @@ class FileChecks:
             if len(group) == 2:
                 self.dup_keys.add(state.norm)
         if state.diagnostics:
-            self.with_diagnostics.add(state)
+            if all(d.code in CHARACTER_ESTIMATES for d in state.diagnostics):
+                self.estimated_only.add(state)
+            else:
+                self.with_diagnostics.add(state)
         if state.blank:
             self.blank.add(state)
         if state.crlf:
@@ -90,6 +102,7 @@ class FileChecks:
             if not group:
                 del self.by_norm[state.norm]
         self.with_diagnostics.discard(state)
+        self.estimated_only.discard(state)
         self.shifted.pop(state, None)
         self.blank.discard(state)
         self.crlf.discard(state)
@@ -98,10 +111,22 @@ class FileChecks:
         counts = [(len(members), shape) for shape, members in self.shape_members.items() if members]
         return max(counts)[1] if counts else None
 
-    def diagnostics(self, line_count: int, first_line: str = "") -> list[Diagnostic]:
-        """Return every diagnostic, sorted: the records' own and the file-level ones."""
+    def diagnostics(
+        self, line_count: int, first_line: str = "", with_model: bool = False
+    ) -> list[Diagnostic]:
+        """Return every diagnostic, sorted: the records' own and the file-level ones.
+
+        ``with_model``: the character estimates are left out (a model's token counts
+        replace them), without looking at the records that have nothing else.
+        """
+        superseded = CHARACTER_ESTIMATES if with_model else ()
         out: list[Diagnostic] = []
-        for state in self.with_diagnostics:
+        states = (
+            self.with_diagnostics
+            if with_model
+            else itertools.chain(self.with_diagnostics, self.estimated_only)
+        )
+        for state in states:
             # Kept per state while its line stays put: an edit shifts only what it touches.
             cached = self.shifted.get(state)
             if cached is None or cached[0] != state.line:
@@ -109,7 +134,10 @@ class FileChecks:
                     state.line,
                     [d.shifted(state.line) for d in state.diagnostics],
                 )
-            out.extend(cached[1])
+            if superseded:
+                out.extend(d for d in cached[1] if d.code not in superseded)
+            else:
+                out.extend(cached[1])
         for state in self.blank:
             if state.line < line_count - 1 or state.end_character:
                 out.append(
@@ -295,9 +323,12 @@ class StreamChecks:
         counts = [(len(lines), shape) for shape, (lines, _) in self.shapes.items() if lines]
         return max(counts)[1] if counts else None
 
-    def diagnostics(self, line_count: int, first_line: str = "") -> list[Diagnostic]:
+    def diagnostics(
+        self, line_count: int, first_line: str = "", with_model: bool = False
+    ) -> list[Diagnostic]:
         """Return every diagnostic, sorted (as ``FileChecks.diagnostics``)."""
-        out = list(self.record_diagnostics)
+        superseded = CHARACTER_ESTIMATES if with_model else ()
+        out = [d for d in self.record_diagnostics if d.code not in superseded]
         for line, end in self.blank:
             if line < line_count - 1 or end:
                 out.append(
@@ -417,7 +448,7 @@ def result_from(
     line_count: int,
     first_line: str,
     limit: int | None = MAX_DIAGNOSTICS,
-    superseded: Collection[str] = (),
+    with_model: bool = False,
 ) -> ValidationResult:
     """Assemble a ValidationResult from the file checks and any document-level diagnostics.
 
@@ -425,9 +456,8 @@ def result_from(
     One diagnostic per real problem: a file-level error in ``ROOT_CAUSES`` (``extra`` holds
     only file-level ones) replaces the no-examples / too-few-examples it causes.
     """
-    diagnostics = checks.diagnostics(line_count, first_line)
-    if superseded:  # checks a model's token counts replace (long-example from characters)
-        diagnostics = [d for d in diagnostics if d.code not in superseded]
+    # ``with_model``: a model's token counts replace the character estimates (long-example).
+    diagnostics = checks.diagnostics(line_count, first_line, with_model)
     extra = list(extra)
     if any(d.code in ROOT_CAUSES and d.severity == "error" for d in extra):
         diagnostics = [d for d in diagnostics if d.code not in COUNT_CODES]
@@ -450,9 +480,14 @@ def with_diagnostics(
     result: ValidationResult,
     extra: list[Diagnostic],
     limit: int | None = MAX_DIAGNOSTICS,
-    superseded: Collection[str] = (),
+    with_model: bool = False,
 ) -> ValidationResult:
-    """Return ``result`` (holding all its diagnostics) with ``extra`` added, recounted."""
+    """Return ``result`` (holding all its diagnostics) with ``extra`` added, recounted.
+
+    ``with_model``: ``extra`` holds a model's checks, whose token counts replace the
+    character estimates.
+    """
+    superseded = CHARACTER_ESTIMATES if with_model else ()
     kept = [d for d in result.diagnostics if d.code not in superseded]
     diagnostics = sorted(kept + extra, key=sort_key)
     return ValidationResult(
@@ -590,7 +625,7 @@ def validate_dataset(
         loaded = load_text(text, format, context_length=context_length, cancel=cancel)
     if renderer is None:
         return loaded.validation()
-    from .trained import CHARACTER_ESTIMATES, check_all
+    from .trained import check_all
 
     checks = check_all(loaded.states, renderer, options or ViewOptions(), cancel=cancel)
-    return with_diagnostics(loaded.result, checks.diagnostics(), superseded=CHARACTER_ESTIMATES)
+    return with_diagnostics(loaded.result, checks.diagnostics(), with_model=True)
