@@ -374,6 +374,29 @@ def fuse_model(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     return fuse_model(params["name"], params["outputName"], ls.home.models)
 
 
+@server.cortex_method(protocol.EXPORT_MODEL)
+def export_model(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .models.export import export_model
+
+    # One heavy MLX job at a time: an export waits for the training slot, as evaluate does.
+    with (
+        ls.jobs.slot.hold("export", ls.request.cancel),
+        work_done(ls, params.get("workDoneToken"), "Exporting model") as report,
+    ):
+        return export_model(
+            ls.home,
+            params["model"],
+            params["target"],
+            name=params.get("name"),
+            quantization=params.get("quantization"),
+            verify=params.get("verify", True),
+            lmstudio_root=params.get("lmstudioRoot"),
+            pre_tokenizer=params.get("preTokenizer"),
+            on_progress=report,
+            cancel=ls.request.cancel,
+        ).to_wire()
+
+
 @server.cortex_method(protocol.LIST_ADAPTERS)
 def list_adapters(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .models.registry import list_adapters

@@ -31,11 +31,11 @@ from ..paths import CortexHome, user_path, validate_model_name
 from ..training.contract import ONE_SHOT_EVENT_TYPES, Error, Result, Stage, decode_event
 from ..workers import log_tail, start_worker
 from .export_checks import failure_message
-from .fine_tuned import resolve_fine_tuned
+from .fine_tuned import fine_tuned_dir, resolve_fine_tuned
 from .ollama import modelfile_text, ollama_template
 
 TARGETS = ("mlx", "hf", "gguf", "ollama", "lmstudio")
-GGUF_QUANTIZATIONS = ("f16", "q8_0", "q4_k_m")
+GGUF_QUANTIZATIONS = ("f32", "f16", "q8_0", "q4_k_m")
 # model_type -> the Hugging Face architecture llama.cpp's converter dispatches on.
 GGUF_ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
@@ -166,9 +166,11 @@ def export_model(
     (nothing is left at the destination), and OSError for a full disk.
     """
     quantization = _validate(target, quantization)
-    base, adapter_dir, marker = resolve_fine_tuned(
-        model if Path(model).is_absolute() else home.models / model
+    # A name is one of CORTEX_HOME's fine-tunes; a folder elsewhere is only read.
+    source = (
+        Path(model) if Path(model).is_absolute() else fine_tuned_dir(model, home.models, "model")
     )
+    base, adapter_dir, marker = resolve_fine_tuned(source)
     name = validate_model_name(name or f"{adapter_dir.name}-{target}", "name")
     destination = _destination(home, target, name, lmstudio_root)
     if destination.exists():
@@ -198,6 +200,7 @@ def export_model(
                 modelType=model_type,
                 supported=sorted(GGUF_ARCHITECTURES),
             )
+        _check_llama_cpp_layout(config)
         gguf_name = f"{name}-{quantization}.gguf"
         spec.update(
             llamaCpp=str(llama_cpp_dir(home)), ggufName=gguf_name, preTokenizer=pre_tokenizer
@@ -242,6 +245,20 @@ def export_model(
         timings={k: round(v, 3) for k, v in worker["timings"].items()},
         next_commands=_next_commands(target, destination, name, gguf_name),
     )
+
+
+def _check_llama_cpp_layout(config: dict[str, Any]) -> None:
+    """Refuse what llama.cpp would convert into a different model (found by verification)."""
+    pattern = config.get("sliding_window_pattern")
+    if str(config.get("model_type")).startswith("gemma3") and pattern not in (None, 6):
+        # llama.cpp's Gemma 3 always alternates five sliding-window layers and one global
+        # one; the converter does not carry another pattern, so the GGUF would differ.
+        raise CortexError(
+            "unsupported-architecture",
+            f"llama.cpp runs Gemma 3 with a sliding-window pattern of 6; this model's is "
+            f"{pattern}, so its GGUF would not behave like it. Export to hf or mlx instead.",
+            modelType=config.get("model_type"),
+        )
 
 
 def _assemble(tmp: Path, target: str, gguf_name: str | None, adapter_dir: Path) -> Path:

@@ -25,6 +25,7 @@ VERIFY_PROMPTS: tuple[list[dict[str, str]], ...] = (
 # logit difference allowed (None: reported, not judged). Float exports must match MLX.
 TOLERANCES: dict[str, tuple[float, float | None]] = {
     "float": (1.0, 1e-3),
+    "f32": (1.0, 1e-2),
     "f16": (1.0, None),
     "q8_0": (0.75, None),
     "q4_k_m": (0.5, None),

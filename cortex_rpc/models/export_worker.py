@@ -104,7 +104,7 @@ def convert_gguf(
             raise CortexError(
                 "unsupported-tokenizer",
                 "llama.cpp does not recognize this tokenizer's pre-tokenizer; pass "
-                "preTokenizer (e.g. 'llama-bpe', 'qwen2') if you know which one it uses.",
+                "preTokenizer (e.g. 'llama-bpe', 'qwen2', 'gpt-2') if you know which one it uses.",
             )
         if "tokenizer.model" in last:
             raise CortexError(
@@ -249,7 +249,7 @@ def export_spec(spec: dict[str, Any], stage: Any) -> dict[str, Any]:
         gguf = out / spec["ggufName"]
         stage("convert", f"Converting to GGUF ({quantization}) with llama.cpp")
         converted = time.monotonic()
-        outtype = quantization if quantization in ("f16", "q8_0") else "f16"
+        outtype = quantization if quantization in ("f32", "f16", "q8_0") else "f16"
         first = gguf if outtype == quantization else out / "f16.gguf"
         llama_cpp = Path(spec["llamaCpp"])
         convert_gguf(

@@ -35,10 +35,20 @@ needs_llama_cpp = pytest.mark.skipif(
 # The replicas' tokenizers are small generated BPEs whose pre-tokenizer hash llama.cpp cannot
 # know; real fine-tunes keep their base's tokenizer, which it recognizes. Verification checks
 # that the GGUF still tokenizes the prompts as the source tokenizer does.
-PRE_TOKENIZER = "llama-bpe"
+PRE_TOKENIZER = "gpt-2"  # the replicas pre-tokenize as GPT-2 (ByteLevel, its regex)
 # llama.cpp converts these from SentencePiece's tokenizer.model, which the replicas lack.
 NEEDS_SENTENCEPIECE = ("gemma2", "phi3")
-GGUF_FAMILIES = ("llama3.2", "qwen2.5", "qwen3", "gemma3", "mistral-v0.3")
+GEMMA3_GGUF = pytest.param(
+    "gemma3",
+    marks=pytest.mark.xfail(
+        reason="llama.cpp's Gemma 3 differs from MLX and transformers on the replica (largest "
+        "logit difference 0.034 even as f32, 7/8 tokens agree; transformers agrees to 5e-5): "
+        "verification refuses the export",
+        raises=CortexError,
+        strict=True,
+    ),
+)
+GGUF_FAMILIES = ("llama3.2", "qwen2.5", "qwen3", GEMMA3_GGUF, "mistral-v0.3")
 
 
 def make_fine_tune(base: Path, models_dir: Path, name: str, seed: int = 1) -> Path:
@@ -72,10 +82,16 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("replicas")
 
 
-def fine_tune(family: str, replicas: Path, cortex_home: Path) -> str:
-    base = replicas / family
+def fine_tune(family: str, replicas: Path, cortex_home: Path, **config: object) -> str:
+    """Fine-tune ``family``'s replica (``config`` overrides some of its config.json)."""
+    base = replicas / (family + "".join(f"-{k}{v}" for k, v in config.items()))
     if not base.exists():
         build_family(family, base)
+        if config:
+            from cortex_rpc.models.tiny import write_random_weights
+
+            merged = {**json.loads((base / "config.json").read_text()), **config}
+            write_random_weights(base, merged, seed=0, module=merged["model_type"])
     make_fine_tune(base, cortex_home / "mlx_models", f"{family}-ft")
     return f"{family}-ft"
 
@@ -91,7 +107,10 @@ def assert_nothing_written(home: Path) -> None:
 @pytest.mark.parametrize("family", GGUF_FAMILIES)
 def test_gguf_f16_greedy_tokens_equal_mlx(family, replicas, cortex_home, monkeypatch):
     monkeypatch.setenv("CORTEX_LLAMA_CPP", str(LLAMA_CPP))
-    model = fine_tune(family, replicas, cortex_home)
+    # The replica alternates sliding and global layers every 2; llama.cpp runs Gemma 3 as the
+    # published models are, a global layer every 6 (see test_gemma3_with_another_sliding_pattern_is_refused).
+    config = {"sliding_window_pattern": 6, "num_hidden_layers": 6} if family == "gemma3" else {}
+    model = fine_tune(family, replicas, cortex_home, **config)
     result = export_model(CortexHome(cortex_home), model, "gguf", pre_tokenizer=PRE_TOKENIZER)
     gguf = Path(result.path) / f"{model}-gguf-f16.gguf"
     assert gguf.is_file() and result.files == [gguf.name]
@@ -144,7 +163,18 @@ def test_gguf_without_sentencepiece_model_is_a_clear_error(
     assert_nothing_written(cortex_home)
 
 
-@pytest.mark.parametrize("family", ["llama3.2", "qwen3", "gemma2", "phi3"])
+@needs_converter
+def test_gemma3_with_another_sliding_pattern_is_refused(replicas, cortex_home, monkeypatch):
+    monkeypatch.setenv("CORTEX_LLAMA_CPP", str(LLAMA_CPP))
+    model = fine_tune("gemma3", replicas, cortex_home)
+    with pytest.raises(CortexError) as error:
+        export_model(CortexHome(cortex_home), model, "gguf", pre_tokenizer=PRE_TOKENIZER)
+    assert error.value.code == "unsupported-architecture"
+    assert "sliding-window pattern" in error.value.message
+    assert_nothing_written(cortex_home)
+
+
+@pytest.mark.parametrize("family", ["llama3.2", "qwen3", "gemma2", "gemma3", "phi3"])
 def test_hf_export_loads_in_transformers_and_logits_match(family, replicas, cortex_home):
     model = fine_tune(family, replicas, cortex_home)
     result = export_model(CortexHome(cortex_home), model, "hf")
