@@ -21,6 +21,7 @@ from .paths import CortexHome
 if TYPE_CHECKING:
     from .datasets.documents import DatasetDocuments
     from .generation.runner import ModelRunner
+    from .generation.serving import ModelServers
     from .training.jobs import TrainingJobs
     from .training.service import WorkDoneUpdate
 
@@ -41,6 +42,7 @@ class CortexServer(CortexLanguageServer):
         self._jobs: TrainingJobs | None = None
         self._runner: ModelRunner | None = None
         self._dataset_documents: DatasetDocuments | None = None
+        self._model_servers: ModelServers | None = None
 
     @property
     def jobs(self) -> TrainingJobs:
@@ -61,6 +63,16 @@ class CortexServer(CortexLanguageServer):
             self._runner = ModelRunner()
             self.on_exit.append(self._runner.close)
         return self._runner
+
+    @property
+    def model_servers(self) -> ModelServers:
+        """The OpenAI-compatible servers of cortex/serve, stopped when this server exits."""
+        if self._model_servers is None:
+            from .generation.serving import ModelServers
+
+            self._model_servers = ModelServers()
+            self.on_exit.append(self._model_servers.close)
+        return self._model_servers
 
     @property
     def dataset_documents(self) -> DatasetDocuments:
@@ -395,6 +407,23 @@ def export_model(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
             on_progress=report,
             cancel=ls.request.cancel,
         ).to_wire()
+
+
+@server.cortex_method(protocol.SERVE)
+def serve(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .models.export import fine_tuned_source
+
+    return ls.model_servers.serve(fine_tuned_source(ls.home, params["model"]), params.get("port"))
+
+
+@server.cortex_method(protocol.STOP_SERVING)
+def stop_serving(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    return ls.model_servers.stop(params["model"])
+
+
+@server.cortex_method(protocol.LIST_SERVERS)
+def list_servers(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    return ls.model_servers.list()
 
 
 @server.cortex_method(protocol.LIST_ADAPTERS)

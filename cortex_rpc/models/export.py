@@ -101,6 +101,14 @@ def llama_cpp_dir(home: CortexHome) -> Path:
     return candidate
 
 
+def fine_tuned_source(home: CortexHome, model: str) -> Path:
+    """Return the folder of fine-tune ``model``: a name in ``mlx_models/``, or a folder path.
+
+    A folder outside CORTEX_HOME is only ever read.
+    """
+    return Path(model) if Path(model).is_absolute() else fine_tuned_dir(model, home.models, "model")
+
+
 def _destination(
     home: CortexHome, target: str, name: str, lmstudio_root: str | Path | None
 ) -> Path:
@@ -166,11 +174,7 @@ def export_model(
     (nothing is left at the destination), and OSError for a full disk.
     """
     quantization = _validate(target, quantization)
-    # A name is one of CORTEX_HOME's fine-tunes; a folder elsewhere is only read.
-    source = (
-        Path(model) if Path(model).is_absolute() else fine_tuned_dir(model, home.models, "model")
-    )
-    base, adapter_dir, marker = resolve_fine_tuned(source)
+    base, adapter_dir, marker = resolve_fine_tuned(fine_tuned_source(home, model))
     name = validate_model_name(name or f"{adapter_dir.name}-{target}", "name")
     destination = _destination(home, target, name, lmstudio_root)
     if destination.exists():
