@@ -160,7 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("model_name", metavar="MODEL")
     export.add_argument("target", choices=("mlx", "hf", "gguf", "ollama", "lmstudio"))
-    export.add_argument("--name", help="name of the export (default MODEL-TARGET)")
     export.add_argument(
         "--quantization", choices=("f16", "q8_0", "q4_k_m"), help="gguf/ollama (default f16)"
     )
@@ -412,7 +411,7 @@ async def run_export(client: CortexClient, term: Terminal, args: argparse.Namesp
     result = await client.export_model(
         args.model_name,
         args.target,
-        name=args.name,
+        name=args.name,  # the wizard's --name: here the export's (default MODEL-TARGET)
         quantization=args.quantization,
         verify=args.verify,
         lmstudio_root=args.lmstudio_root,
