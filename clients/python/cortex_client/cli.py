@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--no-verify", dest="verify", action="store_false")
     export.add_argument("--lmstudio-root", help="LM Studio's folder (default ~/.lmstudio)")
+    export.add_argument(
+        "--pre-tokenizer", help="llama.cpp's pre-tokenizer, for a tokenizer it does not know"
+    )
     resume = _sub(commands, "resume", help="resume a cancelled or interrupted job")
     resume.add_argument("job_id", metavar="JOB")
     cancel = _sub(commands, "cancel", help="cancel a running job")
@@ -415,6 +418,7 @@ async def run_export(client: CortexClient, term: Terminal, args: argparse.Namesp
         quantization=args.quantization,
         verify=args.verify,
         lmstudio_root=args.lmstudio_root,
+        pre_tokenizer=args.pre_tokenizer,
     )
     term.event("export", **result)
     term.say(f"{result['path']} ({result['sizeBytes'] / 1e6:.1f} MB, {result['seconds']:.1f} s)")

@@ -488,9 +488,15 @@ class CortexClient:
         quantization: str | None = None,
         verify: bool = True,
         lmstudio_root: str | None = None,
+        pre_tokenizer: str | None = None,
     ) -> dict[str, Any]:
         params: dict[str, Any] = {"model": str(model), "target": target, "verify": verify}
-        optional = {"name": name, "quantization": quantization, "lmstudioRoot": lmstudio_root}
+        optional = {
+            "name": name,
+            "quantization": quantization,
+            "lmstudioRoot": lmstudio_root,
+            "preTokenizer": pre_tokenizer,
+        }
         params.update({k: v for k, v in optional.items() if v is not None})
         return await self.request("cortex/exportModel", params)
 
