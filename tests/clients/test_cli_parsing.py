@@ -44,7 +44,9 @@ def test_yes_means_balanced_and_no_chat_unless_asked():
 
 
 def test_export_takes_a_model_a_target_and_gguf_options():
-    args = build_parser().parse_args(["export", "my-ft", "gguf", "--quantization", "q8_0", "--json"])
+    args = build_parser().parse_args(
+        ["export", "my-ft", "gguf", "--quantization", "q8_0", "--json"]
+    )
     assert (args.command, args.model_name, args.target) == ("export", "my-ft", "gguf")
     assert args.quantization == "q8_0" and args.verify is True and args.json
     args = build_parser().parse_args(["export", "my-ft", "lmstudio", "--no-verify"])

@@ -51,8 +51,8 @@ GEMMA3_GGUF = pytest.param(
 GGUF_FAMILIES = ("llama3.2", "qwen2.5", "qwen3", GEMMA3_GGUF, "mistral-v0.3")
 
 
-def make_fine_tune(base: Path, models_dir: Path, name: str, seed: int = 1) -> Path:
-    """Write a fine-tuned folder on ``base``: a LoRA adapter with random non-zero B."""
+def make_fine_tune(base: Path, models_dir: Path, name: str, seed: int = 1, layers: int = 2) -> Path:
+    """Write a fine-tuned folder on ``base``: a LoRA adapter (last ``layers``), random B."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.tuner.utils import linear_to_lora_layers
@@ -61,7 +61,7 @@ def make_fine_tune(base: Path, models_dir: Path, name: str, seed: int = 1) -> Pa
     model, _ = load(str(base))
     model.freeze()
     lora = {"rank": 4, "scale": 2.0, "dropout": 0.0}
-    linear_to_lora_layers(model, 2, lora)
+    linear_to_lora_layers(model, layers, lora)
     mx.random.seed(seed)
     params = dict(tree_flatten(model.trainable_parameters()))
     for key, value in params.items():
@@ -70,7 +70,7 @@ def make_fine_tune(base: Path, models_dir: Path, name: str, seed: int = 1) -> Pa
     folder = models_dir / name
     folder.mkdir(parents=True)
     mx.save_safetensors(str(folder / "adapters.safetensors"), params)
-    adapter_config = {"fine_tune_type": "lora", "num_layers": 2, "lora_parameters": lora}
+    adapter_config = {"fine_tune_type": "lora", "num_layers": layers, "lora_parameters": lora}
     (folder / "adapter_config.json").write_text(json.dumps(adapter_config))
     marker = {"baseModel": {"path": str(base), "name": base.name}, "quantizationBits": None}
     (folder / "fine-tuned.marker").write_text(json.dumps(marker))
