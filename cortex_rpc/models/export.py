@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config.training_config import snake_to_camel
 from ..errors import CortexError, InvalidParams
 from ..paths import CortexHome, user_path, validate_model_name
 from ..training.contract import ONE_SHOT_EVENT_TYPES, Error, Result, Stage, decode_event
@@ -81,9 +82,7 @@ class ExportResult:
 
     def to_wire(self) -> dict[str, Any]:
         """Return the camelCase JSON form."""
-        parts = [p.split("_") for p in asdict(self)]
-        keys = {"_".join(p): p[0] + "".join(x.title() for x in p[1:]) for p in parts}
-        return {keys[k]: v for k, v in asdict(self).items()}
+        return {snake_to_camel(k): v for k, v in asdict(self).items()}
 
 
 def llama_cpp_dir(home: CortexHome) -> Path:
