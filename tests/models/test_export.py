@@ -38,17 +38,9 @@ needs_llama_cpp = pytest.mark.skipif(
 PRE_TOKENIZER = "gpt-2"  # the replicas pre-tokenize as GPT-2 (ByteLevel, its regex)
 # llama.cpp converts these from SentencePiece's tokenizer.model, which the replicas lack.
 NEEDS_SENTENCEPIECE = ("gemma2", "phi3")
-GEMMA3_GGUF = pytest.param(
-    "gemma3",
-    marks=pytest.mark.xfail(
-        reason="llama.cpp's Gemma 3 differs from MLX and transformers on the replica (largest "
-        "logit difference 0.034 even as f32, 7/8 tokens agree; transformers agrees to 5e-5): "
-        "verification refuses the export",
-        raises=CortexError,
-        strict=True,
-    ),
-)
-GGUF_FAMILIES = ("llama3.2", "qwen2.5", "qwen3", GEMMA3_GGUF, "mistral-v0.3")
+GGUF_FAMILIES = ("llama3.2", "qwen2.5", "qwen3", "mistral-v0.3")
+# Gemma 3 as the published models are laid out: a global layer every 6 (the replica's is 2).
+GEMMA3_LAYOUT = {"sliding_window_pattern": 6, "num_hidden_layers": 6}
 
 
 def make_fine_tune(base: Path, models_dir: Path, name: str, seed: int = 1, layers: int = 2) -> Path:
@@ -107,10 +99,7 @@ def assert_nothing_written(home: Path) -> None:
 @pytest.mark.parametrize("family", GGUF_FAMILIES)
 def test_gguf_f16_greedy_tokens_equal_mlx(family, replicas, cortex_home, monkeypatch):
     monkeypatch.setenv("CORTEX_LLAMA_CPP", str(LLAMA_CPP))
-    # The replica alternates sliding and global layers every 2; llama.cpp runs Gemma 3 as the
-    # published models are, a global layer every 6 (see test_gemma3_with_another_sliding_pattern_is_refused).
-    config = {"sliding_window_pattern": 6, "num_hidden_layers": 6} if family == "gemma3" else {}
-    model = fine_tune(family, replicas, cortex_home, **config)
+    model = fine_tune(family, replicas, cortex_home)
     result = export_model(CortexHome(cortex_home), model, "gguf", pre_tokenizer=PRE_TOKENIZER)
     gguf = Path(result.path) / f"{model}-gguf-f16.gguf"
     assert gguf.is_file() and result.files == [gguf.name]
@@ -161,6 +150,28 @@ def test_gguf_without_sentencepiece_model_is_a_clear_error(
     assert "tokenizer.model" in error.value.message
     assert not (cortex_home / "exports" / f"{model}-gguf").exists()
     assert_nothing_written(cortex_home)
+
+
+@needs_converter
+@needs_llama_cpp
+def test_a_gguf_that_behaves_differently_is_refused_and_nothing_is_written(
+    replicas, cortex_home, monkeypatch
+):
+    # llama.cpp's Gemma 3 differs from MLX and transformers on this replica (largest logit
+    # difference 0.034 even as f32, 7 of 8 greedy tokens agree; transformers agrees to 5e-5).
+    monkeypatch.setenv("CORTEX_LLAMA_CPP", str(LLAMA_CPP))
+    model = fine_tune("gemma3", replicas, cortex_home, **GEMMA3_LAYOUT)
+    with pytest.raises(CortexError) as error:
+        export_model(CortexHome(cortex_home), model, "ollama", pre_tokenizer=PRE_TOKENIZER)
+    assert error.value.code == "verification-failed"
+    assert error.value.data["failed"] == ["weights"]
+    assert "greedy tokens agree" in error.value.message
+    parts = error.value.data["verification"]["parts"]
+    assert parts["template"] and parts["stopTokens"] and parts["tokenizer"]
+    assert not (cortex_home / "exports" / f"{model}-ollama").exists()
+    assert_nothing_written(cortex_home)
+    hf = export_model(CortexHome(cortex_home), model, "hf")
+    assert hf.verification["maxLogitDiff"] <= 1e-3
 
 
 @needs_converter
