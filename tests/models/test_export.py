@@ -136,6 +136,18 @@ def test_gguf_quantized_within_tolerance(quantization, replicas, cortex_home, mo
 
 
 @needs_converter
+@needs_llama_cpp
+def test_gguf_from_a_4bit_base_is_dequantized_first(tmp_path, cortex_home, monkeypatch):
+    monkeypatch.setenv("CORTEX_LLAMA_CPP", str(LLAMA_CPP))
+    base = build_family("qwen2.5", tmp_path / "qwen2.5-4bit", quantized=True)
+    assert "quantization" in json.loads((base / "config.json").read_text())
+    make_fine_tune(base, cortex_home / "mlx_models", "q4-ft")
+    result = export_model(CortexHome(cortex_home), "q4-ft", "gguf", pre_tokenizer=PRE_TOKENIZER)
+    assert result.verification["status"] == "passed", result.verification
+    assert result.verification["tokenAgreement"] == 1.0
+
+
+@needs_converter
 @pytest.mark.parametrize("family", NEEDS_SENTENCEPIECE)
 def test_gguf_without_sentencepiece_model_is_a_clear_error(
     family, replicas, cortex_home, monkeypatch
