@@ -32,6 +32,9 @@ TOLERANCES: dict[str, tuple[float, float | None]] = {
     "f16": (1.0, None),
     "q8_0": (0.0, 0.05),
     "q4_k_m": (0.0, 0.25),
+    # mlx and lmstudio exports of a quantized (or QLoRA) fine-tune, re-quantized by the fuse.
+    "mlx-q8": (0.0, 0.05),
+    "mlx-q4": (0.0, 0.25),
 }
 # Float exports: absolute logit tolerance (float32 weights; 16-bit or quantized bases looser).
 FLOAT_LOGIT_TOLERANCE = {"float": 1e-3, "f32": 1e-2}
@@ -51,7 +54,7 @@ def compare_runs(
     """Return the verification report: agreement, largest logit difference, parts checked."""
     import numpy as np
 
-    min_agreement, relative_tolerance = TOLERANCES.get(quantization, (0.0, None))
+    min_agreement, relative_tolerance = TOLERANCES.get(quantization, (0.0, 0.25))
     logit_tolerance = FLOAT_LOGIT_TOLERANCE.get(quantization)
     if logit_tolerance is not None and float16:
         logit_tolerance = FLOAT16_LOGIT_TOLERANCE

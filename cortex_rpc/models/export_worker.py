@@ -24,6 +24,7 @@ from ..errors import CortexError
 from ..training.contract import Stage
 from ..workers import open_event_writer
 from .export_checks import VERIFY_PROMPTS, compare_runs
+from .quantization import QUANT_GROUP_SIZE
 
 GREEDY_TOKENS = 8
 # Runs the converter with llama.cpp's pre-tokenizer detection pinned (``preTokenizer``), for
@@ -236,7 +237,16 @@ def export_spec(spec: dict[str, Any], stage: Any) -> dict[str, Any]:
         template = tokenizer.chat_template
         eos_ids = sorted(int(t) for t in tokenizer.eos_token_ids)
     stage("fuse", "Fusing the adapter")
-    model = fuse(model, config, dequantize=target != "mlx")
+    model = fuse(model, config, dequantize=target not in ("mlx", "lmstudio"))
+    bits = spec.get("quantizationBits")
+    requantized = None
+    if target in ("mlx", "lmstudio") and (bits or "quantization" in config):
+        # mlx_lm's fuse re-quantizes a quantized layer with the adapter added: judged as the
+        # quantized model it is, not as the exact base + adapter.
+        requantized = f"mlx-q{bits or config['quantization'].get('bits', 4)}"
+    if bits and target in ("mlx", "lmstudio") and "quantization" not in config:
+        # A QLoRA base was quantized in memory: the fused folder says so, or it would not load.
+        config["quantization"] = {"group_size": QUANT_GROUP_SIZE, "bits": int(bits)}
     if config.get("architectures") is None and spec.get("architecture"):
         config["architectures"] = [spec["architecture"]]
     model_dir = out / ("model" if target in ("mlx", "hf", "lmstudio") else "hf")
@@ -289,7 +299,7 @@ def export_spec(spec: dict[str, Any], stage: Any) -> dict[str, Any]:
                 template=template,
                 eos_ids=eos_ids,
                 tool=tool,
-                quantization=spec.get("quantization") or "float",
+                quantization=spec.get("quantization") or requantized or "float",
                 float16=dtype in ("float16", "bfloat16") or bool(spec.get("quantizationBits")),
             )
         result["timings"]["verifySeconds"] = time.monotonic() - checked

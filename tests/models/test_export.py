@@ -228,6 +228,17 @@ def test_mlx_and_lmstudio_exports_are_standalone_fused_models(replicas, cortex_h
     assert studio.verification is None
 
 
+@pytest.mark.parametrize("target", ["mlx", "hf"])
+def test_a_qlora_fine_tune_exports_as_trained(target, replicas, cortex_home):
+    model = fine_tune("qwen3", replicas, cortex_home)
+    marker = cortex_home / "mlx_models" / model / "fine-tuned.marker"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "quantizationBits": 4}))
+    result = export_model(CortexHome(cortex_home), model, target)
+    config = json.loads((Path(result.path) / "config.json").read_text())
+    assert ("quantization" in config) == (target == "mlx")
+    assert result.verification["status"] == "passed", result.verification
+
+
 def test_error_cases_write_nothing(replicas, cortex_home, tmp_path):
     home = CortexHome(cortex_home)
     with pytest.raises(CortexError) as error:
