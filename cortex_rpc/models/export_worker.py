@@ -253,7 +253,10 @@ def export_spec(spec: dict[str, Any], stage: Any) -> dict[str, Any]:
     stage("save", "Saving the fused weights")
     save(model_dir, str(base), model, tokenizer, config, donate_model=True)
     del model
-    result: dict[str, Any] = {"files": {}, "timings": {"fuseSeconds": time.monotonic() - started}}
+    result: dict[str, Any] = {
+        "files": {},
+        "timings": {"loadFuseSaveSeconds": time.monotonic() - started},
+    }
     if target in ("gguf", "ollama"):
         quantization = spec["quantization"]
         gguf = out / spec["ggufName"]
