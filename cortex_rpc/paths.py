@@ -115,6 +115,16 @@ class CortexHome:
         return self.root / "tuning"
 
     @property
+    def exports(self) -> Path:
+        """Exported models for other tools (``exports/NAME``: hf, gguf, ollama)."""
+        return self.root / "exports"
+
+    @property
+    def tools(self) -> Path:
+        """Tools cortex runs but does not ship (``tools/llama.cpp``: its GGUF converter)."""
+        return self.root / "tools"
+
+    @property
     def datasets(self) -> Path:
         """Datasets cortex writes for the user (the sample, created datasets)."""
         return self.root / "datasets"

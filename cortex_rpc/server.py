@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .datasets import LoadedDataset
     from .datasets.documents import DatasetDocuments
     from .generation.runner import ModelRunner
+    from .generation.serving import ModelServers
     from .training.jobs import TrainingJobs
     from .training.service import WorkDoneUpdate
 
@@ -46,6 +47,7 @@ class CortexServer(CortexLanguageServer):
         self._jobs: TrainingJobs | None = None
         self._runner: ModelRunner | None = None
         self._dataset_documents: DatasetDocuments | None = None
+        self._model_servers: ModelServers | None = None
 
     @property
     def jobs(self) -> TrainingJobs:
@@ -66,6 +68,16 @@ class CortexServer(CortexLanguageServer):
             self._runner = ModelRunner()
             self.on_exit.append(self._runner.close)
         return self._runner
+
+    @property
+    def model_servers(self) -> ModelServers:
+        """The OpenAI-compatible servers of cortex/serve, stopped when this server exits."""
+        if self._model_servers is None:
+            from .generation.serving import ModelServers
+
+            self._model_servers = ModelServers()
+            self.on_exit.append(self._model_servers.close)
+        return self._model_servers
 
     @property
     def dataset_documents(self) -> DatasetDocuments:
@@ -450,6 +462,46 @@ def fuse_model(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
     from .models.manage import fuse_model
 
     return fuse_model(params["name"], params["outputName"], ls.home.models)
+
+
+@server.cortex_method(protocol.EXPORT_MODEL)
+def export_model(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .models.export import export_model
+
+    # One heavy MLX job at a time: an export waits for the training slot, as evaluate does.
+    with (
+        ls.jobs.slot.hold("export", ls.request.cancel),
+        work_done(ls, params.get("workDoneToken"), "Exporting model") as report,
+    ):
+        return export_model(
+            ls.home,
+            params["model"],
+            params["target"],
+            name=params.get("name"),
+            quantization=params.get("quantization"),
+            verify=params.get("verify", True),
+            lmstudio_root=params.get("lmstudioRoot"),
+            pre_tokenizer=params.get("preTokenizer"),
+            on_progress=report,
+            cancel=ls.request.cancel,
+        ).to_wire()
+
+
+@server.cortex_method(protocol.SERVE)
+def serve(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    from .models.export import fine_tuned_source
+
+    return ls.model_servers.serve(fine_tuned_source(ls.home, params["model"]), params.get("port"))
+
+
+@server.cortex_method(protocol.STOP_SERVING)
+def stop_serving(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    return ls.model_servers.stop(params["model"])
+
+
+@server.cortex_method(protocol.LIST_SERVERS)
+def list_servers(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
+    return ls.model_servers.list()
 
 
 @server.cortex_method(protocol.LIST_ADAPTERS)

@@ -9,7 +9,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
 if [ "$(uname -s)" = "Linux" ] && command -v apt-get >/dev/null 2>&1; then
-  packages="libopenblas0-pthread neovim tmux"
+  packages="libopenblas0-pthread neovim tmux golang-go"
   missing=""
   for p in $packages; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -30,6 +30,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-"$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -m pip install -q -e ".[dev,export]" 2>&1 | grep -v "^WARNING: Location" || true
+# llama.cpp's GGUF converter (a 75 MB download from PyPI, unpacked, not built).
+PYTHON="$VENV/bin/python" scripts/fetch_llama_cpp.sh || echo "warning: no GGUF export (fetch_llama_cpp.sh failed)" >&2
+# llama-cpp-python compiles llama.cpp (about 12 minutes on two cores): only when asked.
+if [ "${CORTEX_BUILD_LLAMA_CPP:-0}" = "1" ]; then
+  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" "$VENV/bin/python" -m pip install -q -e ".[llama-cpp]"
+fi
 "$VENV/bin/python" -c "import cortex_rpc, mlx.core, mlx_lm, pygls, pytest_lsp" \
   || { echo "error: installation failed; see pip's output above" >&2; exit 1; }

@@ -7,18 +7,13 @@ shows a half-deleted or half-written model.
 from __future__ import annotations
 
 import shutil
-import signal
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
-from ..paths import validate_model_name
-from ..workers import log_tail, start_worker
-from .fine_tuned import fine_tuned_dir, marker_base_path, read_marker
-
-FUSE_TIMEOUT_SECONDS = 3600
+from ..paths import CortexHome, validate_model_name
+from .fine_tuned import fine_tuned_dir
 
 
 def delete_model(name: str, models_dir: Path | None = None) -> dict[str, Any]:
@@ -34,48 +29,31 @@ def delete_model(name: str, models_dir: Path | None = None) -> dict[str, Any]:
 def fuse_model(
     name: str, output_name: str, models_dir: Path | None = None, python: str | None = None
 ) -> dict[str, Any]:
-    """Write a standalone model (base + adapter fused) with mlx_lm's fuse, in a subprocess.
+    """Write a standalone model (base + adapter fused) to ``models_dir/output_name``.
 
-    mlx is never imported in the server: ``python -m mlx_lm fuse`` runs in a child process.
+    The ``mlx`` target of ``export_model`` without its verification: mlx_lm's fuse in the
+    export worker (a QLoRA adapter fused into the base quantized as it was trained).
     """
+    from .export import export_model
+
     source = fine_tuned_dir(name, models_dir)
     validate_model_name(output_name, "outputName")
-    target = source.parent / output_name
-    if target.exists():
+    home = CortexHome(source.parent.parent)
+    try:
+        result = export_model(
+            home, str(source.resolve()), "mlx", name=output_name, verify=False, python=python
+        )
+    except CortexError as error:
+        if error.code != "target-exists":
+            raise
         raise CortexError(
             "model-exists",
-            f"A model named {output_name!r} already exists at {target}",
-            path=str(target),
-        )
-    marker = read_marker(source) or {}
-    base = marker_base_path(marker) or Path("")
-    if not (base / "config.json").is_file():
-        raise CortexError(
-            "model-not-found", f"The base model of {name!r} is missing: {base}", path=str(base)
-        )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_name}.", dir=source.parent))
-    try:
-        worker = start_worker(
-            "mlx_lm",
-            ["fuse", "--model", str(base), "--adapter-path", str(source)]
-            + ["--save-path", str(tmp / "m")],
-            log_path=tmp / "fuse.log",
-            python=python,
-            events=False,
-        )
-        try:
-            returncode = worker.wait(FUSE_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            worker.signal(signal.SIGKILL)
-            worker.wait()
-            raise CortexError(
-                "fuse-failed", f"mlx_lm fuse took more than {FUSE_TIMEOUT_SECONDS} s"
-            ) from None
-        if returncode != 0:
-            tail = "\n".join(log_tail(tmp / "fuse.log").splitlines()[-8:])
-            raise CortexError("fuse-failed", f"mlx_lm fuse failed: {tail}")
-        (tmp / "m").rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-    return {"name": output_name, "path": str(target), "baseModel": str(base), "sizeBytes": size}
+            f"A model named {output_name!r} already exists at {error.data.get('path')}",
+            path=error.data.get("path"),
+        ) from None
+    return {
+        "name": output_name,
+        "path": result.path,
+        "baseModel": result.base_model,
+        "sizeBytes": result.size_bytes,
+    }

@@ -335,12 +335,21 @@ class Result(WorkerEvent):
     value: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Stage(WorkerEvent):
+    """A one-shot worker began a step of its work (export: fuse, convert, verify)."""
+
+    kind: ClassVar[str] = "stage"
+    name: str = ""
+    message: str = ""
+
+
 EVENT_TYPES: dict[str, type[WorkerEvent]] = {
     cls.kind: cls
     for cls in (Blas, Started, Resumed, Progress, Checkpoint, Warning, Done, Cancelled, Error)
 }
 ONE_SHOT_EVENT_TYPES: dict[str, type[WorkerEvent]] = {
-    cls.kind: cls for cls in (Blas, Warning, Result, Error)
+    cls.kind: cls for cls in (Blas, Warning, Stage, Result, Error)
 }
 
 

@@ -41,3 +41,15 @@ def test_yes_means_balanced_and_no_chat_unless_asked():
     assert answers.data_option == "sample"
     args = build_parser().parse_args(["--chat", "hi", "--yes"])
     assert answers_from(args).chat is True and answers_from(args).prompts == ["hi"]
+
+
+def test_export_takes_a_model_a_target_and_gguf_options():
+    args = build_parser().parse_args(
+        ["export", "my-ft", "gguf", "--quantization", "q8_0", "--json"]
+    )
+    assert (args.command, args.model_name, args.target) == ("export", "my-ft", "gguf")
+    assert args.quantization == "q8_0" and args.verify is True and args.json
+    args = build_parser().parse_args(["export", "my-ft", "lmstudio", "--no-verify"])
+    assert args.verify is False and args.quantization is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["export", "my-ft", "onnx"])

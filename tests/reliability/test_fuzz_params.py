@@ -33,8 +33,8 @@ SCHEMAS = {
 }
 # Fields that name files the method writes, and fields that could start real work.
 WRITTEN_PATHS = {"createDataset": "path", "sampleDataset": "path", "prepareDataset": "outDir"}
-# Methods that would train, tune or evaluate for real given a model that exists.
-STARTS_WORK = {"startTraining", "tuneHyperparameters", "evaluate"}
+# Methods that would train, tune, evaluate, export or serve for real given a model that exists.
+STARTS_WORK = {"startTraining", "tuneHyperparameters", "evaluate", "exportModel", "serve"}
 CASES_PER_METHOD = int(os.environ.get("CORTEX_FUZZ_CASES", "200"))
 REPLY_TIMEOUT = 10.0
 COUNTS: dict[str, int] = {}

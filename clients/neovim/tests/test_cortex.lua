@@ -406,6 +406,28 @@ test(":CortexGpu shows the backend", function()
   wait_for("systemInfo", 30000, function() return noted("^Backend: ") ~= nil end)
 end)
 
+test(":CortexExport MODEL TARGET QUANT sends cortex/exportModel and shows the next commands", function()
+  local real, sent = cortex.request, {}
+  cortex.request = function(method, params)
+    if method ~= "cortex/exportModel" then return real(method, params) end
+    table.insert(sent, params)
+    return { name = "my-ft-ollama", path = "/h/exports/my-ft-ollama", sizeBytes = 2500000, target = "ollama",
+      verification = { status = "passed", tool = "llama.cpp", tokenAgreement = 1.0 },
+      nextCommands = { "ollama create my-ft-ollama -f /h/exports/my-ft-ollama/Modelfile", "ollama run my-ft-ollama" } }
+  end
+  notes = {}
+  local ok, err = pcall(function()
+    vim.cmd("CortexExport my-ft ollama q8_0")
+    wait_for("the export", 20000, function() return noted("^Exported ") ~= nil end)
+  end)
+  cortex.request = real
+  assert(ok, err)
+  eq(sent, { { model = "my-ft", target = "ollama", quantization = "q8_0" } }, "request")
+  local note = noted("^Exported ").message
+  assert(note:find("verified with llama.cpp: 100%% of tokens agree"), note)
+  assert(note:find("ollama create my-ft-ollama -f ", 1, true), note)
+end)
+
 out(string.format("# neovim %s: %d passed, %d failed", tostring(vim.version().major) .. "." .. tostring(vim.version().minor) .. "." ..
   tostring(vim.version().patch), passed, failed))
 -- Stop the server cleanly, then leave with the right status.

@@ -153,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write the report as a standalone HTML page to FILE",
     )
+    export = _sub(
+        commands,
+        "export",
+        help="export a fine-tuned model for mlx, hf, gguf, ollama or lmstudio (verified)",
+    )
+    export.add_argument("model_name", metavar="MODEL")
+    export.add_argument("target", choices=("mlx", "hf", "gguf", "ollama", "lmstudio"))
+    export.add_argument(
+        "--quantization", choices=("f16", "q8_0", "q4_k_m"), help="gguf/ollama (default f16)"
+    )
+    export.add_argument("--no-verify", dest="verify", action="store_false")
+    export.add_argument("--lmstudio-root", help="LM Studio's folder (default ~/.lmstudio)")
+    export.add_argument(
+        "--pre-tokenizer", help="llama.cpp's pre-tokenizer, for a tokenizer it does not know"
+    )
     resume = _sub(commands, "resume", help="resume a cancelled or interrupted job")
     resume.add_argument("job_id", metavar="JOB")
     cancel = _sub(commands, "cancel", help="cancel a running job")
@@ -393,6 +408,33 @@ async def run_evaluate(client: CortexClient, term: Terminal, args: argparse.Name
     return 0
 
 
+async def run_export(client: CortexClient, term: Terminal, args: argparse.Namespace) -> int:
+    """Export a fine-tune and say where it is, how it verified, and what to run next."""
+    term.say(f"Exporting {args.model_name} for {args.target}…")
+    result = await client.export_model(
+        args.model_name,
+        args.target,
+        name=args.name,  # the wizard's --name: here the export's (default MODEL-TARGET)
+        quantization=args.quantization,
+        verify=args.verify,
+        lmstudio_root=args.lmstudio_root,
+        pre_tokenizer=args.pre_tokenizer,
+    )
+    term.event("export", **result)
+    term.say(f"{result['path']} ({result['sizeBytes'] / 1e6:.1f} MB, {result['seconds']:.1f} s)")
+    verification = result.get("verification")
+    if verification and verification["status"] == "passed":
+        term.say(
+            f"verified with {verification['tool']}: {verification['tokenAgreement']:.0%} of "
+            f"greedy tokens agree, largest logit difference {verification['maxLogitDiff']:.2g}"
+        )
+    elif verification:
+        term.say(f"not verified: {verification.get('reason')}", style="yellow")
+    for command in result["nextCommands"]:
+        term.say(f"  {command}")
+    return 0
+
+
 def tuning_line(note: dict[str, Any]) -> str | None:
     """One terminal line for a ``cortex/tuningProgress`` payload (None: nothing to show)."""
     trial = note.get("trial")
@@ -492,6 +534,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 return await run_compare(client, term, args)
             if args.command == "evaluate":
                 return await run_evaluate(client, term, args)
+            if args.command == "export":
+                return await run_export(client, term, args)
             if args.command == "tune":
                 return await run_tune(client, term, args)
             if args.command == "report":

@@ -479,5 +479,26 @@ class CortexClient:
     async def fuse_model(self, name: str, output_name: str) -> dict[str, Any]:
         return await self.request("cortex/fuseModel", {"name": name, "outputName": output_name})
 
+    async def export_model(
+        self,
+        model: str,
+        target: str,
+        *,
+        name: str | None = None,
+        quantization: str | None = None,
+        verify: bool = True,
+        lmstudio_root: str | None = None,
+        pre_tokenizer: str | None = None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": str(model), "target": target, "verify": verify}
+        optional = {
+            "name": name,
+            "quantization": quantization,
+            "lmstudioRoot": lmstudio_root,
+            "preTokenizer": pre_tokenizer,
+        }
+        params.update({k: v for k, v in optional.items() if v is not None})
+        return await self.request("cortex/exportModel", params)
+
     async def delete_model(self, name: str) -> dict[str, Any]:
         return await self.request("cortex/deleteModel", {"name": name})

@@ -13,7 +13,7 @@ import {
   lossCurveHtml, modelDescription, statusBarText, summarizeValidation, systemInfoLines, withContentSecurityPolicy,
 } from "./core/format";
 import { datasetSummaryText, previewTraining, type RenderedPreview } from "./core/preview";
-import type { AdapterComparison, DatasetReport, DatasetSummaryNotification, JobEntry, TrainingProgress } from "./core/types";
+import type { AdapterComparison, DatasetReport, ExportModelParams, ExportResult, ExportTarget, DatasetSummaryNotification, JobEntry, TrainingProgress } from "./core/types";
 import { FineTuneWizard, type PickItem, type WizardUI } from "./core/wizard";
 
 let client: LanguageClient | undefined;
@@ -58,6 +58,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   command("cortex.compareAdapters", () => compareAdapters(context));
   command("cortex.datasetReport", (uri?: vscode.Uri) => datasetReport(context, uri));
   command("cortex.previewTraining", () => previewTrainingText(context));
+  command("cortex.exportModel", exportModel);
 
   trainedDecoration = vscode.window.createTextEditorDecorationType({
     backgroundColor: new vscode.ThemeColor("diffEditor.insertedTextBackground"),
@@ -293,6 +294,58 @@ async function showModels(): Promise<void> {
   output.appendLine(`== ${info.name}`);
   output.appendLine(JSON.stringify(info, null, 2));
   output.show(true);
+}
+
+const EXPORT_TARGETS: { label: string; description: string; value: ExportTarget }[] = [
+  { label: "Ollama", description: "GGUF + Modelfile (chat template and stop tokens translated)", value: "ollama" },
+  { label: "GGUF", description: "for llama.cpp (llama-cli, llama-server)", value: "gguf" },
+  { label: "LM Studio", description: "fused MLX model in ~/.lmstudio/models/cortex", value: "lmstudio" },
+  { label: "Hugging Face", description: "dequantized safetensors, tokenizer, chat template", value: "hf" },
+  { label: "MLX", description: "standalone fused MLX model", value: "mlx" },
+];
+
+async function exportModel(): Promise<void> {
+  const cortex = await ensureClient();
+  const fineTuned = (await cortex.listModels()).filter((m) => m.kind === "fine-tuned");
+  if (!fineTuned.length) {
+    void vscode.window.showInformationMessage("No fine-tuned models yet: run Cortex: Fine-Tune Model first.");
+    return;
+  }
+  const model = await vscode.window.showQuickPick(fineTuned.map((m) => ({ label: m.name, description: modelDescription(m), detail: m.path, model: m })),
+    { title: "Export (1/2): fine-tuned model", ignoreFocusOut: true });
+  if (!model) return;
+  const target = await vscode.window.showQuickPick(EXPORT_TARGETS, { title: `Export ${model.label} (2/2): for`, ignoreFocusOut: true });
+  if (!target) return;
+  let quantization: ExportModelParams["quantization"];
+  if (target.value === "gguf" || target.value === "ollama") {
+    const picked = await vscode.window.showQuickPick(
+      [{ label: "f16", description: "full quality" }, { label: "q8_0", description: "half the size" }, { label: "q4_k_m", description: "a quarter, some quality lost" }],
+      { title: "GGUF quantization", ignoreFocusOut: true });
+    if (!picked) return;
+    quantization = picked.label as ExportModelParams["quantization"];
+  }
+  const result: ExportResult | undefined = await cancellable(`Exporting ${model.label} for ${target.label}`, "fuse, convert, verify", async (token, progress) => {
+    const workDoneToken = `cortex-export-${Date.now()}`;
+    const reports = onWorkDoneProgress(cortex.transport, workDoneToken, (value) => {
+      if (value.kind === "report") progress.report({ message: value.message });
+    });
+    try {
+      return await cortex.exportModel({ model: model.label, target: target.value, quantization, workDoneToken }, token);
+    } finally {
+      reports.dispose();
+    }
+  });
+  if (!result) return;
+  const verification = result.verification;
+  const verified = verification?.status === "passed"
+    ? `verified with ${verification.tool}: ${Math.round((verification.tokenAgreement ?? 0) * 100)}% of tokens agree`
+    : verification ? `not verified: ${verification.reason ?? verification.status}` : "not verified";
+  output.appendLine(`== Export ${result.name} (${result.target}) → ${result.path}`);
+  output.appendLine(`  ${humanBytes(result.sizeBytes)} · ${verified}`);
+  for (const line of result.nextCommands) output.appendLine(`  ${line}`);
+  const answer = await vscode.window.showInformationMessage(`Cortex: exported ${result.name} (${verified}).`, "Copy Next Command", "Details");
+  if (answer === "Copy Next Command" && result.nextCommands[0]) await vscode.env.clipboard.writeText(result.nextCommands[0]);
+  if (answer === "Details") output.show();
 }
 
 async function cancelTraining(): Promise<void> {

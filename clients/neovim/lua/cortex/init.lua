@@ -416,6 +416,44 @@ function M.preview_training()
   return M.last_preview
 end
 
+local EXPORT_TARGETS = { "ollama", "gguf", "lmstudio", "hf", "mlx" }
+
+--- Export a fine-tuned model (`:CortexExport [MODEL [TARGET [QUANTIZATION]]]`, asks for what is missing).
+function M.export(args)
+  local words = vim.split(args or "", "%s+", { trimempty = true })
+  local model, target, quantization = words[1], words[2], words[3]
+  if not model then
+    local tuned = vim.tbl_filter(function(m) return m.kind == "fine-tuned" end, M.call("cortex/listModels").models)
+    if #tuned == 0 then
+      M.notify("No fine-tuned models yet: run :CortexFinetune first.", vim.log.levels.WARN)
+      return
+    end
+    local picked = M.select(tuned, { prompt = "Export which model?", kind = "cortex.export", format_item = format.model })
+    if not picked then return end
+    model = picked.name
+  end
+  if not target then
+    target = M.select(EXPORT_TARGETS, { prompt = "Export " .. model .. " for" })
+    if not target then return end
+  end
+  if not quantization and (target == "gguf" or target == "ollama") then
+    quantization = M.select({ "f16", "q8_0", "q4_k_m" }, { prompt = "GGUF quantization" })
+    if not quantization then return end
+  end
+  M.notify(string.format("Exporting %s for %s (fuse, convert, verify)…", model, target))
+  local result = M.call("cortex/exportModel", { model = model, target = target, quantization = quantization })
+  local v = result.verification
+  local verified = "not verified"
+  if v ~= nil and v ~= vim.NIL then
+    verified = v.status == "passed"
+        and string.format("verified with %s: %d%% of tokens agree", v.tool, math.floor(v.tokenAgreement * 100 + 0.5))
+      or ("not verified: " .. tostring(v.reason or v.status))
+  end
+  M.notify(string.format("Exported %s → %s (%s, %s)\n%s", result.name, result.path, format.bytes(result.sizeBytes), verified,
+    table.concat(result.nextCommands, "\n")))
+  return result
+end
+
 function M.finetune(opts)
   return require("cortex.wizard").run(opts or {})
 end
@@ -443,6 +481,7 @@ function M.setup(opts)
   command("CortexModels", M.models, 0, "List the models cortex-rpc can see")
   command("CortexCancel", M.cancel, "?", "Cancel a running training job")
   command("CortexGpu", M.gpu, 0, "Backend, memory and BLAS (cortex/systemInfo)")
+  command("CortexExport", M.export, "*", "Export a fine-tuned model: MODEL TARGET (ollama, gguf, lmstudio, hf, mlx) [QUANTIZATION]")
   command("CortexPreviewTraining", M.preview_training, 0, "The record at the cursor as the trainer sees it (trained text highlighted)")
   -- Attach buffers that were already open.
   for _, bufnr in ipairs(vim.api.nvim_list_bufs()) do

@@ -3,6 +3,7 @@
 // This module must not import `vscode`.
 
 import type {
+  ExportModelParams, ExportResult,
   AdapterComparison, AdapterList, CompareAdaptersParams, DatasetReport, DatasetReportFormat, Generation, JobEntry, ModelEntry,
   ModelInfo, Preset, Proposal, StartedJob, SystemInfo, TrainingPreview, TrainingPreviewParams, TrainingProgress, ValidationReport,
   WorkDoneProgress, WrittenDataset,
@@ -154,6 +155,10 @@ export class CortexApi {
   /** Answer each prompt with the base and with every adapter; cancellable through `token`. */
   compareAdapters(params: CompareAdaptersParams, token?: CancellationLike): Promise<AdapterComparison> {
     return this.request("cortex/compareAdapters", dropUndefined({ ...params }), token);
+  }
+  /** Export a fine-tuned model for another tool (verified unless `verify` is false); cancellable. */
+  exportModel(params: ExportModelParams, token?: CancellationLike): Promise<ExportResult> {
+    return this.request("cortex/exportModel", dropUndefined({ ...params }), token);
   }
   /** The dataset quality report (score, fixes, and the report in `format`) for a file on disk. */
   datasetReport(path: string, model?: string, token?: CancellationLike, format: DatasetReportFormat = "html"): Promise<DatasetReport> {

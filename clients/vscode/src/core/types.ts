@@ -239,3 +239,35 @@ export interface DatasetSummaryNotification {
   training?: Partial<TrainingPreviewSummary> | null;
   [field: string]: unknown;
 }
+
+/** `cortex/exportModel` params and reply (docs/export.md). */
+export type ExportTarget = "mlx" | "hf" | "gguf" | "ollama" | "lmstudio";
+export interface ExportModelParams {
+  model: string;
+  target: ExportTarget;
+  name?: string;
+  quantization?: "f32" | "f16" | "q8_0" | "q4_k_m";
+  verify?: boolean;
+  lmstudioRoot?: string;
+  workDoneToken?: string;
+}
+export interface ExportVerification {
+  status: "passed" | "failed" | "skipped";
+  tool: string;
+  tokenAgreement?: number;
+  maxLogitDiff?: number;
+  reason?: string;
+  parts?: Record<string, boolean>;
+}
+export interface ExportResult {
+  model: string;
+  target: ExportTarget;
+  name: string;
+  path: string;
+  files: string[];
+  sizeBytes: number;
+  seconds: number;
+  quantization?: string | null;
+  verification?: ExportVerification | null;
+  nextCommands: string[];
+}
