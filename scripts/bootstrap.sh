@@ -30,6 +30,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+if [ "$(uname -s)" = "Linux" ]; then
+  # The export extra needs torch for llama.cpp's converter: the CPU build (this machine kind
+  # keeps torch 2.13.0's CPU wheel on disk); a bare "torch" would fetch a CUDA build.
+  "$VENV/bin/python" -c "import torch" 2>/dev/null \
+    || "$VENV/bin/python" -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+fi
 "$VENV/bin/python" -m pip install -q -e ".[dev,export]" 2>&1 | grep -v "^WARNING: Location" || true
 # llama.cpp's GGUF converter (a 75 MB download from PyPI, unpacked, not built).
 PYTHON="$VENV/bin/python" scripts/fetch_llama_cpp.sh || echo "warning: no GGUF export (fetch_llama_cpp.sh failed)" >&2
