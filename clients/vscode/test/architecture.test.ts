@@ -22,8 +22,9 @@ test("every contributed command is registered, and settings are declared", () =>
   const glue = fs.readFileSync(path.join(ROOT, "src", "extension.ts"), "utf8");
   const commands: { command: string; title: string }[] = manifest.contributes.commands;
   assert.deepEqual(commands.map((c) => c.title).sort(), [
-    "Cancel Training", "Compare Adapters", "Dataset Quality Report", "Fine-Tune Model…", "GPU Status", "Preview Training Text",
-    "Show Models", "Validate Dataset",
+    "Cancel Training", "Compare Adapters", "Dataset Quality Report",
+    "Export Model (Ollama, GGUF, LM Studio, Hugging Face, MLX)", "Fine-Tune Model…", "GPU Status",
+    "Preview Training Text", "Show Models", "Validate Dataset",
   ]);
   for (const { command } of commands) assert.ok(glue.includes(`"${command}"`), command);
   // Menu entries name contributed commands only.
