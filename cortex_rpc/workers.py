@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -151,6 +151,19 @@ class WorkerHandle:
 
         threading.Thread(target=wait_then_kill, daemon=True, name="worker-kill").start()
 
+    def kill_on(self, cancel: threading.Event | None, name: str = "worker-cancel") -> None:
+        """SIGKILL the worker as soon as ``cancel`` is set (a one-shot worker keeps nothing)."""
+        if cancel is None:
+            return
+
+        def watch() -> None:
+            while self.process.poll() is None:
+                if cancel.wait(0.1):
+                    self.signal(signal.SIGKILL)
+                    return
+
+        threading.Thread(target=watch, daemon=True, name=name).start()
+
     def wait(self, timeout: float | None = None) -> int:
         """Return the exit code once the worker has exited (TimeoutExpired after ``timeout``)."""
         return self.process.wait(timeout)
@@ -173,6 +186,37 @@ class WorkerHandle:
             with contextlib.suppress(OSError):
                 self._events.close()
             self._events = None
+
+
+def run_one_shot(usage: str, compute: Callable[[Any, EventWriter], Any], failure_code: str) -> int:
+    """The ``main`` of a worker that computes one result from ``SPEC.json`` (sys.argv[1]).
+
+    Reports the BLAS it found, then ``Result(value=compute(spec, events))``, or ``Error`` with
+    the CortexError's code (``failure_code`` for anything else, with the traceback in its log).
+    """
+    import traceback
+
+    from .accel import preload_fast_blas
+    from .errors import CortexError
+    from .training.contract import Blas, Error, Result
+
+    if len(sys.argv) != 2:
+        print(f"usage: {usage}", file=sys.stderr)
+        return 2
+    events = open_event_writer()
+    blas = preload_fast_blas()
+    events.emit(Blas(name=blas.name if blas else None, path=blas.path if blas else None))
+    try:
+        result = compute(json.loads(Path(sys.argv[1]).read_text()), events)
+    except CortexError as exc:
+        events.emit(Error(code=exc.code, message=exc.message))
+        return 1
+    except Exception as exc:  # noqa: BLE001 - reported to the caller as an error reply
+        traceback.print_exc()
+        events.emit(Error(code=failure_code, message=f"{type(exc).__name__}: {exc}"))
+        return 1
+    events.emit(Result(value=result))
+    return 0
 
 
 def start_worker(

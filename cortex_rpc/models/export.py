@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -314,17 +313,8 @@ def _run_worker(
         log_path=tmp / "worker.log",
         python=python,
     )
-    stopped = threading.Event()
     try:
-        if cancel is not None:
-
-            def stop_on_cancel() -> None:
-                while not stopped.wait(0.1):
-                    if cancel.is_set():
-                        worker.signal(signal.SIGKILL)
-                        return
-
-            threading.Thread(target=stop_on_cancel, daemon=True, name="export-cancel").start()
+        worker.kill_on(cancel, "export-cancel")
         final = None
         for data in worker.events():
             event = decode_event(data, ONE_SHOT_EVENT_TYPES)
@@ -334,7 +324,6 @@ def _run_worker(
                 final = event
         returncode = worker.wait(EXPORT_TIMEOUT_SECONDS)
     finally:
-        stopped.set()
         worker.close()
     if cancel is not None and cancel.is_set():
         raise CortexError("cancelled", "Export cancelled")

@@ -15,14 +15,12 @@ import json
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
-from ..accel import preload_fast_blas
 from ..errors import CortexError
 from ..training.contract import Stage
-from ..workers import open_event_writer
+from ..workers import run_one_shot
 from .export_checks import VERIFY_PROMPTS, compare_runs
 from .quantization import QUANT_GROUP_SIZE
 
@@ -309,31 +307,17 @@ def export_spec(spec: dict[str, Any], stage: Any) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m cortex_rpc.models.export_worker SPEC.json", file=sys.stderr)
-        return 2
-    from ..training.contract import Blas, Error, Result
+def main() -> int:
+    """``python -m cortex_rpc.models.export_worker SPEC.json``: one export, one result event."""
 
-    events = open_event_writer()
-    blas = preload_fast_blas()
-    events.emit(Blas(name=blas.name if blas else None, path=blas.path if blas else None))
+    def export(spec: dict[str, Any], events: Any) -> dict[str, Any]:
+        return export_spec(
+            spec, lambda name, message: events.emit(Stage(name=name, message=message))
+        )
 
-    def stage(name: str, message: str) -> None:
-        events.emit(Stage(name=name, message=message))
-
-    try:
-        result = export_spec(json.loads(Path(argv[0]).read_text()), stage)
-    except CortexError as exc:
-        events.emit(Error(code=exc.code, message=exc.message))
-        return 1
-    except Exception as exc:  # noqa: BLE001 - reported to the caller as an error reply
-        traceback.print_exc()
-        events.emit(Error(code="export-failed", message=f"{type(exc).__name__}: {exc}"))
-        return 1
-    events.emit(Result(value=result))
-    return 0
+    return run_one_shot(
+        "python -m cortex_rpc.models.export_worker SPEC.json", export, "export-failed"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
 import tempfile
 import threading
 import time
@@ -94,17 +93,7 @@ def run_evaluate_worker(
             python=python,
         )
         stack.callback(worker.close)
-        stopped = threading.Event()
-        stack.callback(stopped.set)
-        if cancel is not None:
-
-            def stop_on_cancel() -> None:
-                while not stopped.wait(0.1):
-                    if cancel.is_set():
-                        worker.signal(signal.SIGKILL)
-                        return
-
-            threading.Thread(target=stop_on_cancel, daemon=True, name="eval-cancel").start()
+        worker.kill_on(cancel, "eval-cancel")
         final = None
         for data in worker.events():
             event = decode_event(data, ONE_SHOT_EVENT_TYPES)

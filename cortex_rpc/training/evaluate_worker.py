@@ -9,16 +9,12 @@ answers that ``trainOn`` selects for chat records, the whole text for text recor
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
 from pathlib import Path
 
-from ..accel import preload_fast_blas
 from ..datasets.training_view import TemplateRenderer, ViewOptions
 from ..errors import CortexError
-from ..workers import open_event_writer
-from .contract import Blas, Error, Result
+from ..workers import run_one_shot
 
 
 def evaluate_spec(spec: dict) -> dict:
@@ -50,25 +46,13 @@ def evaluate_spec(spec: dict) -> dict:
     return {"examples": examples, "baseLoss": base_loss, "loss": score()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m cortex_rpc.training.evaluate_worker SPEC.json", file=sys.stderr)
-        return 2
-    events = open_event_writer()
-    blas = preload_fast_blas()
-    events.emit(Blas(name=blas.name if blas else None, path=blas.path if blas else None))
-    try:
-        result = evaluate_spec(json.loads(Path(argv[0]).read_text()))
-    except CortexError as exc:
-        events.emit(Error(code=exc.code, message=exc.message))
-        return 1
-    except Exception as exc:  # noqa: BLE001 - reported to the caller as an error reply
-        traceback.print_exc()
-        events.emit(Error(code="evaluation-failed", message=f"{type(exc).__name__}: {exc}"))
-        return 1
-    events.emit(Result(value=result))
-    return 0
+def main() -> int:
+    """``python -m cortex_rpc.training.evaluate_worker SPEC.json``: one result event."""
+    return run_one_shot(
+        "python -m cortex_rpc.training.evaluate_worker SPEC.json",
+        lambda spec, events: evaluate_spec(spec),
+        "evaluation-failed",
+    )
 
 
 if __name__ == "__main__":
