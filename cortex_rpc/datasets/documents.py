@@ -162,9 +162,14 @@ class DatasetDocuments:
             self.worker.submit(self._fill, uri)
 
     def _open(self, uri: str, text: str, language_id: str) -> None:
-        from .editor import DatasetDocument
+        from .editor import DatasetDocument, opening_payload
 
         renderer, options = self.training
+        early = opening_payload(
+            uri, text, language_id, self.versions.get(uri), renderer is not None
+        )
+        if early is not None:
+            self.publish_diagnostics(early)
         self.docs[uri] = DatasetDocument(
             uri, text, language_id=language_id, renderer=renderer, view_options=options
         )

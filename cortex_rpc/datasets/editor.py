@@ -37,7 +37,13 @@ from .trained import (
     renderable,
 )
 from .training_view import TemplateRenderer, TrainingView, ViewOptions
-from .validate import FileChecks, build_states, result_from
+from .validate import (
+    FileChecks,
+    build_states,
+    result_from,
+    streamed_validation,
+    with_diagnostics,
+)
 
 LANGUAGE_IDS = {"jsonl": "jsonl", "json": "json", "csv": "csv"}
 Range = tuple[int, int, int, int]  # start line, start character, end line, end character
@@ -420,6 +426,31 @@ def summary(doc: DatasetDocument, result: ValidationResult | None = None) -> dic
         payload["trainingPending"] = waiting
         payload["text"] += " · checking what gets trained…"
     return payload
+
+
+OPENING_CHARS = 4_000_000  # a document this big is published once before its states exist
+
+
+def opening_payload(
+    uri: str, text: str, language_id: str | None, version: int | None, with_model: bool
+) -> dict[str, Any] | None:
+    """Return publishDiagnostics params for a big JSONL document, from one streamed pass.
+
+    Building the per-line states that edits, hovers and fixes need takes longer than
+    checking the lines (in parallel parts, keeping digests only), so an editor shows the
+    diagnostics first; the document's own publish follows. None for other documents.
+    """
+    if len(text) < OPENING_CHARS:
+        return None
+    fmt = "jsonl" if language_id == "jsonl" else detect_format(uri_path(uri), text)
+    result = streamed_validation(None, text, fmt) if fmt == "jsonl" else None
+    if result is None:
+        return None
+    result = with_diagnostics(result, format_notes(uri_path(uri), fmt, text), with_model=with_model)
+    params: dict[str, Any] = {"uri": uri, "diagnostics": [d.to_wire() for d in result.diagnostics]}
+    if version is not None:
+        params["version"] = version
+    return params
 
 
 def publish_payload(

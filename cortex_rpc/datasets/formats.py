@@ -32,9 +32,14 @@ from .shapes import (
 )
 
 try:  # orjson parses 3-4x faster; json gives the messages and positions of errors.
+    from orjson import dumps as _exact_bytes
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - orjson is a dependency
     _fast_loads = json.loads
+
+    def _exact_bytes(value: Any) -> bytes:
+        return json.dumps(value).encode()
+
 
 # The fast path: records with no problem are checked on plain objects only (compiled schema,
 # semantic rules) and leave a fixed-size digest; positions are built only for the others.
@@ -42,6 +47,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency
 # the fallback of streamed validation).
 FAST_PATH = True
 DIGEST_BYTES = 16
+EXACT_BYTES = 8
 
 FORMATS = ("jsonl", "json", "csv", "txt")
 EXTENSIONS = {
@@ -315,9 +321,10 @@ def turn_digests(turns: list[tuple[str, str]]) -> tuple[bytes, bytes]:
     """Return the (exact, normalised) digests of a record's turns, for the duplicate checks.
 
     Normalised: 16 bytes of BLAKE2b of the texts lower-cased with runs of whitespace made
-    one space: records with the same one are (near-)duplicates. Exact: 8 bytes of the
-    turns' hash, which only tells a duplicate from a near-duplicate among records whose
-    normalised digests are equal.
+    one space: records with the same one are (near-)duplicates. Exact: 8 bytes of BLAKE2b
+    of the turns, which only tells a duplicate from a near-duplicate among records whose
+    normalised digests are equal. Both are the same in every process, so the checks of a
+    file's parts made in parallel (``parallel.py``) can be merged.
     """
     texts = [text for _, text in turns]
     joined = " \x00 ".join(texts)
@@ -327,8 +334,12 @@ def turn_digests(turns: list[tuple[str, str]]) -> tuple[bytes, bytes]:
         norm = " " + " ".join(joined.lower().split())
     else:  # a text holds U+0000: normalise each alone
         norm = "\x1f".join([" ".join(text.lower().split()) for text in texts])
+    try:
+        exact = _exact_bytes(turns)
+    except TypeError:  # a lone surrogate (json.loads reads "\\ud800"; orjson writes no such str)
+        exact = json.dumps(turns).encode()
     return (
-        hash(tuple(turns)).to_bytes(8, "little", signed=True),
+        hashlib.blake2b(exact, digest_size=EXACT_BYTES).digest(),
         hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest(),
     )
 

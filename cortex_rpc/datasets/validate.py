@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
 from array import array
@@ -19,6 +20,7 @@ from .diagnostics import (
     sort_key,
 )
 from .formats import (
+    DIGEST_BYTES,
     PARSERS,
     CleanLine,
     RecordState,
@@ -230,8 +232,10 @@ class StreamChecks:
 
     Bounded state: a clean record leaves its line, its end and its normalised digest (about
     140 bytes: the duplicate checks' table, the mixed-shape check's arrays); the first
-    record of each text also its exact digest (8 bytes). A record with diagnostics leaves those, never
-    its text or parsed value. Gives exactly ``FileChecks``' diagnostics for the same lines.
+    record of each text also its exact digest and end (12 bytes). A record with diagnostics
+    leaves those, never its text or parsed value. Gives exactly ``FileChecks``' diagnostics
+    for the same lines; the checks of consecutive parts of a file ``merge`` into those of the
+    whole.
     """
 
     def __init__(self) -> None:
@@ -243,11 +247,15 @@ class StreamChecks:
         self.first: dict[bytes, int] = {}
         self.first_exact = bytearray()
         self.first_line = array("I")
-        self.duplicates: list[Diagnostic] = []
+        self.first_end = array("I")
+        # the records whose text came before: (line, end character, exact, normalised digest),
+        # made diagnostics at the end, when every part of the file is merged in
+        self.repeats: list[tuple[int, int, bytes, bytes]] = []
         # shape -> the line and the end character of each record of that shape
         self.shapes: dict[str, tuple[array, array]] = {}
         self.crlf = 0
         self.first_crlf: tuple[int, int] | None = None
+        self.leading_blank = False  # every line seen was blank: the first record is to come
 
     def add_clean(self, line: int, clean: CleanLine) -> None:
         """Count a JSONL line with no diagnostic of its own (``clean_jsonl_line``)."""
@@ -258,12 +266,7 @@ class StreamChecks:
             members = self.shapes[shape] = (array("I"), array("I"))
         members[0].append(line)
         members[1].append(end)
-        if norm in self.first:
-            self._duplicate(line, end, exact, norm)
-        else:
-            self.first[norm] = len(self.first_line)
-            self.first_exact += exact
-            self.first_line.append(line)
+        self._duplicate(line, end, exact, norm)
         if crlf:
             self._crlf(line, end)
 
@@ -295,17 +298,50 @@ class StreamChecks:
             self.first_crlf = (line, end)
 
     def _duplicate(self, line: int, end: int, exact: bytes, norm: bytes) -> None:
-        index = self.first.get(norm)
-        if index is None:
-            self.first[norm] = len(self.first_line)
-            self.first_exact += exact
-            self.first_line.append(line)
+        if norm in self.first:
+            self.repeats.append((line, end, exact, norm))
             return
-        first_line = self.first_line[index]
-        size = len(exact)
-        same = self.first_exact[size * index : size * (index + 1)] == exact
-        self.duplicates.append(
-            Diagnostic(
+        self.first[norm] = len(self.first_line)
+        self.first_exact += exact
+        self.first_line.append(line)
+        self.first_end.append(end)
+
+    def packed(self) -> bytes:
+        """Empty the table of first records into the concatenation of their digests, in line
+        order: what ``merge`` needs of it, in a tenth of the memory (to send a part's)."""
+        norms = b"".join(self.first)
+        self.first = {}
+        return norms
+
+    def merge(self, later: StreamChecks, norms: bytes) -> None:
+        """Add the checks of the lines that follow these (made elsewhere): ``later`` with its
+        first records ``packed`` into ``norms``."""
+        self.examples += later.examples
+        self.record_diagnostics.extend(later.record_diagnostics)
+        self.blank.extend(later.blank)
+        size = len(later.first_exact) // max(len(later.first_line), 1)
+        for index in range(len(later.first_line)):  # in line order
+            norm = norms[DIGEST_BYTES * index : DIGEST_BYTES * (index + 1)]
+            exact = bytes(later.first_exact[size * index : size * (index + 1)])
+            self._duplicate(later.first_line[index], later.first_end[index], exact, norm)
+        self.repeats.extend(later.repeats)
+        for shape, (lines, ends) in later.shapes.items():
+            members = self.shapes.get(shape)
+            if members is None:
+                members = self.shapes[shape] = (array("I"), array("I"))
+            members[0].extend(lines)
+            members[1].extend(ends)
+        if later.first_crlf is not None and self.first_crlf is None:
+            self.first_crlf = later.first_crlf
+        self.crlf += later.crlf
+
+    def _duplicates(self) -> Iterator[Diagnostic]:
+        for line, end, exact, norm in self.repeats:
+            index = self.first[norm]
+            first_line = self.first_line[index]
+            size = len(exact)
+            same = self.first_exact[size * index : size * (index + 1)] == exact
+            yield Diagnostic(
                 line,
                 0,
                 line,
@@ -317,7 +353,6 @@ class StreamChecks:
                 "; remove it so it is not over-weighted",
                 {"duplicateOf": first_line},
             )
-        )
 
     def majority_shape(self) -> str | None:
         counts = [(len(lines), shape) for shape, (lines, _) in self.shapes.items() if lines]
@@ -341,7 +376,7 @@ class StreamChecks:
                         "Blank line: mlx_lm reads every line as a record; remove it",
                     )
                 )
-        out.extend(self.duplicates)
+        out.extend(self._duplicates())
         majority = self.majority_shape()
         for shape, (lines, ends) in self.shapes.items():
             if shape == majority:
@@ -423,6 +458,20 @@ def build_states(
     text: str, fmt: str, context_length: int | None = None, cancel: threading.Event | None = None
 ) -> tuple[list[RecordState], list[Diagnostic]]:
     """Return the record states of ``text`` in ``fmt`` and the diagnostics outside records."""
+    # The states hold every parsed record: a million objects that outlive the build, which
+    # the cyclic collector would walk again and again as they are made (half the time).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _build_states(text, fmt, context_length, cancel)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_states(
+    text: str, fmt: str, context_length: int | None, cancel: threading.Event | None
+) -> tuple[list[RecordState], list[Diagnostic]]:
     extra = document_diagnostics(text)
     if fmt == "jsonl":
         lines = text.split("\n")
@@ -506,20 +555,25 @@ class _Whole(Exception):
 
 
 def stream_jsonl(
-    lines: Iterable[str], context_length: int | None = None, cancel: threading.Event | None = None
+    lines: Iterable[str],
+    context_length: int | None = None,
+    cancel: threading.Event | None = None,
+    start: int = 0,
 ) -> tuple[StreamChecks, list[Diagnostic], int, str]:
     """Check JSONL lines once, in order: (checks, diagnostics outside records, lines, first).
 
     Clean lines take the fast path (``clean_jsonl_line``); the others, and the first line
     with content, are checked with positions. Raises ``_Whole`` for the texts ``load``
-    checks whole (pretty-printed JSON, OASST trees).
+    checks whole (pretty-printed JSON, OASST trees). ``start``: the lines are a later part
+    of a file, from that line on, whose first line with content came before (``parallel``).
     """
     checks = StreamChecks()
     extra: list[Diagnostic] = []
     first_line = ""
-    number = -1
-    content = blank = True  # still looking for the first content / first non-blank line
-    for number, raw in enumerate(lines):
+    number = start - 1
+    # still looking for the first content / first non-blank line
+    content = blank = start == 0
+    for number, raw in enumerate(lines, start):
         if number % CANCEL_EVERY == 0:
             check_cancel(cancel)
         if number == 0:
@@ -542,6 +596,8 @@ def stream_jsonl(
             checks.add_clean(number, clean)
         else:
             checks.add(jsonl_state(raw, number, context_length))
+    if blank and start == 0:
+        checks.leading_blank = True
     return checks, extra, number + 1, first_line
 
 
@@ -560,12 +616,12 @@ def _file_lines(path: Path) -> Iterator[str]:
         yield ""
 
 
-def _streamed(
+def streamed_validation(
     path: str | Path | None,
     text: str | None,
     format: str | None,
-    context_length: int | None,
-    cancel: threading.Event | None,
+    context_length: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> ValidationResult | None:
     """Validate JSONL streamed with bounded memory; None for what ``load`` must read whole."""
     from ..paths import existing_file
@@ -576,7 +632,6 @@ def _streamed(
     if text is not None:
         if (format or detect_format(None, text)) != "jsonl":
             return None
-        lines: Iterable[str] = text.split("\n")
     else:
         file = existing_file(path)
         suffix = file.suffix.lower()
@@ -588,9 +643,13 @@ def _streamed(
             head = handle.read(256)
         if head[:2] == b"\x1f\x8b" or _wide_encoding(head) is not None:
             return None
-        lines = _file_lines(file)
+    from .parallel import stream_file, stream_text
+
     try:
-        checks, extra, line_count, first_line = stream_jsonl(lines, context_length, cancel)
+        if text is None:
+            checks, extra, line_count, first_line = stream_file(file, context_length, cancel)
+        else:
+            checks, extra, line_count, first_line = stream_text(text, context_length, cancel)
     except _Whole:
         return None
     return result_from("jsonl", checks, extra, line_count, first_line)
@@ -616,7 +675,7 @@ def validate_dataset(
     if (path is None) == (text is None):
         raise InvalidParams("give either path or text", field="path")
     if renderer is None and formats.FAST_PATH:
-        streamed = _streamed(path, text, format, context_length, cancel)
+        streamed = streamed_validation(path, text, format, context_length, cancel)
         if streamed is not None:
             return streamed
     if text is None:

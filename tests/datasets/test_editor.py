@@ -103,3 +103,28 @@ def test_byte_mutations_never_crash_and_stay_in_range(mutations, fmt, tmp_path_f
         assert 0 <= d.start_line <= d.end_line < len(text)
         assert d.start_character >= 0 and d.end_character >= 0
         assert d.end_character <= len(text[d.end_line].encode("utf-16-le")) // 2
+
+
+def test_a_big_document_is_published_first_from_one_streamed_pass(monkeypatch):
+    """The early publish of a big JSONL document holds what the document's own one does."""
+    from cortex_rpc.datasets import editor, parallel
+
+    monkeypatch.setattr(editor, "OPENING_CHARS", 1000)
+    monkeypatch.setattr(parallel, "PART_BYTES", 2000)
+    rng = random.Random(4)
+    lines = [
+        json.dumps({"prompt": f"q{i % 50}", "completion": f"a{i}" if i % 7 else "a"})
+        for i in range(300)
+    ]
+    for i in rng.sample(range(300), 20):
+        lines[i] = rng.choice(["", '{"prompt": 1}', lines[i] + "\r", '{"messages": []}'])
+    text = "\n".join(lines) + "\n"
+    uri = "file:///data/train.json"  # a .json file of JSON Lines: the note is in both
+    early = editor.opening_payload(uri, text, "json", 3, with_model=False)
+    doc = DatasetDocument(uri, text, language_id="json")
+    params, _ = editor.publish_payload(doc, 3)
+    assert early is not None and early["version"] == 3
+    assert early["diagnostics"] == params["diagnostics"] and len(early["diagnostics"]) > 20
+    assert editor.opening_payload(uri, text[:900], "json", 3, with_model=False) is None
+    pretty = json.dumps([json.loads(line) for line in lines[:40] if line.startswith("{")], indent=2)
+    assert editor.opening_payload("file:///d.json", pretty * 3, "json", 1, with_model=False) is None

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cortex_rpc.datasets import formats, load, load_text, validate_dataset
+from cortex_rpc.datasets import formats, load, load_text, parallel, validate_dataset
 from cortex_rpc.datasets.prepare import prepared_records
 from tests.datasets import test_loss as loss_fixtures
 from tests.datasets import test_tools as tool_fixtures
@@ -115,12 +115,18 @@ def assert_same_text(text: str, monkeypatch: pytest.MonkeyPatch, fmt: str | None
 
 
 def assert_same_file(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also checked in parts of a few lines each, in parallel processes (``parallel.py``)."""
+
     def run(validate: bool):
         return validate_dataset(path) if validate else load(path)
 
     fast = _views(run, monkeypatch, True)
     full = _views(run, monkeypatch, False)
     assert fast == full, path.name
+    monkeypatch.setattr(parallel, "PART_BYTES", max(1, path.stat().st_size // 3))
+    monkeypatch.setenv("CORTEX_VALIDATION_WORKERS", "3")
+    in_parts = _views(run, monkeypatch, True)
+    assert in_parts == fast, path.name
 
 
 @pytest.mark.parametrize("module", sorted(LITERALS))
