@@ -377,6 +377,12 @@ def tune_hyperparameters(
                 iterations=iterations,
                 batch_size=batch,
                 epochs=round(iterations * batch / max(examples, 1), 4),
+                # A constant rate: a continued trial must train as one longer run, and a
+                # warmup or decay depends on the run's total length.
+                lr_schedule="constant",
+                warmup_steps=0,
+                warmup_ratio=0.0,
+                early_stopping=None,
             )
 
         # Per candidate: the row of its latest run and that run's checkpoint.
