@@ -685,9 +685,9 @@ def train_loop(
             mx.clear_cache()
         train_time += time.perf_counter() - tic
 
-        stopped_early = (
-            validating and (it % options.steps_per_eval == 0 or it == total) and evaluate_at(it)
-        )
+        # Early stopping that fires at the last evaluation stops nothing: the run is complete.
+        evaluating = validating and (it % options.steps_per_eval == 0 or it == total)
+        stopped_early = evaluating and evaluate_at(it) and it < total
         if it % options.steps_per_report == 0 or it == total or stopped_early:
             train_loss = mx.distributed.all_sum(losses, stream=mx.cpu).item()
             train_loss /= steps * world_size
