@@ -246,6 +246,6 @@ def _early_stopping(value: Any, path: str) -> EarlyStopping | None:
     _check(
         _is_number(min_delta) and 0 <= min_delta < 100,
         f"{path}.minDelta",
-        "must be a number >= 0 (the loss improvement that counts), e.g. 0.01",
+        "must be a number in [0, 100) (the loss improvement that counts), e.g. 0.01",
     )
     return EarlyStopping(patience=patience, min_delta=float(min_delta))

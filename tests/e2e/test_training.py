@@ -292,7 +292,7 @@ async def test_schedule_early_stopping_and_tensorboard_over_stdio(
             "config": {
                 "iterations": 12, "batchSize": 4, "warmupSteps": 2, "optimizer": "adamw",
                 # No improvement can be that large: the second evaluation (iteration 4) stops.
-                "earlyStopping": {"patience": 1, "minDelta": 100},
+                "earlyStopping": {"patience": 1, "minDelta": 50},
             },
             "options": {"stepsPerEval": 2, "stepsPerReport": 1},
         },
@@ -311,7 +311,7 @@ async def test_schedule_early_stopping_and_tensorboard_over_stdio(
         if j["jobId"] == started["jobId"]
     )
     assert list(Path(job["logDir"]).glob("events.out.tfevents.*"))
-    with pytest.raises(JsonRpcException, match="config.earlyStopping.patience"):
+    with pytest.raises(JsonRpcException, match="overrides.earlyStopping.patience"):
         await request(
             client,
             "cortex/proposeConfig",
