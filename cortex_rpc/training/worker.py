@@ -1018,8 +1018,22 @@ def kept_adapter(final: dict, best: BestWeights | None) -> dict[str, Any]:
 
 def open_metrics(
     job_dir: Path, spec: JobSpec, start_state: dict | None, events: EventWriter
-) -> MetricsWriter:
-    """Return the job's TensorBoard writer (with a W&B run when the job opted in and can)."""
+) -> MetricsWriter | None:
+    """Return the job's TensorBoard writer (with a W&B run when the job opted in and can).
+
+    None, with a warning, in an install that predates the tensorboardX dependency: the
+    curves are a view of the run, not a reason to refuse it.
+    """
+    try:
+        import tensorboardX  # noqa: F401 - only whether it is there
+    except ImportError:
+        events.emit(
+            contract.Warning(
+                message="tensorboardX is not installed (pip install tensorboardX): no "
+                "TensorBoard files for this job."
+            )
+        )
+        return None
     wandb_run = None
     if spec.options.wandb:
         wandb_run, why_not = open_wandb(job_dir, spec.job_id, spec.config.to_wire())
