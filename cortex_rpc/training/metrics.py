@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,11 @@ class MetricsWriter:
 
         # purge_step: a resumed run replays the steps after its checkpoint; TensorBoard then
         # drops the earlier run's events from that step on instead of drawing them twice.
-        self.writer = SummaryWriter(logdir=str(log_dir), purge_step=purge_step)
+        # A unique suffix: the file name has only the second it was opened in, and a resume
+        # within that second would otherwise overwrite the first run's file.
+        self.writer = SummaryWriter(
+            logdir=str(log_dir), purge_step=purge_step, filename_suffix=f".{uuid.uuid4().hex[:8]}"
+        )
         self.wandb_run = wandb_run
 
     def _write(self, prefix: str, info: dict[str, Any]) -> None:
