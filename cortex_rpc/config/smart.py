@@ -245,6 +245,37 @@ def _apply_preset(
     return config
 
 
+# Per preset: (lrSchedule, warmupRatio, lrFloorRatio) and why. Expert proposes Balanced's.
+PRESET_SCHEDULES: dict[str, tuple[str, float, float, str]] = {
+    "quick": (
+        "constant",
+        0.0,
+        0.0,
+        "a constant learning rate - a short run has no time to warm up",
+    ),
+    "balanced": (
+        "cosine",
+        0.05,
+        0.1,
+        "5% warmup, then cosine decay to 10% of the peak - stable start, gentle finish",
+    ),
+    "quality": (
+        "cosine",
+        0.1,
+        0.1,
+        "10% warmup, then cosine decay to 10% of the peak - the longer run settles at a low rate",
+    ),
+}
+
+
+def _apply_schedule(config: TrainingConfig, preset: str, notes: list[str]) -> TrainingConfig:
+    """Give the preset's learning-rate schedule (the optimizer stays Adam, as in mlx_lm)."""
+    schedule, warmup, floor, why = PRESET_SCHEDULES.get(preset, PRESET_SCHEDULES["balanced"])
+    config = replace(config, lr_schedule=schedule, warmup_ratio=warmup, lr_floor_ratio=floor)
+    notes.append(f"Schedule: {why}")
+    return config
+
+
 def _apply_dataset(
     config: TrainingConfig,
     dataset: DatasetProfile,
@@ -511,6 +542,7 @@ def propose_config(
     if model.num_layers and model.num_layers < 16:
         notes.append(f"Adapters on all {model.num_layers} layers (the model has fewer than 16)")
     config = _apply_preset(config, preset, model, notes)
+    config = _apply_schedule(config, preset, notes)
     if dataset is not None:
         config = _apply_dataset(config, dataset, model.context_length, notes)
     notes.append(

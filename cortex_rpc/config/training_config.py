@@ -15,6 +15,8 @@ from ..errors import InvalidParams
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 TRAIN_ON = ("all", "last")
 QUANTIZATION_BITS = (None, 2, 3, 4, 5, 6, 8)
+LR_SCHEDULES = ("constant", "cosine", "linear")
+OPTIMIZERS = ("adam", "adamw", "adafactor", "muon")
 MAX_CLEAR_CACHE_THRESHOLD = 2**53 - 1  # the largest integer a JSON number holds exactly
 
 
@@ -29,6 +31,18 @@ def camel_to_snake(name: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name)
 
 
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Stop once ``patience`` evaluations in a row beat the best validation loss by <= min_delta."""
+
+    patience: int
+    min_delta: float = 0.0
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return ``{"patience", "minDelta"}``."""
+        return {"patience": self.patience, "minDelta": self.min_delta}
+
+
 @dataclass
 class TrainingConfig:
     """Everything the worker needs to know about how to train, with the help text of each field."""
@@ -38,7 +52,31 @@ class TrainingConfig:
     iterations: int = field(
         default=0, metadata={"help": "Optimizer steps; derived from epochs when 0."}
     )
-    learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate."})
+    learning_rate: float = field(
+        default=1e-4, metadata={"help": "Peak learning rate (after warmup, before decay)."}
+    )
+    lr_schedule: str = field(
+        default="constant",
+        metadata={"help": "constant, cosine or linear decay after the warmup."},
+    )
+    warmup_steps: int = field(
+        default=0,
+        metadata={"help": "Optimizer updates of linear warmup from 0; wins over warmupRatio."},
+    )
+    warmup_ratio: float = field(
+        default=0.0, metadata={"help": "Warmup as a fraction of the run's optimizer updates."}
+    )
+    lr_floor_ratio: float = field(
+        default=0.0,
+        metadata={"help": "cosine and linear decay to lrFloorRatio x learningRate at the end."},
+    )
+    optimizer: str = field(
+        default="adam", metadata={"help": "adam, adamw, adafactor or muon (mlx.optimizers)."}
+    )
+    weight_decay: float = field(
+        default=0.01,
+        metadata={"help": "Decoupled weight decay of adamw, adafactor and muon (adam has none)."},
+    )
     lora_rank: int = field(default=8, metadata={"help": "Rank r of the LoRA matrices."})
     lora_alpha: float = field(
         default=16, metadata={"help": "LoRA alpha; mlx_lm's scale is alpha / rank."}
@@ -74,6 +112,15 @@ class TrainingConfig:
         metadata={"help": "Also train text the template adds before answers (empty think tags)."},
     )
 
+    keep_best: bool = field(
+        default=True,
+        metadata={"help": "The output holds the adapter with the lowest validation loss."},
+    )
+    early_stopping: EarlyStopping | None = field(
+        default=None,
+        metadata={"help": "{patience, minDelta} in evaluations; null trains every iteration."},
+    )
+
     @property
     def lora_scale(self) -> float:
         """mlx_lm's ``scale`` for the PEFT convention alpha / rank (mlx_lm's own default is 20)."""
@@ -81,7 +128,10 @@ class TrainingConfig:
 
     def to_wire(self) -> dict[str, Any]:
         """Return the config with camelCase keys, as sent to clients."""
-        return {snake_to_camel(k): v for k, v in asdict(self).items()}
+        wire = {snake_to_camel(k): v for k, v in asdict(self).items()}
+        if self.early_stopping is not None:
+            wire["earlyStopping"] = self.early_stopping.to_wire()
+        return wire
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> TrainingConfig:
@@ -158,6 +208,44 @@ def _validated(name: str, value: Any, path: str) -> Any:
         _check(value in TRAIN_ON, path, f"must be one of {', '.join(TRAIN_ON)}")
     elif name == "train_template_text":
         _check(isinstance(value, bool), path, "must be true or false")
+    elif name == "lr_schedule":
+        _check(value in LR_SCHEDULES, path, f"must be one of {', '.join(LR_SCHEDULES)}")
+    elif name == "warmup_steps":
+        _check(_is_int(value) and 0 <= value <= 10_000_000, path, "must be an integer >= 0")
+    elif name in ("warmup_ratio", "lr_floor_ratio"):
+        _check(_is_number(value) and 0 <= value < 1, path, "must be a number in [0, 1), e.g. 0.1")
+    elif name == "optimizer":
+        _check(value in OPTIMIZERS, path, f"must be one of {', '.join(OPTIMIZERS)}")
+    elif name == "weight_decay":
+        _check(_is_number(value) and 0 <= value < 1, path, "must be a number in [0, 1), e.g. 0.01")
+    elif name == "keep_best":
+        _check(isinstance(value, bool), path, "must be true or false")
+    elif name == "early_stopping":
+        return _early_stopping(value, path)
     elif name == "seed":
         _check(_is_int(value) and 0 <= value < 2**32, path, "must be an integer in [0, 2^32)")
     return value
+
+
+def _early_stopping(value: Any, path: str) -> EarlyStopping | None:
+    """Return the ``earlyStopping`` object a client sent (null: off) as an EarlyStopping."""
+    if value is None or isinstance(value, EarlyStopping):
+        return value
+    _check(
+        isinstance(value, dict) and set(value) <= {"patience", "minDelta"},
+        path,
+        'must be null or {"patience": evaluations, "minDelta": loss}',
+    )
+    patience = value.get("patience")
+    _check(
+        _is_int(patience) and 1 <= patience <= 10_000,
+        f"{path}.patience",
+        "must be an integer >= 1 (evaluations without improvement before stopping)",
+    )
+    min_delta = value.get("minDelta", 0.0)
+    _check(
+        _is_number(min_delta) and 0 <= min_delta < 100,
+        f"{path}.minDelta",
+        "must be a number in [0, 100) (the loss improvement that counts), e.g. 0.01",
+    )
+    return EarlyStopping(patience=patience, min_delta=float(min_delta))

@@ -93,7 +93,7 @@ def _from_wire(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 class WorkerOptions:
     """Worker settings apart from the training config.
 
-    The first six are what a client may set (``startTraining.options``, checked by its schema);
+    The first seven are what a client may set (``startTraining.options``, checked by its schema);
     the rest are set by the server itself: continual learning and the tuner's trials.
     """
 
@@ -103,6 +103,7 @@ class WorkerOptions:
     val_batches: int = -1
     mask_prompt: bool = True
     lora_keys: tuple[str, ...] | None = None
+    wandb: bool = False
     distributed: dict[str, Any] | None = None
     init_adapters: str | None = None
     continued_from: dict[str, Any] | None = None
@@ -116,6 +117,7 @@ class WorkerOptions:
         "valBatches",
         "maskPrompt",
         "loraKeys",
+        "wandb",
     )
 
     @classmethod
@@ -305,6 +307,27 @@ class Done(WorkerEvent):
     output_path: str | None = None
     adapter_bytes: int | None = None
     loss_curve_path: str | None = None
+    # Why training ended: "completed" (every iteration) or "early-stopping".
+    stop_reason: str = "completed"
+    best_iteration: int | None = None
+    best_val_loss: float | None = None
+    kept_iteration: int | None = None  # the iteration whose adapter the output holds
+
+    def message(self) -> str:
+        """Return the job's completion message: how training ended and which adapter is kept."""
+        text = "Completed"
+        if self.stop_reason == "early-stopping":
+            text += (
+                f": stopped early at iteration {self.iteration}, validation loss no longer "
+                "improving"
+            )
+        if self.kept_iteration is not None and self.kept_iteration != self.iteration:
+            text += (
+                f"{';' if ':' in text else ':'} the output holds the best adapter, iteration "
+                f"{self.kept_iteration}"
+                + (f" (validation loss {self.best_val_loss:.4f})" if self.best_val_loss else "")
+            )
+        return text
 
 
 @dataclass(frozen=True)

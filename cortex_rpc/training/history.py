@@ -50,8 +50,15 @@ def _perplexity(loss: float | None) -> float | None:
     return math.exp(min(loss, 50.0))
 
 
-def evaluation_summary(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Return base vs fine-tuned validation loss and perplexity, or None without validation."""
+def evaluation_summary(
+    entries: list[dict[str, Any]], kept_iteration: int | None = None
+) -> dict[str, Any] | None:
+    """Return base vs fine-tuned validation loss and perplexity, or None without validation.
+
+    The fine-tuned figures are those of the adapter the output holds: the evaluation at
+    ``kept_iteration`` (keepBest's choice) when given, else the last one; with
+    ``kept_iteration`` the last one is added as ``finalValLoss``.
+    """
     val = sorted(
         ((e["iteration"], e["valLoss"]) for e in entries if e.get("valLoss") is not None),
         key=lambda pair: pair[0],
@@ -60,12 +67,16 @@ def evaluation_summary(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
         return None
     base = val[0][1] if val[0][0] == 0 else None
     final = val[-1][1]
-    return {
+    kept = next((loss for it, loss in reversed(val) if it == kept_iteration), final)
+    summary = {
         "baseValLoss": base,
-        "valLoss": final,
+        "valLoss": kept,
         "basePerplexity": _perplexity(base),
-        "perplexity": _perplexity(final),
+        "perplexity": _perplexity(kept),
     }
+    if kept_iteration is not None:
+        summary.update(iteration=kept_iteration, finalValLoss=final)
+    return summary
 
 
 def loss_curve_svg(entries: list[dict[str, Any]], title: str = "Loss") -> str:

@@ -51,6 +51,7 @@ from .contract import (
     decode_event,
     read_job_result,
 )
+from .metrics import TENSORBOARD_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -408,13 +409,19 @@ class TrainingJobs:
                 status = self._read_status(job_dir.name)
             except CortexError:
                 continue
-            jobs.append(self._effective_status(status).entry())
+            jobs.append(self._listed(status))
         jobs.sort(key=lambda j: (j.get("createdAt") or "", j["jobId"]), reverse=True)
         return jobs
 
     def get(self, job_id: str) -> dict:
         """Return one job's list entry."""
-        return self._effective_status(self._read_status(job_id)).entry()
+        return self._listed(self._read_status(job_id))
+
+    def _listed(self, status: JobStatus) -> dict:
+        """Return a job's list entry, with the folder of its TensorBoard event files."""
+        entry = self._effective_status(status).entry()
+        entry["logDir"] = str(self._job_dir(status.job_id) / TENSORBOARD_DIR)
+        return entry
 
     def wait(
         self, job_id: str, timeout: float | None = None, cancel: threading.Event | None = None
@@ -494,7 +501,7 @@ class TrainingJobs:
             # The worker finished after its server died (kill -9): the model is saved.
             changes: dict[str, Any] = {
                 "state": JobState.COMPLETED,
-                "message": "Completed (while no server was listening)",
+                "message": f"{done.message()} (while no server was listening)",
                 **self._done_fields(done),
             }
         else:
@@ -641,7 +648,7 @@ class TrainingJobs:
         if isinstance(final, Done) and returncode == 0:
             changes: dict[str, Any] = {
                 "state": JobState.COMPLETED,
-                "message": "Completed",
+                "message": final.message(),
                 **self._done_fields(final),
             }
             extra = {
@@ -649,6 +656,10 @@ class TrainingJobs:
                 "adapterBytes": final.adapter_bytes,
                 "evaluation": final.evaluation,
                 "lossCurvePath": final.loss_curve_path,
+                "stopReason": final.stop_reason,
+                "bestIteration": final.best_iteration,
+                "bestValLoss": final.best_val_loss,
+                "keptIteration": final.kept_iteration,
             }
         elif (
             final is not None

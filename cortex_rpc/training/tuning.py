@@ -26,7 +26,8 @@ The search, honestly small:
    validation records for every trial, scored on the validation loss the worker measures at
    its last step.
 
-The learning rate is constant (plain Adam), so a continued trial is the same run as a fresh
+Trials train at a constant learning rate (``lrSchedule: constant``, whatever Balanced
+proposes), so a continued trial is the same run as a fresh
 one of its total length: a row's ``iterations`` is the total its config trained, and the best
 config is the row with the lowest validation loss, ``bestConfig.iterations`` that total. The
 server calls this in a request thread and streams each finished trial as a progress payload.
@@ -377,6 +378,12 @@ def tune_hyperparameters(
                 iterations=iterations,
                 batch_size=batch,
                 epochs=round(iterations * batch / max(examples, 1), 4),
+                # A constant rate: a continued trial must train as one longer run, and a
+                # warmup or decay depends on the run's total length.
+                lr_schedule="constant",
+                warmup_steps=0,
+                warmup_ratio=0.0,
+                early_stopping=None,
             )
 
         # Per candidate: the row of its latest run and that run's checkpoint.

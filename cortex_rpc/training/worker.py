@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..accel import preload_fast_blas
-from ..config.training_config import TrainingConfig
+from ..config.training_config import EarlyStopping, TrainingConfig
 from ..datasets.training_view import TemplateRenderer, TrainingView, ViewOptions, summarize
 from ..errors import CortexError
 from ..models.quantization import QUANT_GROUP_SIZE, quantize_base
@@ -42,6 +42,8 @@ from ..workers import EventWriter, open_event_writer
 from . import contract
 from .contract import JobSpec
 from .history import CURVE_FILE, HISTORY_FILE, LossHistory, evaluation_summary, loss_curve_svg
+from .metrics import TENSORBOARD_DIR, MetricsWriter, open_wandb
+from .optimizers import build_optimizer, plan_schedule
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
@@ -63,6 +65,7 @@ class RunOptions:
     grad_checkpoint: bool = False
     seed: int = 0
     clear_cache_threshold: int = 0  # bytes; 0 never clears the buffer cache (see train_loop)
+    early_stopping: EarlyStopping | None = None
 
 
 class Cancelled(Exception):
@@ -419,12 +422,47 @@ def save_adapters(model: Any, directory: Path, adapter_cfg: dict) -> Path:
     return path
 
 
+class BestWeights:
+    """The trainable weights at the lowest validation loss so far (keepBest).
+
+    Held in memory as references to the arrays the model had then (an update makes new
+    arrays, it does not change these), and saved with every checkpoint, so a resumed run
+    still knows them.
+    """
+
+    FILE = "best-adapters.safetensors"
+
+    def __init__(self) -> None:
+        self.iteration: int | None = None
+        self.weights: dict[str, Any] | None = None
+
+    def capture(self, iteration: int, model: Any) -> None:
+        """Remember ``model``'s trainable weights as those of ``iteration``."""
+        from mlx.utils import tree_flatten
+
+        self.iteration = iteration
+        self.weights = dict(tree_flatten(model.trainable_parameters()))
+
+    def restore_into(self, model: Any) -> None:
+        """Put the remembered weights back into ``model``."""
+        from mlx.utils import tree_unflatten
+
+        model.update(tree_unflatten(list((self.weights or {}).items())))
+
+
 def save_checkpoint(
-    job_dir: Path, model: Any, optimizer: Any, adapter_cfg: dict, state: dict
+    job_dir: Path,
+    model: Any,
+    optimizer: Any,
+    adapter_cfg: dict,
+    state: dict,
+    best: BestWeights | None = None,
 ) -> Path:
     """Write a full checkpoint (adapters, optimizer, loop state) and point latest.json at it.
 
-    Written to a temp dir and renamed, so a kill mid-save leaves the previous one intact.
+    The optimizer state holds its ``step``, which drives the learning-rate schedule; the best
+    weights so far go along when keepBest tracks them. Written to a temp dir and renamed, so a
+    kill mid-save leaves the previous one intact.
     """
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -437,6 +475,8 @@ def save_checkpoint(
     save_adapters(model, tmp, adapter_cfg)
     opt_state = dict(tree_flatten(optimizer.state))
     mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt_state)
+    if best is not None and best.weights:
+        mx.save_safetensors(str(tmp / BestWeights.FILE), best.weights)
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
     final = root / name
     shutil.rmtree(final, ignore_errors=True)
@@ -458,8 +498,10 @@ def latest_checkpoint(job_dir: Path) -> Path | None:
     return path if (path / "state.json").exists() else None
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict:
-    """Restore adapters and optimizer state from ``path``; return its loop state."""
+def load_checkpoint(
+    path: Path, model: Any, optimizer: Any, best: BestWeights | None = None
+) -> dict:
+    """Restore adapters, optimizer state (and best weights) from ``path``; return its loop state."""
     import mlx.core as mx
     from mlx.utils import tree_unflatten
 
@@ -467,7 +509,11 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict:
     opt = mx.load(str(path / "optimizer.safetensors"))
     optimizer.state = tree_unflatten(list(opt.items()))
     mx.eval(model.parameters(), optimizer.state)
-    return json.loads((path / "state.json").read_text())
+    state = json.loads((path / "state.json").read_text())
+    if best is not None and (path / BestWeights.FILE).exists():
+        best.weights = mx.load(str(path / BestWeights.FILE))
+        best.iteration = state.get("bestIteration")
+    return state
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,13 +545,18 @@ def train_loop(
     start_state: dict | None = None,
     on_checkpoint: Any = None,
     stop: StopFlag | None = None,
+    best: BestWeights | None = None,
 ) -> dict:
     """Train from ``start_state`` (or step 0) to ``options.total_iterations``; return the state.
 
-    Mirrors ``mlx_lm.tuner.trainer.train`` (the wired limit, compiled step, evaluation at the
-    first step, every ``steps_per_eval`` and at the end, callback dicts of the same shape).
-    ``on_checkpoint(state)`` is called every ``steps_per_checkpoint`` steps and, after SIGTERM,
-    before ``Cancelled``.
+    Mirrors ``mlx_lm.tuner.trainer.train`` (the wired limit, compiled step, callback dicts of
+    the same shape). Validation runs before the first update (iteration 0, the starting
+    point), after every ``steps_per_eval``-th iteration and after the last one, so the final
+    model is always measured (mlx_lm evaluates before a step, which leaves the last update
+    unmeasured). Each evaluation after iteration 0 may become the best (lowest validation
+    loss; ``best`` then keeps its weights) and counts for ``options.early_stopping``, which
+    ends the run with ``stopReason`` "early-stopping". ``on_checkpoint(state)`` is called
+    every ``steps_per_checkpoint`` steps and, after SIGTERM, before ``Cancelled``.
     """
     from functools import partial
 
@@ -548,6 +599,10 @@ def train_loop(
     trained_tokens = int(loop.get("trainedTokens", 0))
     last_train_loss = loop.get("trainLoss")
     last_val_loss = loop.get("valLoss")
+    best_val_loss = loop.get("bestValLoss")
+    best_iteration = loop.get("bestIteration")
+    stale_evaluations = int(loop.get("staleEvaluations", 0))
+    early = options.early_stopping
     train_time = 0.0
     grad_accum = None
     total = options.total_iterations
@@ -564,6 +619,10 @@ def train_loop(
             "trainLoss": last_train_loss,
             "valLoss": last_val_loss,
             "batchesPerEpoch": schedule.batches_per_epoch,
+            "bestIteration": best_iteration,
+            "bestValLoss": best_val_loss,
+            "staleEvaluations": stale_evaluations,
+            "stopReason": "completed",
         }
 
     def run_eval(it: int) -> float:
@@ -575,7 +634,30 @@ def train_loop(
         model.train()
         return loss
 
+    def evaluate_at(it: int) -> bool:
+        """Measure the model after ``it`` iterations; return True when early stopping fires."""
+        nonlocal last_val_loss, best_val_loss, best_iteration, stale_evaluations
+        vtic = time.perf_counter()
+        last_val_loss = run_eval(it)
+        if callback is not None:
+            callback.on_val_loss_report(
+                {"iteration": it, "val_loss": last_val_loss, "val_time": time.perf_counter() - vtic}
+            )
+        if it == 0:
+            return False  # the starting point: no candidate, the output is a trained adapter
+        min_delta = early.min_delta if early is not None else 0.0
+        improved = best_val_loss is None or last_val_loss < best_val_loss - min_delta
+        if best_val_loss is None or last_val_loss < best_val_loss:
+            best_val_loss, best_iteration = last_val_loss, it
+            if best is not None:
+                best.capture(it, model)
+        stale_evaluations = 0 if improved else stale_evaluations + 1
+        return early is not None and stale_evaluations >= early.patience
+
+    validating = val_dataset is not None and len(val_dataset) >= world_size
     model.train()
+    if start == 0 and validating:
+        evaluate_at(0)
     for it in range(start + 1, total + 1):
         stopping = stop is not None and stop.stop
         if world_size > 1:
@@ -588,22 +670,6 @@ def train_loop(
             raise Cancelled()
         batch = schedule.batch(it - 1)
         tic = time.perf_counter()  # after batching, as in mlx_lm (its zip fetches first)
-        if (
-            val_dataset is not None
-            and len(val_dataset) >= world_size
-            and (it == 1 or it % options.steps_per_eval == 0 or it == total)
-        ):
-            vtic = time.perf_counter()
-            last_val_loss = run_eval(it)
-            if callback is not None:
-                callback.on_val_loss_report(
-                    {
-                        "iteration": it - 1,
-                        "val_loss": last_val_loss,
-                        "val_time": time.perf_counter() - vtic,
-                    }
-                )
-            tic = time.perf_counter()
         # Dropout draws from mx.random; seeding per step makes a resumed step draw the same.
         mx.random.seed((options.seed * 1_000_003 + it) % 2**32)
         lvalue, toks, grad_accum = step(batch, grad_accum, it % grad_accum_steps == 0)
@@ -619,7 +685,10 @@ def train_loop(
             mx.clear_cache()
         train_time += time.perf_counter() - tic
 
-        if it % options.steps_per_report == 0 or it == total:
+        # Early stopping that fires at the last evaluation stops nothing: the run is complete.
+        evaluating = validating and (it % options.steps_per_eval == 0 or it == total)
+        stopped_early = evaluating and evaluate_at(it) and it < total
+        if it % options.steps_per_report == 0 or it == total or stopped_early:
             train_loss = mx.distributed.all_sum(losses, stream=mx.cpu).item()
             train_loss /= steps * world_size
             window_tokens = mx.distributed.all_sum(n_tokens, stream=mx.cpu).item()
@@ -642,6 +711,8 @@ def train_loop(
             steps = 0
             train_time = 0.0
 
+        if stopped_early:
+            return {**snapshot(it), "stopReason": "early-stopping"}
         if on_checkpoint is not None and it % options.steps_per_checkpoint == 0 and it < total:
             on_checkpoint(snapshot(it))
     return snapshot(total)
@@ -662,8 +733,10 @@ class EventCallback:
         examples: int,
         epochs: float,
         history: LossHistory | None = None,
+        metrics: MetricsWriter | None = None,
     ) -> None:
         self.events = events
+        self.metrics = metrics
         self.history = history
         self.total = total
         self.batch_size = batch_size
@@ -681,12 +754,16 @@ class EventCallback:
 
     def on_val_loss_report(self, info: dict) -> None:
         """Remember the validation loss; it rides on the next progress event."""
+        if self.metrics is not None:
+            self.metrics.on_val_loss_report(info)
         self.val_loss = float(info["val_loss"])
         if self.history is not None:
             self.history.append(iteration=int(info["iteration"]), valLoss=self.val_loss)
 
     def on_train_loss_report(self, info: dict) -> None:
         """Emit one progress event (epoch = iteration / total x configured epochs)."""
+        if self.metrics is not None:
+            self.metrics.on_train_loss_report(info)
         it = int(info["iteration"])
         if self.first_iteration is None:
             self.first_iteration = it - 1
@@ -729,13 +806,13 @@ def options_from_spec(spec: JobSpec, batch_size: int) -> RunOptions:
         grad_checkpoint=config.grad_checkpoint,
         seed=config.seed,
         clear_cache_threshold=config.clear_cache_threshold,
+        early_stopping=config.early_stopping,
     )
 
 
 def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done | None:
     """Train the job in ``job_dir`` to completion; return the ``done`` event (None on rank > 0)."""
     import mlx.core as mx
-    import mlx.optimizers as optim
 
     from ..models import fine_tuned
 
@@ -789,8 +866,19 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
     schedule = BatchSchedule(
         train_set, batch_size, config.max_seq_length, config.seed, rank, world_size
     )
-    optimizer = optim.Adam(learning_rate=config.learning_rate)
+    plan = plan_schedule(config)
+    if plan.warning:
+        events.emit(contract.Warning(message=plan.warning))
+    optimizer = build_optimizer(config, plan)
     optimizer.init(model.trainable_parameters())
+    best = BestWeights() if config.keep_best and valid_set is not None else None
+    if config.early_stopping is not None and valid_set is None:
+        events.emit(
+            contract.Warning(
+                message="earlyStopping needs validation examples to watch; it is off for "
+                "this run (every iteration is trained)."
+            )
+        )
     adapter_cfg = adapter_config(
         config, info, spec.model, batch_size=batch_size, mask_prompt=mask_prompt
     )
@@ -801,19 +889,26 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
         # Another job's checkpoint: the tuner continues a promoted trial in a new job.
         ckpt = Path(options.resume_from)
     if ckpt is not None:
-        start_state = load_checkpoint(ckpt, model, optimizer)
+        start_state = load_checkpoint(ckpt, model, optimizer, best)
         events.emit(contract.Resumed(iteration=start_state["iteration"], path=str(ckpt)))
 
     def on_checkpoint(state: dict) -> None:
         if rank == 0:
-            path = save_checkpoint(job_dir, model, optimizer, adapter_cfg, state)
+            path = save_checkpoint(job_dir, model, optimizer, adapter_cfg, state, best)
             events.emit(contract.Checkpoint(iteration=state["iteration"], path=str(path)))
 
     history = LossHistory(job_dir / HISTORY_FILE) if rank == 0 else None
     if history is not None:
         history.truncate((start_state or {}).get("iteration", -1))
+    metrics = open_metrics(job_dir, spec, start_state, events) if rank == 0 else None
     callback = EventCallback(
-        events, run_options.total_iterations, batch_size, len(train_set), config.epochs, history
+        events,
+        run_options.total_iterations,
+        batch_size,
+        len(train_set),
+        config.epochs,
+        history,
+        metrics,
     )
     events.emit(
         contract.Started(
@@ -827,32 +922,44 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
             ranks=world_size,
         )
     )
-    final = train_loop(
-        model,
-        optimizer,
-        schedule,
-        valid_set,
-        run_options,
-        callback=callback,
-        start_state=start_state,
-        on_checkpoint=on_checkpoint,
-        stop=stop,
-    )
+    try:
+        final = train_loop(
+            model,
+            optimizer,
+            schedule,
+            valid_set,
+            run_options,
+            callback=callback,
+            start_state=start_state,
+            on_checkpoint=on_checkpoint,
+            stop=stop,
+            best=best,
+        )
+    finally:
+        if metrics is not None:
+            metrics.close()
     if options.checkpoint_at_end:
         on_checkpoint(final)  # so that another job can continue from the last step (resumeFrom)
     if rank != 0:
         return None
+    kept = kept_adapter(final, best)
+    if kept["from"] == "best":
+        best.restore_into(model)  # type: ignore[union-attr] - "best" only when tracked
     final_dir = Path(spec.adapter_dir)
     shutil.rmtree(final_dir, ignore_errors=True)
     save_adapters(model, final_dir, adapter_cfg)
     entries = history.entries() if history is not None else []
-    evaluation = evaluation_summary(entries)
+    evaluation = evaluation_summary(entries, kept["iteration"] if best is not None else None)
     done = contract.Done(
         iteration=final["iteration"],
         train_loss=final["trainLoss"],
         val_loss=final["valLoss"],
         adapter_path=str(final_dir),
         evaluation=evaluation,
+        stop_reason=final.get("stopReason", "completed"),
+        best_iteration=final.get("bestIteration"),
+        best_val_loss=final.get("bestValLoss"),
+        kept_iteration=kept["iteration"],
     )
     if spec.output_name:
         out = fine_tuned.assemble_model(
@@ -866,11 +973,14 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
             models_dir=Path(spec.output_dir),
             evaluation=evaluation,
             extra_files={CURVE_FILE: loss_curve_svg(entries, f"{spec.output_name}: loss")},
-            marker_extra=(
-                {"continuedFrom": {**options.continued_from, "replay": replay}}
-                if options.continued_from
-                else None
-            ),
+            marker_extra={
+                "keptAdapter": kept,
+                **(
+                    {"continuedFrom": {**options.continued_from, "replay": replay}}
+                    if options.continued_from
+                    else {}
+                ),
+            },
         )
         done = replace(
             done,
@@ -880,6 +990,61 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
             adapter_bytes=(out / "adapters.safetensors").stat().st_size,
         )
     return done
+
+
+def kept_adapter(final: dict, best: BestWeights | None) -> dict[str, Any]:
+    """Return which adapter the output holds and why: the marker's ``keptAdapter``.
+
+    ``from`` is "best" when keepBest tracked a lower validation loss than the final model's,
+    else "final"; both losses are recorded either way, with the reason the run stopped.
+    """
+    use_best = (
+        best is not None
+        and best.weights is not None
+        and best.iteration is not None
+        and best.iteration != final["iteration"]
+    )
+    return {
+        "from": "best" if use_best else "final",
+        "iteration": best.iteration if use_best else final["iteration"],  # type: ignore[union-attr]
+        "keepBest": best is not None,
+        "bestIteration": final.get("bestIteration"),
+        "bestValLoss": final.get("bestValLoss"),
+        "finalIteration": final["iteration"],
+        "finalValLoss": final.get("valLoss"),
+        "stopReason": final.get("stopReason", "completed"),
+    }
+
+
+def open_metrics(
+    job_dir: Path, spec: JobSpec, start_state: dict | None, events: EventWriter
+) -> MetricsWriter | None:
+    """Return the job's TensorBoard writer (with a W&B run when the job opted in and can).
+
+    None, with a warning, in an install that predates the tensorboardX dependency: the
+    curves are a view of the run, not a reason to refuse it.
+    """
+    try:
+        import tensorboardX  # noqa: F401 - only whether it is there
+    except ImportError:
+        events.emit(
+            contract.Warning(
+                message="tensorboardX is not installed (pip install tensorboardX): no "
+                "TensorBoard files for this job."
+            )
+        )
+        return None
+    wandb_run = None
+    if spec.options.wandb:
+        wandb_run, why_not = open_wandb(job_dir, spec.job_id, spec.config.to_wire())
+        if why_not:
+            events.emit(contract.Warning(message=why_not))
+    resumed_at = (start_state or {}).get("iteration")
+    return MetricsWriter(
+        job_dir / TENSORBOARD_DIR,
+        purge_step=resumed_at + 1 if resumed_at is not None else None,
+        wandb_run=wandb_run,
+    )
 
 
 _OOM_PATTERN = re.compile(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cortex_client.cli import answers_from, build_parser, parse_overrides
-from cortex_client.wizard import parse_value
+from cortex_client.cli import answers_from, build_parser, parse_overrides, tensorboard_command
+from cortex_client.wizard import parse_value, schedule_line
 
 
 def test_values_become_json_types():
@@ -53,3 +53,29 @@ def test_export_takes_a_model_a_target_and_gguf_options():
     assert args.verify is False and args.quantization is None
     with pytest.raises(SystemExit):
         build_parser().parse_args(["export", "my-ft", "onnx"])
+
+
+def test_jobs_logdir_prints_the_tensorboard_command_for_every_job():
+    args = build_parser().parse_args(["jobs", "--logdir"])
+    assert args.command == "jobs" and args.logdir is True
+    assert build_parser().parse_args(["jobs"]).logdir is False
+    jobs = [
+        {"jobId": "a", "logDir": "/home/u/.cortex/jobs/a/tensorboard"},
+        {"jobId": "b", "logDir": "/home/u/.cortex/jobs/b/tensorboard"},
+    ]
+    assert tensorboard_command(jobs) == "tensorboard --logdir /home/u/.cortex/jobs"
+    assert tensorboard_command([{"logDir": "/my home/jobs/a/tensorboard"}]) == (
+        "tensorboard --logdir '/my home/jobs'"
+    )
+    assert tensorboard_command([]) is None
+
+
+def test_the_summary_states_optimizer_schedule_and_early_stopping():
+    config = {
+        "optimizer": "adamw", "lrSchedule": "cosine", "warmupRatio": 0.05, "lrFloorRatio": 0.1,
+        "earlyStopping": {"patience": 3, "minDelta": 0.0},
+    }  # fmt: skip
+    assert schedule_line(config) == (
+        "adamw, cosine, 5% warmup, to 10% of the peak, early stopping after 3 evaluations"
+    )
+    assert schedule_line({"optimizer": "adam", "lrSchedule": "constant"}) == "adam, constant"

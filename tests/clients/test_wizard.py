@@ -12,6 +12,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from cortex_client.wizard import EXPERT_FIELDS
+
 pytestmark = pytest.mark.slow
 
 WIZARD = [sys.executable, "-m", "cortex_client.cli"]
@@ -169,7 +171,7 @@ def test_sample_dataset_with_quality_and_expert(wizard_env, cortex_home, tmp_pat
         child.sendline("2")
         child.expect(r"Learning rate \[[0-9.e-]+\]: ")
         child.sendline("abc")  # not a number: the server's validation asks again
-        for _ in range(9):
+        for _ in range(len(EXPERT_FIELDS) - 2):
             child.expect(r"\]: ")
             child.sendline("")
         child.expect_exact("✗ ")
@@ -178,9 +180,11 @@ def test_sample_dataset_with_quality_and_expert(wizard_env, cortex_home, tmp_pat
         child.sendline("")
         child.expect(r"Learning rate \[[^\]]+\]: ")
         child.sendline("5e-4")
-        for _ in range(9):
+        for _ in range(len(EXPERT_FIELDS) - 3):
             child.expect(r"\]: ")
             child.sendline("")
+        child.expect_exact("Early stopping patience (evaluations, none = off) [none]: ")
+        child.sendline("3")
     finish(child, f"{preset}-model")
     marker = json.loads(
         (cortex_home / "mlx_models" / f"{preset}-model" / "fine-tuned.marker").read_text()
@@ -188,6 +192,9 @@ def test_sample_dataset_with_quality_and_expert(wizard_env, cortex_home, tmp_pat
     if preset == "expert":
         assert marker["config"]["learningRate"] == 5e-4
         assert marker["config"]["epochs"] == 2
+        assert marker["config"]["earlyStopping"] == {"patience": 3, "minDelta": 0.0}
+        assert marker["config"]["lrSchedule"] == "cosine"  # Balanced's, proposed to Expert
+        assert marker["keptAdapter"]["keepBest"] is True
 
 
 def interrupt_training(env: dict[str, str], cwd: Path, name: str, iterations: int):

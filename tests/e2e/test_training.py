@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from pygls.exceptions import JsonRpcException
@@ -273,3 +274,46 @@ def test_start_training_reads_the_dataset_as_validate_does(tmp_path, cortex_home
         assert marker["dataset"]["format"] == "csv"
     finally:
         server.close()
+
+
+async def test_schedule_early_stopping_and_tensorboard_over_stdio(
+    client, tiny_model, sample_dataset_path
+):
+    """The loop's settings travel over the wire; an early stop is a completion with its reason."""
+    events = collect_progress(client)
+    started = await request(
+        client,
+        "cortex/startTraining",
+        {
+            "model": str(tiny_model),
+            "dataset": str(sample_dataset_path),
+            "outputName": "tiny-early",
+            "preset": "balanced",
+            "config": {
+                "iterations": 12, "batchSize": 4, "warmupSteps": 2, "optimizer": "adamw",
+                # No improvement can be that large: the second evaluation (iteration 4) stops.
+                "earlyStopping": {"patience": 1, "minDelta": 50},
+            },
+            "options": {"stepsPerEval": 2, "stepsPerReport": 1},
+        },
+    )  # fmt: skip
+    assert started["config"]["lrSchedule"] == "cosine"  # Balanced's
+    done = await wait_for_state(events, started["jobId"], TERMINAL)
+    assert done["state"] == "completed" and done["event"] == "done", done
+    assert done["stopReason"] == "early-stopping" and done["iteration"] == 4
+    assert "stopped early at iteration 4" in done["message"]
+    assert done["keptIteration"] == done["bestIteration"] in (2, 4)
+    rates = [e["learningRate"] for e in events if e.get("event") == "progress"]
+    assert rates[0] == 0.0 and rates[2] == pytest.approx(started["config"]["learningRate"])
+    job = next(
+        j
+        for j in (await request(client, "cortex/listJobs", {}))["jobs"]
+        if j["jobId"] == started["jobId"]
+    )
+    assert list(Path(job["logDir"]).glob("events.out.tfevents.*"))
+    with pytest.raises(JsonRpcException, match="overrides.earlyStopping.patience"):
+        await request(
+            client,
+            "cortex/proposeConfig",
+            {"model": str(tiny_model), "overrides": {"earlyStopping": {"patience": 0}}},
+        )

@@ -425,11 +425,20 @@ CONFIG_KEYS = [
     "seed",
     "trainOn",
     "trainTemplateText",
+    "lrSchedule",
+    "warmupSteps",
+    "warmupRatio",
+    "lrFloorRatio",
+    "optimizer",
+    "weightDecay",
+    "keepBest",
+    "earlyStopping",
 ]
 config_values = (
     st.integers(-(2**40), 2**40)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.sampled_from([0, 1, 2, 4, 8, 1e-4, 0.5, "lora", "dora", "full", "all", "last", None, True])
+    | st.sampled_from(["cosine", "linear", "adamw", "muon", {"patience": 2}, {"patience": 0}])
     | json_values
 )
 overrides = st.dictionaries(

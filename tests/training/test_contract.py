@@ -122,6 +122,10 @@ def _notifications() -> list[dict]:
             adapterBytes=done.adapter_bytes,
             evaluation=done.evaluation,
             lossCurvePath="/m/loss-curve.svg",
+            stopReason="early-stopping",
+            bestIteration=4,
+            bestValLoss=1.25,
+            keptIteration=4,
         ),
         status.changed(state=JobState.FAILED).notification("error", message="x", code="y"),
     ]

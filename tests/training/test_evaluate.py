@@ -38,7 +38,7 @@ def test_evaluate_matches_training_evaluation_and_is_recorded(
 ):
     result = evaluate_model("ev-ft", sample_dataset_path)
     # Same valid split, same base loss as the worker's evaluation before the first update.
-    # (Its last evaluation runs before the last update, as in mlx_lm; ours after it.)
+    # (Its last evaluation, like ours, measures the model after the last update.)
     assert result["examples"] >= 1
     assert result["baseLoss"] == pytest.approx(trained["evaluation"]["baseValLoss"], rel=1e-3)
     assert result["perplexity"] == pytest.approx(2.718281828 ** result["loss"], rel=1e-6)

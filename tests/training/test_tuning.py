@@ -270,7 +270,10 @@ def test_a_continued_trial_trains_as_one_longer_run(tiny_model, sample_dataset_p
     prepare_dataset(sample_dataset_path, tmp_path / "prepared", seed=balanced.seed)
     subset_data(tmp_path / "prepared", tmp_path / "data")
     runner = TrialRunner(tmp_path / "runs", tiny_model, tmp_path / "data")
-    config = replace(balanced, iterations=12, learning_rate=3e-3)
+    # As the tuner trains trials: at a constant rate (a schedule depends on the run's length).
+    config = replace(
+        balanced, iterations=12, learning_rate=3e-3, lr_schedule="constant", warmup_ratio=0.0
+    )
     first = runner.run(replace(config, iterations=6))
     continued = runner.run(config, resume_from=first["checkpoint"], start_iteration=6)
     fresh = runner.run(config)

@@ -7,6 +7,7 @@ import copy
 import inspect
 import json
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from cortex_rpc.models.quantization import QUANT_GROUP_SIZE
 from cortex_rpc.paths import write_atomic
 from cortex_rpc.training import contract, worker
 from cortex_rpc.training.contract import JobSpec, WorkerEvent, WorkerOptions
+from cortex_rpc.training.optimizers import build_optimizer, plan_schedule
 from cortex_rpc.workers import EventWriter
 
 from .conftest import write_spec
@@ -26,12 +28,14 @@ class Recorder:
 
     def __init__(self, stop_at: int | None = None, flag: worker.StopFlag | None = None) -> None:
         self.train: list[tuple[int, float]] = []
+        self.lr: list[tuple[int, float]] = []
         self.val: list[tuple[int, float]] = []
         self.stop_at = stop_at
         self.flag = flag
 
     def on_train_loss_report(self, info: dict) -> None:
         self.train.append((info["iteration"], info["train_loss"]))
+        self.lr.append((info["iteration"], info["learning_rate"]))
         if self.stop_at is not None and info["iteration"] >= self.stop_at:
             self.flag.stop = True
 
@@ -40,14 +44,12 @@ class Recorder:
 
 
 def _setup(model_dir: Path, data_dir: Path, config: TrainingConfig):
-    import mlx.optimizers as optim
-
     model, tokenizer, info = worker.prepare_model(str(model_dir), config)
     train_set, valid_set = worker.load_datasets(data_dir, tokenizer)
     schedule = worker.BatchSchedule(
         train_set, config.batch_size, config.max_seq_length, config.seed
     )
-    optimizer = optim.Adam(learning_rate=config.learning_rate)
+    optimizer = build_optimizer(config, plan_schedule(config))  # CONFIG's: plain Adam
     optimizer.init(model.trainable_parameters())
     return model, optimizer, schedule, valid_set, info
 
@@ -96,21 +98,31 @@ def _options(config: TrainingConfig, total: int) -> worker.RunOptions:
 CONFIG = TrainingConfig(
     iterations=12, batch_size=4, learning_rate=1e-3, num_layers=2, max_seq_length=256, seed=7
 )
+# Warmup over updates 0-3, cosine after: a stop at step 3 resumes across the boundary.
+SCHEDULED = replace(
+    CONFIG, lr_schedule="cosine", warmup_steps=4, lr_floor_ratio=0.1, optimizer="adamw"
+)
 
 
-def test_resumed_run_matches_uninterrupted_run(tiny_model: Path, chat_data: Path, tmp_path: Path):
-    """Stopping at step 5 and resuming from the checkpoint gives the same final loss (1e-4)."""
+@pytest.mark.parametrize(
+    ("config", "stop_at"), [(CONFIG, 5), (SCHEDULED, 3)], ids=["constant-adam", "warmup-cosine"]
+)
+def test_resumed_run_matches_uninterrupted_run(
+    config: TrainingConfig, stop_at: int, tiny_model: Path, chat_data: Path, tmp_path: Path
+):
+    """Stopping at ``stop_at`` and resuming from the checkpoint gives the same losses and
+    learning rates (1e-4): the optimizer's step, and so the schedule, is restored."""
     total = 12
-    model, opt, schedule, valid, _ = _setup(tiny_model, chat_data, CONFIG)
+    model, opt, schedule, valid, _ = _setup(tiny_model, chat_data, config)
     straight = Recorder()
-    worker.train_loop(model, opt, schedule, valid, _options(CONFIG, total), callback=straight)
+    worker.train_loop(model, opt, schedule, valid, _options(config, total), callback=straight)
 
     job_dir = tmp_path / "job"
     flag = worker.StopFlag()
-    first = Recorder(stop_at=5, flag=flag)
-    model, opt, schedule, valid, info = _setup(tiny_model, chat_data, CONFIG)
+    first = Recorder(stop_at=stop_at, flag=flag)
+    model, opt, schedule, valid, info = _setup(tiny_model, chat_data, config)
     cfg = worker.adapter_config(
-        CONFIG, info, str(tiny_model), batch_size=CONFIG.batch_size, mask_prompt=True
+        config, info, str(tiny_model), batch_size=config.batch_size, mask_prompt=True
     )
 
     def save(state: dict) -> None:
@@ -122,25 +134,33 @@ def test_resumed_run_matches_uninterrupted_run(tiny_model: Path, chat_data: Path
             opt,
             schedule,
             valid,
-            _options(CONFIG, total),
+            _options(config, total),
             first,
             on_checkpoint=save,
             stop=flag,
         )
     ckpt = worker.latest_checkpoint(job_dir)
-    assert ckpt is not None and json.loads((ckpt / "state.json").read_text())["iteration"] == 5
+    state = json.loads((ckpt / "state.json").read_text()) if ckpt is not None else {}
+    assert state.get("iteration") == stop_at
 
     # A fresh process would rebuild everything from scratch: so do we.
-    model, opt, schedule, valid, _ = _setup(tiny_model, chat_data, CONFIG)
+    model, opt, schedule, valid, _ = _setup(tiny_model, chat_data, config)
     state = worker.load_checkpoint(ckpt, model, opt)
+    assert int(opt.step.item()) == stop_at  # the schedule's position came back
     second = Recorder()
-    worker.train_loop(model, opt, schedule, valid, _options(CONFIG, total), second, state)
+    worker.train_loop(model, opt, schedule, valid, _options(config, total), second, state)
 
     resumed = first.train + second.train
     assert [i for i, _ in resumed] == list(range(1, total + 1))
     assert resumed[-1][1] == pytest.approx(straight.train[-1][1], abs=1e-4)
     for (_, a), (_, b) in zip(resumed, straight.train, strict=True):
         assert a == pytest.approx(b, abs=1e-4)
+    for (_, a), (_, b) in zip(first.lr + second.lr, straight.lr, strict=True):
+        assert a == pytest.approx(b, rel=1e-6)
+    if config.lr_schedule == "cosine":  # the warmup really rose and the cosine really fell
+        rates = [lr for _, lr in straight.lr]
+        assert rates[0] == 0.0 and rates[4] == pytest.approx(config.learning_rate)
+        assert rates[-1] < rates[4]
 
 
 def test_first_losses_match_mlx_lm_trainer(tiny_model: Path, chat_data: Path, tmp_path: Path):

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import difflib
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     _sub(commands, "demo", help="generate a tiny model and fine-tune it on the sample")
     _sub(commands, "models", help="list the models cortex-rpc can see")
     _sub(commands, "gpu", help="show the backend, memory and BLAS (systemInfo)")
-    _sub(commands, "jobs", help="list training jobs")
+    jobs = _sub(commands, "jobs", help="list training jobs")
+    jobs.add_argument(
+        "--logdir",
+        action="store_true",
+        help="print the tensorboard command that shows every job's training curves",
+    )
     batch = _sub(commands, "batch", help="fine-tune one model per dataset in DIR")
     batch.add_argument("directory", type=Path)
     chat = _sub(commands, "chat", help="chat with a (fine-tuned) model")
@@ -331,8 +338,26 @@ async def run_gpu(client: CortexClient, term: Terminal) -> int:
     return 0
 
 
-async def run_jobs(client: CortexClient, term: Terminal) -> int:
+def tensorboard_command(jobs: list[dict[str, Any]]) -> str | None:
+    """Return ``tensorboard --logdir DIR`` for the folder holding every job (None: no jobs).
+
+    Each job writes its event files to ``JOB/tensorboard``; their common folder shows every
+    job as a run of its own.
+    """
+    dirs = {str(Path(job["logDir"]).parent.parent) for job in jobs if job.get("logDir")}
+    if not dirs:
+        return None
+    root = os.path.commonpath(sorted(dirs))
+    return f"tensorboard --logdir {shlex.quote(root)}"
+
+
+async def run_jobs(client: CortexClient, term: Terminal, logdir: bool = False) -> int:
     jobs = await client.list_jobs()
+    if logdir:
+        command = tensorboard_command(jobs)
+        term.event("logdir", command=command)
+        term.say(command or "No training jobs yet.")
+        return 0
     term.event("jobs", jobs=jobs)
     for job in jobs:
         term.say(
@@ -524,7 +549,7 @@ async def main_async(args: argparse.Namespace) -> int:
             if args.command == "gpu":
                 return await run_gpu(client, term)
             if args.command == "jobs":
-                return await run_jobs(client, term)
+                return await run_jobs(client, term, args.logdir)
             if args.command == "batch":
                 return await run_batch(client, term, args)
             if args.command == "chat":

@@ -43,6 +43,13 @@ EXPERT_FIELDS = [
     ("maxSeqLength", "Max sequence length"),
     ("quantizationBits", "Quantization bits (none, 4 or 8)"),
     ("fineTuneType", "Fine-tune type (lora, dora, full)"),
+    ("lrSchedule", "Learning-rate schedule (constant, cosine, linear)"),
+    ("warmupRatio", "Warmup (fraction of the updates)"),
+    ("lrFloorRatio", "Final learning rate (fraction of the peak)"),
+    ("optimizer", "Optimizer (adam, adamw, adafactor, muon)"),
+    ("weightDecay", "Weight decay (adamw, adafactor, muon)"),
+    ("keepBest", "Keep the best-validation adapter (true, false)"),
+    ("earlyStopping", "Early stopping patience (evaluations, none = off)"),
 ]
 MIN_RECOMMENDED_EXAMPLES = 5
 STATE_FILE = "wizard.json"
@@ -102,6 +109,21 @@ def tokens_line(proposal: dict[str, Any]) -> str:
         f"(min/median/max); {view['cut']} examples would be cut at maxSeqLength {length}"
         + (f", losing {view['lostTrainedTokens']:,} trained tokens" if view["cut"] else "")
     )
+
+
+def schedule_line(config: dict[str, Any]) -> str:
+    """Return the Training Summary's schedule row: optimizer, schedule, warmup, floor."""
+    kind = config.get("lrSchedule", "constant")
+    parts = [str(config.get("optimizer", "adam")), kind]
+    if config.get("warmupSteps"):
+        parts.append(f"{config['warmupSteps']} warmup updates")
+    elif config.get("warmupRatio"):
+        parts.append(f"{config['warmupRatio']:.0%} warmup")
+    if kind != "constant":
+        parts.append(f"to {config.get('lrFloorRatio', 0):.0%} of the peak")
+    if config.get("earlyStopping"):
+        parts.append(f"early stopping after {config['earlyStopping']['patience']} evaluations")
+    return ", ".join(parts)
 
 
 def parse_value(text: str) -> Any:
@@ -361,9 +383,13 @@ class Wizard:
         self.term.say("Press Enter to keep the proposed value.")
         for key, label in EXPERT_FIELDS:
             current = chosen.get(key, proposed.get(key))
-            shown = "none" if current is None else str(current)
+            if key == "earlyStopping" and isinstance(current, dict):
+                current = current.get("patience")  # asked as a patience; minDelta stays 0
+            shown = "none" if current is None else str(current).lower()
             answer = await self.term.ask(f"  {label}", shown)
             value = parse_value(answer)
+            if key == "earlyStopping" and value is not None:
+                value = {"patience": value}
             if value != proposed.get(key):
                 chosen[key] = value
             else:
@@ -424,6 +450,7 @@ class Wizard:
             ("", ""),
             ("Epochs", f"{config['epochs']:g} ({config['iterations']} iterations)"),
             ("Learning rate", f"{config['learningRate']:g}"),
+            ("Schedule", schedule_line(config)),
             ("LoRA rank", str(config["loraRank"])),
             ("Batch size", batch),
         ]
@@ -578,6 +605,18 @@ class Wizard:
         self.term.say()
         self.term.say(f"   LoRA adapter size: {human_bytes(result.final.get('adapterBytes'))}")
         self.term.say(f"   Base model: {self.model['name']}")
+        if result.final.get("stopReason") == "early-stopping":
+            self.term.say(
+                f"   Stopped early at iteration {result.final.get('iteration')}: validation "
+                "loss had stopped improving"
+            )
+        kept = result.final.get("keptIteration")
+        if kept is not None and kept != result.final.get("iteration"):
+            self.term.say(
+                f"   Kept the best adapter: iteration {kept} (validation loss "
+                f"{result.final.get('bestValLoss') or 0:.3f}; the last one had "
+                f"{result.final.get('valLoss') or 0:.3f})"
+            )
         evaluation = result.final.get("evaluation") or {}
         if evaluation.get("basePerplexity") and evaluation.get("perplexity"):
             self.term.say(
