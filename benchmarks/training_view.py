@@ -151,90 +151,32 @@ def interleaved(first, second, records: list[dict], chunk: int = 1000) -> tuple[
     return len(records) / spent[0], len(records) / spent[1]
 
 
-def live_edits(model_dir: Path, records: list[dict], edits: int, words, rng) -> dict:
+def live_edits(model_dir: Path, records: list[dict], edits: int, words) -> dict:
     """Open ``records`` with ``model_dir`` as the editor's model; time one-line edits."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_datasets", Path(_here) / "datasets.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    client = bench.StdioClient()
-    client.send(
-        {
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "processId": None,
-                "rootUri": None,
-                "capabilities": {},
-                "initializationOptions": {"model": str(model_dir)},
-            },
-        }
-    )
-    client.wait(lambda m: m.get("id") == 1)
-    client.send({"method": "initialized", "params": {}})
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as handle:
         handle.write("\n".join(json.dumps(r) for r in records))
-    uri = Path(handle.name).as_uri()
-    start = time.perf_counter()
-    client.send(
-        {
-            "method": "textDocument/didOpen",
-            "params": {
-                "textDocument": {
-                    "uri": uri,
-                    "languageId": "jsonl",
-                    "version": 1,
-                    "text": Path(handle.name).read_text(),
-                }
-            },
-        }
-    )
-    client.wait(lambda m: m.get("method") == "textDocument/publishDiagnostics")
-    first = time.perf_counter() - start
-    client.wait(
-        lambda m: m.get("method") == "cortex/datasetSummary" and "training" in m["params"],
-        timeout=1800,
-    )
-    filled = time.perf_counter() - start
-    latencies = []
-    for version in range(2, edits + 2):
-        line = rng.randrange(len(records))
-        time.sleep(0.2)  # past the editor's debounce: each edit is published on its own
-        sent = time.perf_counter()
-        client.send(
-            {
-                "method": "textDocument/didChange",
-                "params": {
-                    "textDocument": {"uri": uri, "version": version},
-                    "contentChanges": [
-                        {
-                            "range": {
-                                "start": {"line": line, "character": 0},
-                                "end": {"line": line, "character": 10**6},
-                            },
-                            "text": json.dumps(record(rng, words, line)),
-                        }
-                    ],
-                },
-            }
+    try:
+        figures = bench.editor_session(
+            Path(handle.name).read_text(),
+            Path(handle.name).as_uri(),
+            edits,
+            lambda rng, line, version: json.dumps(record(rng, words, line)),
+            lambda m: m.get("method") == "cortex/datasetSummary" and "training" in m["params"],
+            initialization_options={"model": str(model_dir)},
         )
-        at, _ = client.wait(
-            lambda m, v=version: (
-                m.get("method") == "textDocument/publishDiagnostics"
-                and m["params"].get("version") == v
-            )
-        )
-        latencies.append((at - sent) * 1000)
-    client.close()
-    os.unlink(handle.name)
-    latencies.sort()
+    finally:
+        os.unlink(handle.name)
     return {
-        "firstPublishSeconds": first,
-        "allCheckedSeconds": filled,
-        "p50Ms": latencies[len(latencies) // 2],
-        "p95Ms": latencies[int(0.95 * (len(latencies) - 1))],
-        "maxMs": latencies[-1],
+        "firstPublishSeconds": figures["openSeconds"],
+        "allCheckedSeconds": figures["readySeconds"],
+        "p50Ms": figures["p50Ms"],
+        "p95Ms": figures["p95Ms"],
+        "maxMs": figures["maxMs"],
     }
 
 
@@ -284,7 +226,7 @@ def main() -> None:
     print(f"(b) mlx_lm ChatDataset.process:        {mlx:,.0f} records/s")
     print(f"ratio (a)/(b): {engine / mlx:.2f}x (target >= 1x)")
     if args.edits:
-        edits = live_edits(model_dir, records, args.edits, words, rng)
+        edits = live_edits(model_dir, records, args.edits, words)
         print(
             f"editor with this model, {len(records):,} records: first publishDiagnostics "
             f"{edits['firstPublishSeconds']:.2f} s, every record checked "
