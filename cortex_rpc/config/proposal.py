@@ -45,6 +45,7 @@ def dataset_profile(
     """
     from ..datasets import dataset_stats
     from ..datasets.load import as_loaded
+    from ..datasets.prepare import dataset_kind
     from ..datasets.training_view import ViewOptions
 
     loaded = as_loaded(dataset, format).check()
@@ -66,6 +67,7 @@ def dataset_profile(
         max_chars=stats.max_chars,
         views=views,
         no_tokenizer=no_tokenizer,
+        kind=dataset_kind(loaded.records),
     )
 
 
@@ -150,23 +152,44 @@ def propose_for_model(
     model_dirs: Iterable[str] = (),
     machine: MachineProfile | None = None,
     overrides_field: str = "overrides",
+    method: str | None = None,
 ) -> Proposal:
     """Return the smart configuration for ``model`` and, if given, a dataset or its stats.
 
     ``dataset`` is a path (read in ``dataset_format``, detected when None) or a dataset
-    already loaded, which is not read again.
+    already loaded, which is not read again. ``method`` (sft, dpo, orpo): the request's
+    top-level one; ``overrides.method`` wins over it; without either, dpo for preference
+    data and sft otherwise. dpo/orpo on data that is not all preference pairs raises
+    InvalidParams ``method-needs-preference-data``.
     """
+    from .smart import method_for
+
     inspection = inspect_model(resolve_model(model, model_dirs))
     profile = None
     if dataset is not None:
+        from ..datasets.load import as_loaded
+        from ..datasets.prepare import check_method
+
+        loaded = as_loaded(dataset, dataset_format)
         profile = dataset_profile(
-            dataset,
-            dataset_format,
+            loaded,
             model_path=inspection.path,
             options=view_options(overrides, overrides_field),
+        )
+        given = "method" in (overrides or {})
+        check_method(
+            loaded,
+            method_for(profile, method, overrides),
+            f"{overrides_field}.method" if given else "method",
         )
     elif dataset_stats is not None:
         profile = profile_from_wire(dataset_stats)
     return propose_config(
-        inspection, profile, preset, machine or current_machine(), overrides, overrides_field
+        inspection,
+        profile,
+        preset,
+        machine or current_machine(),
+        overrides,
+        overrides_field,
+        method=method,
     )
