@@ -518,17 +518,13 @@ def _fit_memory(
     return config, False
 
 
-def method_for(
-    dataset: DatasetProfile | None,
-    method: str | None,
-    overrides: dict[str, Any] | None,
-) -> str:
-    """Return the training method: ``overrides.method``, else ``method``, else by the data
-    (dpo for preference pairs, sft for the rest)."""
+def method_for(kind: str | None, method: str | None, overrides: dict[str, Any] | None) -> str:
+    """Return the training method: ``overrides.method``, else ``method``, else by the
+    dataset's ``kind`` (dpo for preference pairs, sft for the rest and without data)."""
     given = (overrides or {}).get("method", method)
     if given is not None:
         return given
-    return "dpo" if dataset is not None and dataset.kind == "preference" else "sft"
+    return "dpo" if kind == "preference" else "sft"
 
 
 def preference_defaults(
@@ -595,7 +591,7 @@ def propose_config(
         f"({human_params(model.parameters)} params, {model.size_bytes / 1e9:.1f} GB)"
     ]
     config = category_defaults(model)
-    chosen_method = method_for(dataset, method, overrides)
+    chosen_method = method_for(dataset.kind if dataset else None, method, overrides)
     preference = chosen_method in PREFERENCE_METHODS
     if preference:
         config = replace(config, method=chosen_method)
@@ -640,7 +636,12 @@ def propose_config(
                 _cut_note(dataset.views, config.max_seq_length)
                 or f"maxSeqLength {config.max_seq_length} covers every example"
             )
-    if dataset is not None:
+    if dataset is not None and config.method in PREFERENCE_METHODS:
+        notes.append(
+            "Each answer is scored on its own tokens through the model's chat template; the "
+            "prompt is masked, and maxSeqLength covers the longer answer of each pair"
+        )
+    elif dataset is not None:
         notes += _loss_notes(config, dataset)
     if model.num_layers and config.num_layers > model.num_layers:
         raise InvalidParams(
@@ -654,7 +655,8 @@ def propose_config(
         )
         notes.append(
             f"{config.iterations} iterations = {config.epochs:g} epochs x "
-            f"{examples} examples / batch {config.batch_size}"
+            f"{examples} {'pairs' if config.method in PREFERENCE_METHODS else 'examples'} / "
+            f"batch {config.batch_size}"
         )
     elif dataset is not None and examples:
         # Iterations were given: report the epochs they amount to, as the worker will.

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config.smart import PREFERENCE_METHODS, SFT_ON_PAIRS
+from ..config.smart import PREFERENCE_METHODS, SFT_ON_PAIRS, method_for
 from ..errors import InvalidParams
 from ..paths import CortexHome, write_atomic
 from .formats import RecordState
@@ -106,17 +106,25 @@ def preference_record(state: RecordState) -> dict[str, Any]:
     return record
 
 
+def side_record(state: RecordState, side: str) -> dict[str, Any]:
+    """Return one side of a pair ("chosen" or "rejected") as a chat record: prompt + answer.
+
+    What SFT learns from a pair (the chosen side), and how each side is counted in tokens.
+    """
+    record = preference_record(state)
+    chat: dict[str, Any] = {"messages": record["prompt"] + record[side]}
+    if "tools" in record:
+        chat["tools"] = record["tools"]
+    return chat
+
+
 def mlx_record(state: RecordState) -> dict[str, Any]:
     """Return one record in mlx_lm's chat form, or its text form for plain-text records.
 
     A preference pair becomes its prompt and chosen answer (what SFT on it learns).
     """
     if state.shape == PREFERENCE:
-        record = preference_record(state)
-        chat: dict[str, Any] = {"messages": record["prompt"] + record["chosen"]}
-        if "tools" in record:
-            chat["tools"] = record["tools"]
-        return chat
+        return side_record(state, "chosen")
     if state.shape == "text":
         return {"text": state.turns[0][1]}
     if state.shape == "chat":
@@ -281,7 +289,7 @@ def prepare_dataset(
         raise ValueError("prepare_dataset needs a dataset loaded from a file, not from text")
     states = loaded.check().records
     kind = dataset_kind(states)
-    method = method or ("dpo" if kind == "preference" else "sft")
+    method = method_for(kind, method, None)
     check_method(loaded, method, "method")
     all_text = all(s.shape == "text" for s in states)
     warnings = []

@@ -114,3 +114,30 @@ def test_start_training_prepares_pairs_for_dpo(tiny_model, tmp_path, cortex_home
     first = json.loads(train.read_text().splitlines()[0])
     assert set(first) == {"prompt", "chosen", "rejected"}
     assert first["chosen"][0]["role"] == "assistant"
+
+
+def test_sequence_length_covers_the_longer_answer_of_each_pair(tiny_model, tmp_path):
+    from cortex_rpc.datasets.training_view import load_renderer
+
+    rows = [
+        {"prompt": f"What is {i}+1?", "chosen": f"{i + 1}.", "rejected": "no " * 60}
+        for i in range(40)
+    ]
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    renderer = load_renderer(str(tiny_model))
+    rejected = renderer.view(
+        {
+            "messages": [
+                {"role": "user", "content": "What is 0+1?"},
+                {"role": "assistant", "content": "no " * 60},
+            ]
+        }
+    ).token_count
+    dpo = propose(tiny_model, data)
+    assert dpo["dataset"]["maxTokens"] == rejected > 128
+    assert dpo["config"]["maxSeqLength"] >= rejected
+    # SFT on the same pairs trains the chosen answers only: the short side sets the length.
+    sft = propose(tiny_model, data, method="sft")
+    assert sft["dataset"]["maxTokens"] < rejected
+    assert sft["config"]["maxSeqLength"] == 128
