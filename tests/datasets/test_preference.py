@@ -278,3 +278,11 @@ def test_editor_hover_and_keep_chosen_rewrite():
     assert "chosen 11 / rejected 3 characters (ratio 3.7)" in text
     titles = [a["title"] for a in code_actions(doc, (0, 0), [])]
     assert titles == ["Convert to prompt/response keeping the chosen answer"]
+
+
+def test_sft_records_in_a_preference_file_are_mixed_shapes_that_say_why():
+    pairs = [json.dumps(r) for r in _pairs(FORMS["trl-strings"], 3)]
+    text = "\n".join([*pairs, '{"prompt": "Hi", "response": "Hello"}']) + "\n"
+    mixed = [d for d in load_text(text, "jsonl").result.diagnostics if d.code == "mixed-shapes"]
+    assert [(d.start_line, d.severity) for d in mixed] == [(3, "warning")]
+    assert "DPO/ORPO train on preference pairs only" in mixed[0].message
