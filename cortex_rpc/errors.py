@@ -37,5 +37,7 @@ class InvalidParams(CortexError):
 
     rpc_code = INVALID_PARAMS
 
-    def __init__(self, message: str, field: str | None = None, **data: Any) -> None:
-        super().__init__("invalid-params", message, field=field, **data)
+    def __init__(
+        self, message: str, field: str | None = None, code: str = "invalid-params", **data: Any
+    ) -> None:
+        super().__init__(code, message, field=field, **data)

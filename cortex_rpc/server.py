@@ -202,6 +202,7 @@ def propose_config(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
         preset=params.get("preset", "balanced"),
         overrides=params.get("overrides"),
         model_dirs=ls.options.model_dirs,
+        method=params.get("method"),
     ).to_wire()
 
 
@@ -312,6 +313,7 @@ def prepare_dataset(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
         format=params.get("format"),
         valid_fraction=params.get("validFraction", 0.1),
         seed=params.get("seed", 0),
+        method=params.get("method"),
     ).to_wire()
 
 
@@ -425,6 +427,7 @@ def start_training(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
         ),
         continue_from=params.get("continueFrom"),
         replay_fraction=params.get("replayFraction"),
+        method=params.get("method"),
         submit=False,
     )
     token = params.get("workDoneToken")

@@ -15,6 +15,7 @@ from .smart import DatasetProfile, MachineProfile, Proposal, profile_from_wire, 
 from .training_config import TrainingConfig, apply_overrides
 
 if TYPE_CHECKING:  # the datasets package is imported only when a dataset is given
+    from ..datasets.formats import RecordState
     from ..datasets.load import DatasetSource, LoadedDataset
     from ..datasets.training_view import TrainingView, ViewOptions
 
@@ -35,16 +36,19 @@ def dataset_profile(
     *,
     model_path: str | None = None,
     options: ViewOptions | None = None,
+    pairs: bool = False,
 ) -> DatasetProfile:
     """Return the smart-config view of a dataset (a path or loaded), from its stats.
 
     With ``model_path`` every record is rendered as the worker trains it (``options``), so
     lengths are counted in the model's tokens; without a readable tokenizer they are
     estimated from characters. Raises CortexError ``dataset-invalid`` when the dataset has
-    errors or the model's template cannot render a record.
+    errors or the model's template cannot render a record. ``pairs`` (DPO/ORPO): a
+    preference pair counts as the longer of its two sides.
     """
     from ..datasets import dataset_stats
     from ..datasets.load import as_loaded
+    from ..datasets.prepare import dataset_kind
     from ..datasets.training_view import ViewOptions
 
     loaded = as_loaded(dataset, format).check()
@@ -53,7 +57,7 @@ def dataset_profile(
     no_tokenizer = "" if model_path is not None else "no model given to count tokens with"
     if model_path is not None:
         try:
-            views = training_views(loaded, model_path, options or ViewOptions())
+            views = training_views(loaded, model_path, options or ViewOptions(), pairs)
         except CortexError as error:
             if error.code not in ("tokenizer-not-found", "tokenizer-invalid"):
                 raise
@@ -66,6 +70,7 @@ def dataset_profile(
         max_chars=stats.max_chars,
         views=views,
         no_tokenizer=no_tokenizer,
+        kind=dataset_kind(loaded.records),
     )
 
 
@@ -74,22 +79,37 @@ _last_views: list[Any] = [None, ()]
 
 
 def training_views(
-    loaded: LoadedDataset, model_path: str, options: ViewOptions
+    loaded: LoadedDataset, model_path: str, options: ViewOptions, pairs: bool = False
 ) -> tuple[TrainingView, ...]:
     """Return every record as the worker trains it; refuse one the template cannot render.
 
     The refusal is CortexError ``dataset-invalid`` naming the first such record's line, with
     the engine's issue code (``template-role``, ...) and its fix, so no job is started that
-    would fail seconds later.
+    would fail seconds later. With ``pairs`` (DPO/ORPO) each preference pair is rendered
+    side by side and counts as its longer side (a failing side first), so maxSeqLength
+    covers both answers.
     """
-    from ..datasets.prepare import prepared_records
+    from ..datasets.prepare import prepared_records, side_record
+    from ..datasets.shapes import PREFERENCE
     from ..datasets.training_view import load_renderer
 
     renderer = load_renderer(model_path)
     states = loaded.records
-    key = (id(renderer), loaded.sha256, loaded.format, options)
+    key = (id(renderer), loaded.sha256, loaded.format, options, pairs)
     if loaded.sha256 is not None and _last_views[0] == key:
         views = _last_views[1]  # the wizard proposes again, then starts: render once
+    elif pairs:
+
+        def longer(state: RecordState) -> TrainingView:
+            sides = [renderer.view(side_record(state, s), options) for s in ("chosen", "rejected")]
+            return min(sides, key=lambda v: (v.ok, -v.token_count))
+
+        views = tuple(
+            counted(longer(s) if s.shape == PREFERENCE else renderer.view(r, options))
+            for s, r in zip(states, prepared_records(states), strict=True)
+        )
+        if loaded.sha256 is not None:
+            _last_views[:] = [key, views]
     else:
         views = tuple(counted(renderer.view(r, options)) for r in prepared_records(states))
         if loaded.sha256 is not None:
@@ -150,23 +170,43 @@ def propose_for_model(
     model_dirs: Iterable[str] = (),
     machine: MachineProfile | None = None,
     overrides_field: str = "overrides",
+    method: str | None = None,
 ) -> Proposal:
     """Return the smart configuration for ``model`` and, if given, a dataset or its stats.
 
     ``dataset`` is a path (read in ``dataset_format``, detected when None) or a dataset
-    already loaded, which is not read again.
+    already loaded, which is not read again. ``method`` (sft, dpo, orpo): the request's
+    top-level one; ``overrides.method`` wins over it; without either, dpo for preference
+    data and sft otherwise. dpo/orpo on data that is not all preference pairs raises
+    InvalidParams ``method-needs-preference-data``.
     """
+    from .smart import PREFERENCE_METHODS, method_for
+
     inspection = inspect_model(resolve_model(model, model_dirs))
     profile = None
     if dataset is not None:
+        from ..datasets.load import as_loaded
+        from ..datasets.prepare import check_method, dataset_kind
+
+        loaded = as_loaded(dataset, dataset_format).check()
+        kind = dataset_kind(loaded.records)
+        chosen = method_for(kind, method, overrides)
+        given = "method" in (overrides or {})
+        check_method(loaded, chosen, f"{overrides_field}.method" if given else "method")
         profile = dataset_profile(
-            dataset,
-            dataset_format,
+            loaded,
             model_path=inspection.path,
             options=view_options(overrides, overrides_field),
+            pairs=chosen in PREFERENCE_METHODS,
         )
     elif dataset_stats is not None:
         profile = profile_from_wire(dataset_stats)
     return propose_config(
-        inspection, profile, preset, machine or current_machine(), overrides, overrides_field
+        inspection,
+        profile,
+        preset,
+        machine or current_machine(),
+        overrides,
+        overrides_field,
+        method=method,
     )

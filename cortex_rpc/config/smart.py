@@ -14,12 +14,16 @@ from ..errors import InvalidParams
 from ..models.inspect import ModelInspection, dtype_bytes
 from ..units import human_params
 from .estimate import CHARS_PER_TOKEN, Estimate, estimate_peak_memory, estimate_seconds
-from .training_config import TrainingConfig, apply_overrides, iterations_for
+from .training_config import METHODS, TrainingConfig, apply_overrides, iterations_for
 
 if TYPE_CHECKING:  # views exist only when the datasets package rendered them
     from ..datasets.training_view import TrainingView, ViewSummary
 
 PRESETS = ("quick", "balanced", "quality", "expert")
+SFT_ON_PAIRS = (
+    "SFT on preference data: each pair trains as its prompt and chosen answer; the "
+    "rejected answers are not used (method dpo or orpo learns from both)"
+)
 
 # The guide gives tiny, medium and xlarge; small and large sit between their neighbours.
 CATEGORY_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -64,6 +68,20 @@ CATEGORY_DEFAULTS: dict[str, dict[str, Any]] = {
         "grad_accumulation_steps": 8,
     },
 }
+# Preference training (DPO/ORPO) moves a model with much smaller steps than SFT: about a
+# tenth of SFT's learning rate (TRL's DPO default is 5e-7 for full fine-tuning; LoRA runs
+# use 5e-6..5e-5). Per category: (LoRA/DoRA, full).
+PREFERENCE_LEARNING_RATES: dict[str, tuple[float, float]] = {
+    "tiny": (5e-5, 5e-6),
+    "small": (2e-5, 2e-6),
+    "medium": (1e-5, 1e-6),
+    "large": (5e-6, 5e-7),
+    "xlarge": (5e-6, 5e-7),
+}
+PREFERENCE_METHODS = ("dpo", "orpo")
+# Epochs by pair count: a few passes over few pairs, one over many (preference training
+# overfits fast: the rewards' margin keeps growing while held-out accuracy stalls).
+PREFERENCE_EPOCHS = ((100, 3), (1000, 2))
 SMALL_DATASET = 100
 LARGE_DATASET = 5000
 LONG_EXAMPLE_CHARS = 2000
@@ -90,9 +108,11 @@ class DatasetProfile:
     # counts then come from here, never from characters.
     views: tuple[TrainingView, ...] = ()
     no_tokenizer: str = ""  # why there are no views (the estimate from characters says it)
+    kind: str = "sft"  # "preference" for preference pairs (clients then ask for the method)
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
+            "kind": self.kind,
             "examples": self.examples,
             "sizeClass": self.size_class,
             "taskType": self.task_type,
@@ -129,6 +149,11 @@ def profile_from_wire(stats: dict[str, Any]) -> DatasetProfile:
         raise InvalidParams(
             "datasetStats.meanChars must be a number >= 0", field="datasetStats.meanChars"
         )
+    kind = stats.get("kind", "sft")
+    if kind not in ("sft", "preference"):
+        raise InvalidParams(
+            "datasetStats.kind must be sft or preference", field="datasetStats.kind"
+        )
     task_type = stats.get("taskType", "completion")
     if task_type not in ("chat", "completion", "structured"):
         raise InvalidParams(
@@ -141,6 +166,7 @@ def profile_from_wire(stats: dict[str, Any]) -> DatasetProfile:
         task_type=task_type,
         mean_chars=float(mean_chars),
         max_chars=int(stats.get("maxChars", mean_chars) or 0),
+        kind=kind,
     )
 
 
@@ -282,7 +308,9 @@ def _apply_dataset(
     context_length: int | None,
     notes: list[str],
 ) -> TrainingConfig:
-    if dataset.examples < SMALL_DATASET:
+    if config.method in PREFERENCE_METHODS:
+        pass  # epochs come from the pair count (``_preference_epochs``)
+    elif dataset.examples < SMALL_DATASET:
         config = replace(config, epochs=config.epochs + 1, lora_dropout=0.0)
         notes.append(
             f"Training for {config.epochs:g} epochs - extra iterations for small "
@@ -465,7 +493,8 @@ def _peak_memory(
         trained_layers=config.num_layers,
         rank=config.lora_rank,
         fine_tune_type=config.fine_tune_type,
-        batch_size=config.batch_size,
+        # A preference step runs the chosen and the rejected answer of each pair.
+        batch_size=config.batch_size * (2 if config.method in PREFERENCE_METHODS else 1),
         seq_length=_batch_length(config, dataset),
         grad_checkpoint=config.grad_checkpoint,
     )
@@ -520,6 +549,55 @@ def _fit_memory(
     return config, False
 
 
+def method_for(kind: str | None, method: str | None, overrides: dict[str, Any] | None) -> str:
+    """Return the training method: ``overrides.method``, else ``method``, else by the
+    dataset's ``kind`` (dpo for preference pairs, sft for the rest and without data)."""
+    given = (overrides or {}).get("method", method)
+    if given is not None:
+        return given
+    return "dpo" if kind == "preference" else "sft"
+
+
+def preference_defaults(
+    config: TrainingConfig, model: ModelInspection, full: bool, notes: list[str]
+) -> TrainingConfig:
+    """Return the category's starting point for DPO/ORPO: a learning rate ~10x below SFT's."""
+    lora, whole = PREFERENCE_LEARNING_RATES[model.category]
+    config = replace(config, learning_rate=whole if full else lora, beta=0.1, orpo_lambda=0.1)
+    if config.method == "dpo":
+        notes.append(
+            f"DPO: learns from each pair to prefer the chosen answer over the rejected one, "
+            f"against the base model as reference (adapters off); beta {config.beta:g} "
+            "(how far it may move from the base: higher stays closer), "
+            f"{config.dpo_loss} loss"
+        )
+    else:
+        notes.append(
+            "ORPO: SFT on the chosen answers plus an odds-ratio term that pushes the rejected "
+            f"ones down, no reference model; lambda {config.orpo_lambda:g} (the weight of "
+            "the odds-ratio term)"
+        )
+    return config
+
+
+def _preference_epochs(
+    config: TrainingConfig, dataset: DatasetProfile, preset: str, notes: list[str]
+) -> TrainingConfig:
+    """Return ``config`` with epochs by pair count (the preset shortens or lengthens them)."""
+    epochs = next((e for limit, e in PREFERENCE_EPOCHS if dataset.examples < limit), 1)
+    if preset == "quick":
+        epochs = 1
+    elif preset == "quality":
+        epochs += 1
+    config = replace(config, epochs=epochs)
+    notes.append(
+        f"Training for {epochs} epoch(s) over {dataset.examples} preference pairs - "
+        "preference training overfits quickly (the margin keeps growing while held-out "
+        "reward accuracy stalls), so fewer passes than SFT"
+    )
+    return config
+
+
 def propose_config(
     model: ModelInspection,
     dataset: DatasetProfile | None,
@@ -527,29 +605,47 @@ def propose_config(
     machine: MachineProfile,
     overrides: dict[str, Any] | None = None,
     overrides_field: str = "overrides",
+    method: str | None = None,
 ) -> Proposal:
     """Return the configuration the smart config proposes, with an explanation per choice.
 
     ``overrides_field`` names the overrides in errors (``config`` for startTraining).
+    ``method`` (sft, dpo, orpo) is the request's own; ``overrides.method`` wins over it, and
+    without either the data decides (``method_for``).
     """
     if preset not in PRESETS:
         raise InvalidParams(f"preset must be one of {', '.join(PRESETS)}", field="preset")
+    if method is not None and method not in METHODS:
+        raise InvalidParams(f"method must be one of {', '.join(METHODS)}", field="method")
     notes: list[str] = [
         f"Using optimized settings for {model.category} model "
         f"({human_params(model.parameters)} params, {model.size_bytes / 1e9:.1f} GB)"
     ]
     config = category_defaults(model)
+    chosen_method = method_for(dataset.kind if dataset else None, method, overrides)
+    preference = chosen_method in PREFERENCE_METHODS
+    if preference:
+        config = replace(config, method=chosen_method)
+        full = (overrides or {}).get("fineTuneType") == "full"
+        config = preference_defaults(config, model, full, notes)
+    elif dataset is not None and dataset.kind == "preference":
+        notes.append(SFT_ON_PAIRS)
     if model.num_layers and model.num_layers < 16:
         notes.append(f"Adapters on all {model.num_layers} layers (the model has fewer than 16)")
     config = _apply_preset(config, preset, model, notes)
     config = _apply_schedule(config, preset, notes)
     if dataset is not None:
         config = _apply_dataset(config, dataset, model.context_length, notes)
+        if preference:
+            config = _preference_epochs(config, dataset, preset, notes)
     notes.append(
         f"Using learning rate {_format_lr(config.learning_rate)} for a "
         f"{model.category} model - "
         + (
-            "higher for small models, which need bigger steps"
+            "about a tenth of SFT's: preference updates are sensitive and drift from the "
+            "base quickly"
+            if preference
+            else "higher for small models, which need bigger steps"
             if model.category in ("tiny", "small")
             else "prevents overfitting"
         )
@@ -572,7 +668,12 @@ def propose_config(
                 _cut_note(dataset.views, config.max_seq_length)
                 or f"maxSeqLength {config.max_seq_length} covers every example"
             )
-    if dataset is not None:
+    if dataset is not None and config.method in PREFERENCE_METHODS:
+        notes.append(
+            "Each answer is scored on its own tokens through the model's chat template; the "
+            "prompt is masked, and maxSeqLength covers the longer answer of each pair"
+        )
+    elif dataset is not None:
         notes += _loss_notes(config, dataset)
     if model.num_layers and config.num_layers > model.num_layers:
         raise InvalidParams(
@@ -586,7 +687,8 @@ def propose_config(
         )
         notes.append(
             f"{config.iterations} iterations = {config.epochs:g} epochs x "
-            f"{examples} examples / batch {config.batch_size}"
+            f"{examples} {'pairs' if config.method in PREFERENCE_METHODS else 'examples'} / "
+            f"batch {config.batch_size}"
         )
     elif dataset is not None and examples:
         # Iterations were given: report the epochs they amount to, as the worker will.
@@ -597,6 +699,13 @@ def propose_config(
             f"{epochs:g} epochs over {examples} examples"
         )
     per_example, trained, source = _tokens_per_example(config, dataset)
+    if config.method in PREFERENCE_METHODS:
+        # Both answers of each pair run (counted as the chosen side twice); DPO adds a
+        # forward pass of the reference (the base, adapters off): about 1/3 of a step's work.
+        per_example *= 2 * (4 / 3 if config.method == "dpo" else 1)
+        source += "; x2: both answers of a pair" + (
+            "; x4/3: the reference forward" if config.method == "dpo" else ""
+        )
     tokens = int(config.iterations * config.batch_size * max(per_example, 1))
     seconds, basis = estimate_seconds(
         parameters=model.parameters,

@@ -10,6 +10,8 @@ from ..config.smart import size_class_for
 from .diagnostics import ValidationResult
 from .formats import LONG_CHARS, RecordState
 from .load import DatasetSource, as_loaded
+from .preference import LENGTH_RATIO, chosen_and_rejected, length_ratio
+from .shapes import PREFERENCE
 
 _STRUCTURED_STARTS = ("{", "[", "<", "```", "|", "SELECT ", "def ", "import ")
 
@@ -38,6 +40,9 @@ class DatasetAnalysis:
     empty_fields: int
     long_examples: int
     tool_calling_records: int = 0
+    # Preference pairs: their count, each side's characters and the sides' length ratios
+    # (``preference_stats``); None when the dataset has no pairs.
+    preference: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     quality: dict[str, Any] = field(default_factory=dict)
     # What lowered quality.score: (code, how many, points taken off); not on the wire.
@@ -58,6 +63,9 @@ class DatasetAnalysis:
         }
         if self.tokens is not None:
             wire["tokens"] = self.tokens
+        wire["kind"] = "preference" if self.preference else "sft"
+        if self.preference is not None:
+            wire["preference"] = self.preference
         return wire
 
 
@@ -82,18 +90,51 @@ def summarize(values: list[int]) -> dict[str, float]:
     }
 
 
+def _answer(turns: list[tuple[str, str]]) -> str:
+    """Return a record's answer: its last turn's text, a preference pair's chosen side."""
+    sides = chosen_and_rejected(turns)
+    return turns[-1][1] if sides is None else sides[0]
+
+
 def task_type(states: list[RecordState]) -> str:
     """Return chat (conversations, Q&A), completion (plain text / completions) or structured."""
     records = [s for s in states if s.turns]
     if not records:
         return "completion"
-    answers = [s.turns[-1][1].lstrip() for s in records]
+    answers = [_answer(s.turns).lstrip() for s in records]
     structured = sum(1 for a in answers if a.startswith(_STRUCTURED_STARTS))
     if structured * 2 > len(answers):
         return "structured"
     shapes = [s.shape for s in records]
     completion = sum(1 for s in shapes if s in ("text", "prompt-completion"))
     return "completion" if completion * 2 > len(shapes) else "chat"
+
+
+def preference_stats(states: list[RecordState]) -> dict[str, Any] | None:
+    """Return the pairs of preference records: how many, each side's characters, the
+    length ratios of their sides and how many exceed ``LENGTH_RATIO`` (None: no pairs)."""
+    sides = [
+        pair
+        for s in states
+        if s.shape == PREFERENCE and (pair := chosen_and_rejected(s.turns or [])) is not None
+    ]
+    if not sides:
+        return None
+    ratios = [length_ratio(chosen, rejected) for chosen, rejected in sides]
+    ordered = sorted(ratios)
+    return {
+        "pairs": len(sides),
+        "chosenChars": summarize([len(chosen) for chosen, _ in sides]),
+        "rejectedChars": summarize([len(rejected) for _, rejected in sides]),
+        "lengthRatio": {
+            "mean": round(sum(ratios) / len(ratios), 2),
+            "p50": round(_percentile(ordered, 0.5), 2),
+            "p95": round(_percentile(ordered, 0.95), 2),
+            "max": round(ordered[-1], 2),
+        },
+        "unbalancedPairs": sum(1 for r in ratios if r > LENGTH_RATIO),
+        "chosenLonger": sum(1 for chosen, rejected in sides if len(chosen) > len(rejected)),
+    }
 
 
 def dataset_stats(source: DatasetSource, format: str | None = None) -> DatasetStats:
@@ -186,6 +227,12 @@ def analyze_loaded(
         warnings.append(f"{counts['long-example']} example(s) over {LONG_CHARS} characters")
     if counts["mixed-shapes"]:
         warnings.append("Records use more than one shape")
+    pairs = preference_stats(records)
+    if pairs is not None and pairs["unbalancedPairs"]:
+        warnings.append(
+            f"{pairs['unbalancedPairs']} preference pair(s) with one answer over "
+            f"{LENGTH_RATIO}x as long as the other"
+        )
     if tokens and tokens["overContext"]:
         warnings.append(
             f"{tokens['overContext']} example(s) exceed the model's context of "
@@ -228,6 +275,7 @@ def analyze_loaded(
         empty_fields=empty,
         long_examples=counts["long-example"],
         tool_calling_records=sum(1 for s in records if calls_tools(s.data)),
+        preference=pairs,
         warnings=warnings,
         quality={"score": max(0, score), "issues": issues},
         penalties=penalties,

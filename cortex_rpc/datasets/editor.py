@@ -27,7 +27,9 @@ from .formats import (
     needs_whole_file,
 )
 from .positions import col16, index_from_col16
+from .preference import chosen_and_rejected, length_ratio, sft_conversion
 from .prepare import is_chat_file
+from .shapes import PREFERENCE
 from .trained import (
     MERGE_CODES,
     MERGE_TITLE,
@@ -200,11 +202,16 @@ def hover(doc: DatasetDocument, line: int, character: int) -> str | None:
     if state is None or state.turns is None:
         return None
     turns = len([t for t in state.turns if t[0] != "system"])
-    parts = [
-        f"**{state.shape}** record",
-        f"{turns} turn{'s' if turns != 1 else ''}",
-        f"{state.chars:,} characters",
-    ]
+    sides = chosen_and_rejected(state.turns) if state.shape == PREFERENCE else None
+    parts = [f"**{state.shape}** record"]
+    if sides is not None:
+        parts.append(
+            f"chosen {len(sides[0]):,} / rejected {len(sides[1]):,} characters "
+            f"(ratio {length_ratio(*sides):.1f})"
+        )
+    else:
+        parts.append(f"{turns} turn{'s' if turns != 1 else ''}")
+    parts.append(f"{state.chars:,} characters")
     view = doc.trained_view(state)  # with a model, its own token count replaces these
     if view is None and doc.token_counter is not None:
         tokens = doc.token_counter(" ".join(text for _, text in state.turns))
@@ -281,7 +288,7 @@ def _remove_lines(doc: DatasetDocument, first: int, last: int) -> dict[str, Any]
 
 def to_chat_record(state: RecordState) -> dict[str, Any] | None:
     """Return the record in the chat shape, or None when it has none or is chat already."""
-    if state.turns is None or state.shape in ("chat", "text"):
+    if state.turns is None or state.shape in ("chat", "text", PREFERENCE):
         return None
     return {"messages": [{"role": role, "content": text} for role, text in state.turns]}
 
@@ -324,14 +331,6 @@ def code_actions(
             actions.append(
                 _action(title, _remove_lines(doc, start["line"], end["line"]), diagnostic)
             )
-        elif code == "preference-data" and "convert" in data:
-            actions.append(
-                _action(
-                    "Convert to prompt/response keeping the chosen answer",
-                    _edit(doc, start_pos, end_pos, json.dumps(data["convert"], ensure_ascii=False)),
-                    diagnostic,
-                )
-            )
         elif code in ("trailing-comma", "bom"):
             title = "Remove the trailing comma" if code == "trailing-comma" else "Remove the BOM"
             actions.append(_action(title, _edit(doc, start_pos, end_pos, ""), diagnostic))
@@ -350,6 +349,9 @@ def code_actions(
     merge = _merge_system_message(doc, range, diagnostics)
     if merge is not None:
         actions.append(merge)
+    keep_chosen = _keep_chosen(doc, range)
+    if keep_chosen is not None:
+        actions.append(keep_chosen)
     if not doc.whole and not any(a["title"].startswith("Convert") for a in actions):
         state = doc.state_at(range[0])
         if state is not None and not state.has_error:
@@ -357,6 +359,30 @@ def code_actions(
             if action is not None:
                 actions.append(action)
     return actions
+
+
+KEEP_CHOSEN_TITLE = "Convert to prompt/response keeping the chosen answer"
+
+
+def _keep_chosen(doc: DatasetDocument, range: Range) -> dict[str, Any] | None:
+    """Return the rewrite of a JSONL preference pair as SFT data (prompt, chosen answer).
+
+    For users who want supervised fine-tuning on the preferred answers only.
+    """
+    state = None if doc.whole or doc.format != "jsonl" else doc.state_at(range[0])
+    if state is None or state.shape != PREFERENCE or not isinstance(state.data, dict):
+        return None
+    record = sft_conversion(state.data)
+    if record is None:
+        return None
+    line = doc.lines[state.line].rstrip("\r")
+    edit = _edit(
+        doc,
+        (state.line, 0),
+        (state.line, col16(line, len(line))),
+        json.dumps(record, ensure_ascii=False),
+    )
+    return _action(KEEP_CHOSEN_TITLE, edit, None, "refactor.rewrite")
 
 
 def _merge_system_message(

@@ -22,7 +22,6 @@ from typing import Any
 from .diagnostics import Diagnostic
 from .positions import LineIndex, col16, duplicate_keys, key_colons, locate, may_repeat_keys
 from .shapes import (
-    PREFERENCE,
     Problem,
     check_record,
     clean_turns,
@@ -351,7 +350,7 @@ def finish_state(
     turns = None
     if FAST_PATH and type(data) is dict:
         shape = detect_shape(data)
-        if shape is not None and shape != PREFERENCE:
+        if shape is not None:
             turns = clean_turns(data, shape)
     if turns is None:
         shape, problems = check_record(data)
@@ -471,7 +470,7 @@ def _clean_line(
     if type(data) is not dict:
         return None
     shape = detect_shape(data)
-    if shape is None or shape == PREFERENCE:
+    if shape is None:
         return None
     plain = plain_chat(data) if shape == "chat" else None
     if plain is not None:
@@ -853,6 +852,9 @@ CSV_HEADERS = {
     ("instruction", "response"): ("dolly", {}),
     ("instruction", "context", "response"): ("dolly", {}),
     ("text",): ("text", {}),
+    ("prompt", "chosen", "rejected"): ("preference", {}),
+    ("question", "chosen", "rejected"): ("preference", {"question": "prompt"}),
+    ("chosen", "rejected"): ("preference", {}),
 }
 
 
@@ -918,8 +920,8 @@ def csv_states(
                 col16(lines[0], len(lines[0].rstrip("\r"))),
                 "csv-header",
                 f"Unknown CSV header {','.join(header)!r}; "
-                "use prompt,response (or instruction,output, instruction,context,response "
-                "or question,answer)",
+                "use prompt,response (or instruction,output, instruction,context,response, "
+                "question,answer, or prompt,chosen,rejected for preference pairs)",
             )
         )
         return states, diagnostics

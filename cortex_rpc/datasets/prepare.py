@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config.smart import PREFERENCE_METHODS, SFT_ON_PAIRS, method_for
+from ..errors import InvalidParams
 from ..paths import CortexHome, write_atomic
 from .formats import RecordState
-from .load import DatasetSource, as_loaded
+from .load import DatasetSource, LoadedDataset, as_loaded
+from .preference import preference_pair
 from .shapes import (
+    PREFERENCE,
     as_tool,
     content_text,
     parse_call,
@@ -33,9 +37,15 @@ class PreparedDataset:
     valid_examples: int
     train_path: str
     valid_path: str
+    kind: str = "sft"  # "preference" when the files hold preference pairs
+    method: str = "sft"
+    warnings: list[str] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
+            "method": self.method,
+            "warnings": self.warnings,
             "source": self.source,
             "sha256": self.sha256,
             "format": self.format,
@@ -47,8 +57,74 @@ class PreparedDataset:
         }
 
 
+def dataset_kind(states: list[RecordState]) -> str:
+    """Return "preference" when most records are preference pairs, else "sft".
+
+    Clients ask for the training method (SFT, DPO, ORPO) only for preference data.
+    """
+    pairs = sum(1 for s in states if s.shape == PREFERENCE)
+    return "preference" if states and pairs * 2 > len(states) else "sft"
+
+
+def check_method(loaded: LoadedDataset, method: str, field_name: str = "config.method") -> None:
+    """Raise InvalidParams (code ``method-needs-preference-data``) when ``method`` is dpo or
+    orpo and a record is not a preference pair, naming the first one and what to do."""
+    if method not in PREFERENCE_METHODS:
+        return
+    other = next((s for s in loaded.records if s.shape != PREFERENCE), None)
+    if other is None:
+        return
+    name = loaded.path.name if loaded.path is not None else "The text"
+    count = sum(1 for s in loaded.records if s.shape != PREFERENCE)
+    raise InvalidParams(
+        f"{field_name}: {method} trains on preference pairs, but {name} has {count} record(s) "
+        f"that are not (first at line {other.line + 1}: {other.shape}); give each record "
+        'a "prompt", a "chosen" and a "rejected" answer, or train with method sft',
+        field=field_name,
+        code="method-needs-preference-data",
+        line=other.line,
+        shape=other.shape,
+    )
+
+
+def preference_record(state: RecordState) -> dict[str, Any]:
+    """Return a pair as the job's files hold it: {"prompt", "chosen", "rejected"} messages.
+
+    Messages are OpenAI-style (content parts joined to text, legacy calls as tool_calls);
+    "tools" is kept when the record defines tools.
+    """
+    pair = preference_pair(state.data)
+    if pair is None:  # a checked pair always has one
+        raise ValueError(f"record on line {state.line + 1} is not a preference pair")
+    record: dict[str, Any] = {
+        "prompt": [_openai_message(m) for m in pair.prompt],
+        "chosen": [_openai_message(m) for m in pair.chosen],
+        "rejected": [_openai_message(m) for m in pair.rejected],
+    }
+    if pair.tools:
+        record["tools"] = [as_tool(t) for t in pair.tools]
+    return record
+
+
+def side_record(state: RecordState, side: str) -> dict[str, Any]:
+    """Return one side of a pair ("chosen" or "rejected") as a chat record: prompt + answer.
+
+    What SFT learns from a pair (the chosen side), and how each side is counted in tokens.
+    """
+    record = preference_record(state)
+    chat: dict[str, Any] = {"messages": record["prompt"] + record[side]}
+    if "tools" in record:
+        chat["tools"] = record["tools"]
+    return chat
+
+
 def mlx_record(state: RecordState) -> dict[str, Any]:
-    """Return one record in mlx_lm's chat form, or its text form for plain-text records."""
+    """Return one record in mlx_lm's chat form, or its text form for plain-text records.
+
+    A preference pair becomes its prompt and chosen answer (what SFT on it learns).
+    """
+    if state.shape == PREFERENCE:
+        return side_record(state, "chosen")
     if state.shape == "text":
         return {"text": state.turns[0][1]}
     if state.shape == "chat":
@@ -194,21 +270,35 @@ def prepare_dataset(
     format: str | None = None,
     valid_fraction: float = 0.1,
     seed: int = 0,
+    method: str | None = None,
 ) -> PreparedDataset:
     """Write ``out_dir/train.jsonl`` and ``valid.jsonl`` from any accepted dataset.
 
     ``source`` is a dataset path or a dataset loaded from a file (then it is not read again).
     Every record is converted to one shape (mlx_lm picks the format from the first record):
-    chat messages, or ``{"text"}`` when the whole file is plain text. The split is a
-    shuffle by ``seed``, so the same seed gives the same split. The source is only read.
-    Raises CortexError ``dataset-invalid`` when the dataset has errors.
+    chat messages, or ``{"text"}`` when the whole file is plain text; for ``method`` dpo or
+    orpo, preference pairs ``{"prompt", "chosen", "rejected"}`` (every record must be one:
+    InvalidParams ``method-needs-preference-data`` otherwise). ``method`` None: by the data
+    (dpo for preference data, else sft); sft on preference pairs keeps the chosen answers,
+    with a warning. The split is a shuffle by ``seed``, so the same seed gives the same
+    split. The source is only read. Raises CortexError ``dataset-invalid`` when the dataset
+    has errors.
     """
     loaded = as_loaded(source, format)
     if loaded.path is None or loaded.sha256 is None:
         raise ValueError("prepare_dataset needs a dataset loaded from a file, not from text")
     states = loaded.check().records
+    kind = dataset_kind(states)
+    method = method_for(kind, method, None)
+    check_method(loaded, method, "method")
     all_text = all(s.shape == "text" for s in states)
-    records = prepared_records(states)
+    warnings = []
+    if method in PREFERENCE_METHODS:
+        records = [preference_record(s) for s in states]
+    else:
+        records = prepared_records(states)
+        if any(s.shape == PREFERENCE for s in states):
+            warnings.append(SFT_ON_PAIRS)
     if any(s.split == "validation" for s in states):  # the file's own split (JSON train/validation)
         train = [r for r, s in zip(records, states, strict=True) if s.split is None]
         valid = [r for r, s in zip(records, states, strict=True) if s.split == "validation"]
@@ -226,11 +316,14 @@ def prepare_dataset(
         source=str(loaded.path),
         sha256=loaded.sha256,
         format=loaded.format,
-        shape="text" if all_text else "chat",
+        shape=PREFERENCE if method in PREFERENCE_METHODS else "text" if all_text else "chat",
         train_examples=len(train),
         valid_examples=len(valid),
         train_path=str(out_dir / "train.jsonl"),
         valid_path=str(out_dir / "valid.jsonl"),
+        kind=kind,
+        method=method,
+        warnings=warnings,
     )
 
 

@@ -22,6 +22,7 @@ from .analyze import DatasetAnalysis, analyze_loaded, token_counts
 from .diagnostics import ValidationResult
 from .formats import LONG_CHARS, RecordState
 from .load import DatasetSource, as_loaded
+from .preference import LENGTH_RATIO
 from .similarity import near_duplicate_groups, normalize
 
 SAMPLE_CHARS = 120
@@ -668,6 +669,25 @@ def _blocks(report: DatasetReport) -> list[Block]:
             f"{chars['min']:,} / {chars['p50']:,} / {chars['p95']:,} / {chars['max']:,}",
         ],
     ]
+    if a.preference:
+        pairs = a.preference
+        ratio = pairs["lengthRatio"]
+        rows += [
+            ["Preference pairs", f"{pairs['pairs']:,}"],
+            [
+                "Chosen / rejected characters (p50)",
+                f"{pairs['chosenChars']['p50']:,} / {pairs['rejectedChars']['p50']:,}",
+            ],
+            [
+                "Length ratio of the sides (mean / p95 / max)",
+                f"{ratio['mean']:.2f} / {ratio['p95']:.2f} / {ratio['max']:.2f}",
+            ],
+            [
+                f"Pairs with one side over {LENGTH_RATIO}x the other",
+                f"{pairs['unbalancedPairs']:,}",
+            ],
+            ["Pairs whose chosen answer is the longer", f"{pairs['chosenLonger']:,}"],
+        ]
     if a.tokens:
         t = a.tokens
         rows.append(

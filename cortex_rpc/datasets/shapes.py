@@ -26,13 +26,17 @@ except ImportError:  # pragma: no cover - orjson is a dependency
 
 
 SHAPES = ("prompt-response", "prompt-completion", "text", "chat", "alpaca", "sharegpt", "dolly")
-# Recognised but not trainable yet: one error per record says so (and how to convert it).
+# Preference pairs (DPO/ORPO): checked and converted in ``preference.py``.
 PREFERENCE = "preference"
 CHAT_SHAPES = ("chat", "sharegpt")
 EXAMPLE = {
     "prompt-response": '{"prompt": "What is Python?", "response": "A programming language."}',
     "chat": '{"messages": [{"role": "user", "content": "Hi"}, '
     '{"role": "assistant", "content": "Hello!"}]}',
+    "preference": '{"prompt": "What is 2+2?", "chosen": "4.", "rejected": "5."}',
+    "preference-openai": '{"input": {"messages": [{"role": "user", "content": "Hi"}]}, '
+    '"preferred_output": [{"role": "assistant", "content": "Hello!"}], '
+    '"non_preferred_output": [{"role": "assistant", "content": "Go away."}]}',
 }
 # Keys people write for the guide's prompt/response record, and what they should be.
 NEAR_MISS = {
@@ -65,6 +69,7 @@ ROLE_HINTS = {
     "ai": "assistant",
     "chatbot": "assistant",
 }
+_PREFERENCE_KEYS = ("chosen", "rejected", "preferred_output", "non_preferred_output")
 _TEXT_FIELDS = {
     "prompt-response": ("prompt", "response"),
     "prompt-completion": ("prompt", "completion"),
@@ -72,11 +77,6 @@ _TEXT_FIELDS = {
     "alpaca": ("instruction", "output"),
     "dolly": ("instruction", "response"),
 }
-PREFERENCE_MESSAGE = (
-    "preference data (prompt/chosen/rejected): cortex trains supervised fine-tuning only; "
-    "preference training (DPO/ORPO) is coming — convert to prompt/response by keeping the "
-    "chosen answer"
-)
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Problem:
 
 def detect_shape(record: dict[str, Any]) -> str | None:
     """Return the shape a record is meant to have, from its keys (None if unrecognisable)."""
-    if ("chosen" in record and "rejected" in record) or "preferred_output" in record:
+    if any(key in record for key in _PREFERENCE_KEYS):
         return PREFERENCE
     if "messages" in record:
         return "chat"
@@ -756,7 +756,11 @@ def content_text(content: Any) -> str:
 
 
 def conversation(record: dict[str, Any], shape: str) -> list[tuple[str, str]]:
-    """Return the record as (role, text) turns; role "text" for plain-text records."""
+    """Return the record as (role, text) turns; role "text" for plain-text records.
+
+    A preference pair's turns are its prompt's, the chosen side as one ``assistant`` turn
+    and the rejected side as a last ``rejected`` turn (``preference.pair_turns``).
+    """
     if shape == "prompt-response":
         return [
             ("user", content_text(record.get("prompt"))),
@@ -790,6 +794,10 @@ def conversation(record: dict[str, Any], shape: str) -> list[tuple[str, str]]:
             for m in record.get("messages", [])
             if isinstance(m, dict)
         ]
+    if shape == PREFERENCE:
+        from .preference import pair_turns
+
+        return pair_turns(record)
     if shape == "sharegpt":
         turns = [("system", record["system"])] if isinstance(record.get("system"), str) else []
         return turns + [
@@ -817,43 +825,17 @@ def check_record(record: Any) -> tuple[str | None, list[Problem]]:
             Problem(
                 "unknown-shape",
                 f"Unrecognised record ({keys}); use prompt/response, "
-                "prompt/completion, text, messages (chat), instruction/output (Alpaca) or "
-                f"conversations (ShareGPT), e.g. {EXAMPLE['prompt-response']}",
+                "prompt/completion, text, messages (chat), instruction/output (Alpaca), "
+                "conversations (ShareGPT) or prompt/chosen/rejected (preference pairs), "
+                f"e.g. {EXAMPLE['prompt-response']}",
             )
         ]
     if shape == PREFERENCE:
-        return shape, [Problem("preference-data", PREFERENCE_MESSAGE, (), "value", _chosen(record))]
+        from .preference import preference_problems, schema_name
+
+        return shape, schema_problems(record, schema_name(record)) + preference_problems(record)
     problems = schema_problems(record, shape)
     return shape, problems + semantic_problems(record, shape) + loss_problems(record, shape)
-
-
-def _chosen(record: dict[str, Any]) -> dict[str, Any] | None:
-    """Return the quick fix's data: the record as prompt/response keeping the chosen answer."""
-    if "preferred_output" in record:  # OpenAI: input{messages}, preferred_output[messages]
-        source = record.get("input")
-        prompt_turns = source.get("messages") if isinstance(source, dict) else None
-        chosen: Any = record.get("preferred_output")
-    else:  # TRL: prompt (string or messages), chosen/rejected (string or messages)
-        prompt_turns = record.get("prompt")
-        chosen = record.get("chosen")
-
-    def text(value: Any, roles: tuple[str, ...]) -> str | None:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, list):
-            parts = [
-                content_text(m.get("content"))
-                for m in value
-                if isinstance(m, dict) and m.get("role") in roles
-            ]
-            return "\n\n".join(p for p in parts if p)
-        return None
-
-    prompt = text(prompt_turns, ("user", "system")) if prompt_turns is not None else ""
-    answer = text(chosen, ("assistant",))
-    if prompt is None or not answer:
-        return None
-    return {"convert": {"prompt": prompt, "response": answer}}
 
 
 def loss_problems(record: dict[str, Any], shape: str) -> list[Problem]:
@@ -1065,10 +1047,14 @@ def plain_chat(record: dict[str, Any]) -> tuple[list[tuple[str, str]], int] | No
 def clean_turns(record: dict[str, Any], shape: str) -> list[tuple[str, str]] | None:
     """Return the turns of a record with no problem at all, else None (then check it fully).
 
-    ``shape`` is ``detect_shape(record)`` (not None, not preference). The fast path of
-    validation: the compiled schema and the semantic and loss rules on the plain objects,
-    with a shortcut for plain chat records; never a position or a message string.
+    ``shape`` is ``detect_shape(record)`` (not None). The fast path of validation: the
+    compiled schema and the semantic and loss rules on the plain objects, with a shortcut
+    for plain chat records; never a position or a message string.
     """
+    if shape == PREFERENCE:
+        from .preference import clean_pair_turns
+
+        return clean_pair_turns(record)
     if shape == "chat":
         turns = plain_chat_turns(record)
         if turns is not None:

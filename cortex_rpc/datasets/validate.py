@@ -176,13 +176,7 @@ class FileChecks:
             for state in self.shape_members[shape]:
                 out.append(
                     _whole(
-                        state,
-                        "mixed-shapes",
-                        f"This record is {shape} but most "
-                        f"are {majority}: mlx_lm picks one format from the first "
-                        "record only, so use one shape throughout (prepare "
-                        "converts for cortex training)",
-                        {"shape": majority},
+                        state, "mixed-shapes", mixed_message(shape, majority), {"shape": majority}
                     )
                 )
         if self.crlf:
@@ -389,10 +383,7 @@ class StreamChecks:
                         line,
                         end,
                         "mixed-shapes",
-                        f"This record is {shape} but most "
-                        f"are {majority}: mlx_lm picks one format from the first "
-                        "record only, so use one shape throughout (prepare "
-                        "converts for cortex training)",
+                        mixed_message(shape, majority),
                         {"shape": majority},
                     )
                 )
@@ -412,6 +403,19 @@ class StreamChecks:
         out.extend(_count_diagnostics(self.examples, first_line))
         out.sort(key=sort_key)
         return out
+
+
+def mixed_message(shape: str, majority: str | None) -> str:
+    """Return the mixed-shapes message for a ``shape`` record in a file of ``majority``."""
+    if "preference" in (shape, majority):
+        return (
+            f"This record is {shape} but most are {majority}: DPO/ORPO train on preference "
+            "pairs only and SFT keeps only their chosen answers, so use one kind throughout"
+        )
+    return (
+        f"This record is {shape} but most are {majority}: mlx_lm picks one format from the "
+        "first record only, so use one shape throughout (prepare converts for cortex training)"
+    )
 
 
 def _count_diagnostics(examples: int, first_line: str) -> list[Diagnostic]:

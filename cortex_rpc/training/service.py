@@ -32,6 +32,7 @@ def start_training(
     options: WorkerOptions | None = None,
     continue_from: str | None = None,
     replay_fraction: float | None = None,
+    method: str | None = None,
     submit: bool = True,
 ) -> dict[str, Any]:
     """Start a job training ``model`` on ``dataset``; return at once with its id and config.
@@ -40,6 +41,8 @@ def start_training(
     an existing model, a broken dataset or an invalid config field is an error reply and not
     a failed job. With ``continue_from`` (a fine-tuned model) the job trains a new version of
     it: from its adapter, with its layout and a replay of its data (see ``continual.py``).
+    ``method`` (sft, dpo, orpo): ``config.method`` wins over it; without either, dpo for
+    preference data and sft otherwise.
     """
     from ..config.proposal import propose_for_model
     from ..datasets import load, prepare_dataset
@@ -81,12 +84,13 @@ def start_training(
         overrides=config,
         model_dirs=model_dirs,
         overrides_field="config",
+        method=method,
     )
     chosen = proposal.config
     replayed: dict[str, Any] = {}
 
     def prepare(data_dir: Path) -> dict[str, Any]:
-        prepared = prepare_dataset(loaded, data_dir, seed=chosen.seed)
+        prepared = prepare_dataset(loaded, data_dir, seed=chosen.seed, method=chosen.method)
         info = prepared.to_wire()
         if previous is not None:
             fraction = DEFAULT_REPLAY_FRACTION if replay_fraction is None else replay_fraction
@@ -133,6 +137,10 @@ def progress_message(payload: dict[str, Any]) -> str:
         parts.append(f"step {payload.get('iteration') or 0}/{payload['totalIterations']}")
     if payload.get("trainLoss") is not None:
         parts.append(f"loss {payload['trainLoss']:.3f}")
+    if payload.get("rewardAccuracy") is not None:  # preference training (DPO/ORPO)
+        parts.append(f"acc {payload['rewardAccuracy']:.0%}")
+    if payload.get("margin") is not None:
+        parts.append(f"margin {payload['margin']:.2f}")
     if payload.get("etaSeconds") is not None:
         parts.append(f"ETA {human_duration(payload['etaSeconds'])}")
     return " · ".join(parts) or payload.get("message") or "Training"

@@ -79,3 +79,29 @@ def test_the_summary_states_optimizer_schedule_and_early_stopping():
         "adamw, cosine, 5% warmup, to 10% of the peak, early stopping after 3 evaluations"
     )
     assert schedule_line({"optimizer": "adam", "lrSchedule": "constant"}) == "adam, constant"
+
+
+def test_method_flag_reaches_the_wizard_and_the_scripting_api():
+    from cortex_client.trainer import TrainingConfig
+
+    assert answers_from(build_parser().parse_args(["--method", "dpo"])).method == "dpo"
+    assert answers_from(build_parser().parse_args([])).method is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--method", "ppo"])
+    config = TrainingConfig(method="orpo", orpo_lambda=0.2, beta=0.05, dpo_loss="ipo")
+    assert config.overrides() == {
+        "method": "orpo",
+        "orpoLambda": 0.2,
+        "beta": 0.05,
+        "dpoLoss": "ipo",
+    }
+
+
+def test_progress_shows_reward_accuracy_and_margin_when_present():
+    from cortex_client.wizard import preference_parts
+    from cortex_rpc.training.service import progress_message
+
+    note = {"state": "running", "trainLoss": 0.6931, "rewardAccuracy": 0.75, "margin": 0.1234}
+    assert preference_parts(note) == ["Acc: 75%", "Margin: 0.123"]
+    assert preference_parts({"trainLoss": 1.0}) == []
+    assert progress_message(note) == "loss 0.693 · acc 75% · margin 0.12"

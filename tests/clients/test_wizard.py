@@ -443,3 +443,78 @@ def test_tokens_line_reads_the_training_view():
         "maxSeqLength 256, losing 1,200 trained tokens"
     )
     assert tokens_line({"config": {"maxSeqLength": 256}}) == ""
+
+
+def _pairs_file(path: Path) -> Path:
+    rows = [
+        {"prompt": f"What is {i}+1?", "chosen": f"{i + 1}.", "rejected": f"{i + 3}."}
+        for i in range(12)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _to_preset(child: pexpect.spawn, data: Path) -> None:
+    pick_model(child)
+    child.expect_exact("[Step 2: Prepare Training Data]")
+    child.expect_exact("Select option: ")
+    child.sendline("1")
+    child.expect_exact("Enter path to dataset: ")
+    child.sendline(str(data))
+    child.expect_exact("✓ Dataset validated: 12 examples")
+    child.expect_exact("Smart Configuration detected:")
+
+
+def test_preference_data_asks_the_training_method(wizard_env, tmp_path):
+    child = spawn(FAST, wizard_env, tmp_path)
+    _to_preset(child, _pairs_file(tmp_path / "pairs.jsonl"))
+    child.expect_exact("The dataset holds preference pairs")
+    child.expect_exact("DPO   (recommended")
+    child.expect_exact("Training method [2]: ")
+    child.sendline("3")
+    child.expect_exact("Select preset [2]: ")
+    child.sendline("")
+    child.expect_exact("ORPO: SFT on the chosen answers")
+    child.expect_exact("[Step 4: Name Your Model]")
+    child.expect_exact("Enter name for fine-tuned model [tiny-llama-custom]: ")
+    child.sendline("pref-model")
+    child.expect_exact("Method:        ORPO (preference pairs)")
+    child.expect_exact("ORPO lambda:   0.1")
+    child.expect_exact("Start fine-tuning? [Y/n]: ")
+    child.sendline("n")
+    child.expect_exact("Fine-tuning not started.")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_sft_data_does_not_ask_the_training_method(wizard_env, tmp_path, sample_dataset_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(sample_dataset_path.read_text().splitlines(True)[:12]))
+    child = spawn(FAST, wizard_env, tmp_path)
+    _to_preset(child, data)
+    child.expect_exact("Select preset [2]: ")
+    assert "Training method" not in child.before
+    child.sendline("")
+    child.expect_exact("[Step 4: Name Your Model]")
+    child.sendline("sft-model")
+    child.expect_exact("Method:        SFT")
+    child.expect_exact("Start fine-tuning? [Y/n]: ")
+    child.sendline("n")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_method_dpo_on_sft_data_stops_with_the_reason(wizard_env, tmp_path):
+    done = subprocess.run(
+        WIZARD + ["--model", "tiny-llama", "--sample", "--method", "dpo", "--name", "x", "--yes"],
+        env=wizard_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode != 0
+    assert "dpo trains on preference pairs" in done.stdout + done.stderr

@@ -234,13 +234,6 @@ def test_message_weight_is_reported_not_honoured():
     assert "not honoured" in weight[0].message
 
 
-PREFERENCE_MESSAGE = (
-    "preference data (prompt/chosen/rejected): cortex trains supervised fine-tuning only; "
-    "preference training (DPO/ORPO) is coming — convert to prompt/response by keeping the "
-    "chosen answer"
-)
-
-
 @pytest.mark.parametrize(
     "record, convert",
     [
@@ -263,19 +256,19 @@ PREFERENCE_MESSAGE = (
         ),
     ],
 )
-def test_preference_records_get_one_error_and_a_conversion(record: dict, convert: dict):
+def test_preference_records_are_valid_and_convert_to_sft_keeping_the_chosen_answer(
+    record: dict, convert: dict
+):
     line = json.dumps(record)
     loaded = load_text(line + "\n", "jsonl")
     assert loaded.shape == "preference"
     errors = [d for d in loaded.result.diagnostics if d.severity == "error"]
-    assert [(d.code, d.message, d.start_character, d.end_character) for d in errors] == [
-        ("preference-data", PREFERENCE_MESSAGE, 0, len(line))
-    ]
+    assert errors == []
     doc = DatasetDocument("file:///p.jsonl", line + "\n")
-    wire = [d.to_wire() for d in errors]
-    actions = code_actions(doc, (0, 0), wire)
-    fix = actions[0]
+    actions = code_actions(doc, (0, 0), [])
+    fix = next(a for a in actions if a["title"].startswith("Convert"))
     assert fix["title"] == "Convert to prompt/response keeping the chosen answer"
+    assert fix["kind"] == "refactor.rewrite"
     new_text = fix["edit"]["changes"]["file:///p.jsonl"][0]["newText"]
     assert json.loads(new_text) == convert
     assert load_text(new_text + "\n", "jsonl").shape == "prompt-response"

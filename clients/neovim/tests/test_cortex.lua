@@ -400,6 +400,16 @@ test(":CortexCancel cancels a running job", function()
   assert(noted("Cancelling "), vim.inspect(notes))
 end)
 
+test("progress shows reward accuracy and margin of preference training when present", function()
+  local format = require("cortex.format")
+  local event = { state = "running", iteration = 5, totalIterations = 10, trainLoss = 0.6931,
+    rewardAccuracy = 0.75, margin = 0.12345 }
+  eq(format.progress(event), "step 5/10 | Loss 0.6931 | Acc 75% | Margin 0.123", "progress")
+  eq(format.status(event), "Cortex: loss 0.693 · acc 75%", "status")
+  event.rewardAccuracy, event.margin = vim.NIL, nil
+  eq(format.progress(event), "step 5/10 | Loss 0.6931", "progress without them")
+end)
+
 test(":CortexGpu shows the backend", function()
   notes = {}
   vim.cmd("CortexGpu")

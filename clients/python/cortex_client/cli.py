@@ -38,6 +38,14 @@ WIZARD_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--data",), {"help": "dataset file (JSONL, JSON, CSV or TXT)"}),
     (("--sample",), {"action": "store_true", "help": "use the bundled sample dataset"}),
     (("--preset",), {"choices": ["quick", "balanced", "quality", "expert"]}),
+    (
+        ("--method",),
+        {
+            "choices": ["sft", "dpo", "orpo"],
+            "help": "training method; dpo/orpo need preference pairs (prompt/chosen/rejected)"
+            " (default: asked for preference data, dpo with --yes; sft otherwise)",
+        },
+    ),
     (("--name",), {"help": "name of the fine-tuned model"}),
     (
         ("--set",),
@@ -207,6 +215,7 @@ def answers_from(args: argparse.Namespace) -> WizardAnswers:
         data=args.data,
         data_option="sample" if args.sample else None,
         preset=args.preset or ("balanced" if args.yes else None),
+        method=args.method,
         name=args.name,
         overrides=parse_overrides(args.overrides),
         chat=True if args.chat else (False if args.yes else None),

@@ -249,13 +249,20 @@ class CortexClient:
         overrides: dict[str, Any] | None = None,
         *,
         format: str | None = None,
+        method: str | None = None,
     ) -> dict[str, Any]:
-        """The smart config; ``format`` overrides the dataset's format detection."""
+        """The smart config; ``format`` overrides the dataset's format detection.
+
+        ``method`` (sft, dpo, orpo): None lets the server pick by the data (dpo for
+        preference pairs); ``overrides["method"]`` wins over it.
+        """
         params: dict[str, Any] = {"model": str(model), "preset": preset}
         if dataset is not None:
             params["dataset"] = str(dataset)
         if format is not None:
             params["format"] = format
+        if method is not None:
+            params["method"] = method
         if overrides:
             params["overrides"] = overrides
         return await self.request("cortex/proposeConfig", params)
@@ -332,7 +339,9 @@ class CortexClient:
         *,
         preset: str = "balanced",
         config: dict[str, Any] | None = None,
+        method: str | None = None,
     ) -> dict[str, Any]:
+        """Start a job; ``method`` as for ``propose_config`` (``config["method"]`` wins)."""
         params: dict[str, Any] = {
             "model": str(model),
             "dataset": str(dataset),
@@ -341,6 +350,8 @@ class CortexClient:
         }
         if config:
             params["config"] = config
+        if method is not None:
+            params["method"] = method
         return await self.request("cortex/startTraining", params)
 
     async def detach(self) -> None:

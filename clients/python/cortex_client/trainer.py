@@ -29,6 +29,10 @@ _WIRE_NAMES = {
     "grad_checkpoint": "gradCheckpoint",
     "fine_tune_type": "fineTuneType",
     "seed": "seed",
+    "method": "method",
+    "beta": "beta",
+    "dpo_loss": "dpoLoss",
+    "orpo_lambda": "orpoLambda",
 }
 
 
@@ -51,6 +55,11 @@ class TrainingConfig:
     grad_checkpoint: bool | None = None
     fine_tune_type: str | None = None
     seed: int | None = None
+    # Preference training: "sft", "dpo" or "orpo" (None: by the data, dpo for pairs).
+    method: str | None = None
+    beta: float | None = None
+    dpo_loss: str | None = None
+    orpo_lambda: float | None = None
 
     def overrides(self) -> dict[str, Any]:
         """Return the fields that were set, with their protocol names."""
@@ -62,7 +71,11 @@ class TrainingConfig:
 
 
 class LoRATrainer:
-    """Fine-tune a model with LoRA through a cortex-rpc server, synchronously."""
+    """Fine-tune a model with LoRA through a cortex-rpc server, synchronously.
+
+    ``TrainingConfig(method="dpo")`` trains on preference pairs (DPO; "orpo" for ORPO); the
+    progress notifications then carry ``rewardAccuracy`` and ``margin`` too.
+    """
 
     def __init__(
         self,

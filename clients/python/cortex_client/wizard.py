@@ -51,6 +51,13 @@ EXPERT_FIELDS = [
     ("keepBest", "Keep the best-validation adapter (true, false)"),
     ("earlyStopping", "Early stopping patience (evaluations, none = off)"),
 ]
+# Asked only for preference data (the proposal's dataset kind is "preference").
+METHODS = [
+    ("sft", "SFT   (learn the chosen answers only; rejected ones are ignored)"),
+    ("dpo", "DPO   (recommended: prefer chosen over rejected, against the base model)"),
+    ("orpo", "ORPO  (SFT plus an odds-ratio penalty on rejected; no reference model)"),
+]
+METHOD_NAMES = {"sft": "SFT", "dpo": "DPO (preference pairs)", "orpo": "ORPO (preference pairs)"}
 MIN_RECOMMENDED_EXAMPLES = 5
 STATE_FILE = "wizard.json"
 
@@ -63,6 +70,7 @@ class WizardAnswers:
     data: str | None = None
     data_option: str | None = None  # "file", "create" or "sample"
     preset: str | None = None
+    method: str | None = None  # "sft", "dpo" or "orpo"; asked for preference data only
     name: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     chat: bool | None = None  # load and chat after training
@@ -126,6 +134,16 @@ def schedule_line(config: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def preference_parts(note: dict[str, Any]) -> list[str]:
+    """Return the progress of preference training: reward accuracy and margin, if present."""
+    parts = []
+    if note.get("rewardAccuracy") is not None:
+        parts.append(f"Acc: {note['rewardAccuracy']:.0%}")
+    if note.get("margin") is not None:
+        parts.append(f"Margin: {note['margin']:.3f}")
+    return parts
+
+
 def parse_value(text: str) -> Any:
     """Turn ``--set``/Expert answers into JSON values: numbers, booleans, null, or text."""
     lowered = text.strip().lower()
@@ -148,6 +166,7 @@ class Wizard:
         self.dataset: dict[str, Any] = {}
         self.proposal: dict[str, Any] = {}
         self.preset = answers.preset or "balanced"
+        self.method = answers.method
         self.overrides: dict[str, Any] = dict(answers.overrides)
         self.name = answers.name or ""
 
@@ -343,6 +362,14 @@ class Wizard:
         )
         self.term.say(f"  Task type: {str(data.get('taskType', '?')).capitalize()}")
         self.term.say()
+        if data.get("kind") == "preference" and self.method is None:
+            self.term.say("The dataset holds preference pairs (prompt, chosen, rejected).")
+            self.method = METHODS[
+                await self.term.choose(
+                    "Training method", [label for _, label in METHODS], default=1
+                )
+            ][0]
+            self.term.say()
         preset = self.answers.preset
         if preset is None:
             self.term.say("Select training preset:")
@@ -355,12 +382,17 @@ class Wizard:
         while True:
             try:
                 self.proposal = await self.client.propose_config(
-                    self.model["path"], self.dataset["path"], preset, overrides or None
+                    self.model["path"],
+                    self.dataset["path"],
+                    preset,
+                    overrides or None,
+                    method=self.method,
                 )
                 break
             except CortexRpcError as error:
                 self.term.say(f"✗ {error.message}", style="red")
-                if not self.term.interactive:
+                code = (error.data or {}).get("code")
+                if not self.term.interactive or code == "method-needs-preference-data":
                     raise WizardAborted(error.message) from error
                 overrides = await self._ask_expert(preset, overrides)
         self.preset, self.overrides = preset, overrides
@@ -377,7 +409,9 @@ class Wizard:
 
     async def _ask_expert(self, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
         proposed = (
-            await self.client.propose_config(self.model["path"], self.dataset["path"], preset)
+            await self.client.propose_config(
+                self.model["path"], self.dataset["path"], preset, method=self.method
+            )
         )["config"]
         chosen = dict(overrides)
         self.term.say("Press Enter to keep the proposed value.")
@@ -448,12 +482,17 @@ class Wizard:
             ("Task type", str(data.get("taskType", "?")).capitalize()),
             ("Config source", f"Smart {self.preset.capitalize()}"),
             ("", ""),
+            ("Method", METHOD_NAMES.get(config.get("method", "sft"), "SFT")),
             ("Epochs", f"{config['epochs']:g} ({config['iterations']} iterations)"),
             ("Learning rate", f"{config['learningRate']:g}"),
             ("Schedule", schedule_line(config)),
             ("LoRA rank", str(config["loraRank"])),
             ("Batch size", batch),
         ]
+        if config.get("method") == "dpo":
+            rows.append(("Beta", f"{config['beta']:g} ({config.get('dpoLoss', 'sigmoid')} loss)"))
+        elif config.get("method") == "orpo":
+            rows.append(("ORPO lambda", f"{config['orpoLambda']:g}"))
         if config.get("quantizationBits"):
             rows.append(("Quantization", f"{config['quantizationBits']}-bit (QLoRA)"))
         self.term.say("Configuration:")
@@ -472,6 +511,7 @@ class Wizard:
             self.name,
             preset=self.preset,
             config=self.overrides or None,
+            method=self.proposal.get("config", {}).get("method", self.method),
         )
         job_id = started["jobId"]
         self.term.event("started", **started)
@@ -579,6 +619,7 @@ class Wizard:
             parts.append(f"Loss: {note['trainLoss']:.4f}")
         if note.get("valLoss") is not None:
             parts.append(f"Val: {note['valLoss']:.4f}")
+        parts += preference_parts(note)
         if note.get("tokensPerSecond"):
             parts.append(f"{note['tokensPerSecond']:.0f} tok/s")
         if note.get("etaSeconds") is not None and note.get("state") == "running":

@@ -40,6 +40,12 @@ test("progress line, percent and status bar", () => {
   assert.equal(progressLine({ jobId: "j", state: "completed", message: "Completed" }), "Completed");
 });
 
+test("preference training shows reward accuracy and margin when present", () => {
+  const dpo: TrainingProgress = { ...running, valLoss: undefined, rewardAccuracy: 0.75, margin: 0.12345 };
+  assert.equal(progressLine(dpo), "Epoch 1/2 | step 5/10 | Loss 6.8356 | Acc 75% | Margin 0.123 | 10659 tok/s | ETA 0s | mem 9.5 MB");
+  assert.equal(statusBarText(dpo), "Cortex: Epoch 1/2 · loss 6.836 · acc 75%");
+});
+
 test("validation summary names lines and codes", () => {
   const summary = summarizeValidation("bad.jsonl", {
     ok: false, format: "jsonl", examples: 1, total: 2, truncated: false,

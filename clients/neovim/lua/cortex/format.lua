@@ -66,6 +66,11 @@ function M.progress(event)
   end
   if present(event.trainLoss) then table.insert(parts, string.format("Loss %.4f", event.trainLoss)) end
   if present(event.valLoss) then table.insert(parts, string.format("Val %.4f", event.valLoss)) end
+  -- Preference training (DPO/ORPO): reward accuracy and margin when the event has them.
+  if present(event.rewardAccuracy) then
+    table.insert(parts, string.format("Acc %d%%", math.floor(100 * event.rewardAccuracy + 0.5)))
+  end
+  if present(event.margin) then table.insert(parts, string.format("Margin %.3f", event.margin)) end
   if present(event.tokensPerSecond) and event.tokensPerSecond > 0 then
     table.insert(parts, string.format("%d tok/s", math.floor(event.tokensPerSecond + 0.5)))
   end
@@ -81,6 +86,9 @@ function M.status(event)
     local epoch = M.epoch(event)
     if epoch then table.insert(parts, epoch) end
     if present(event.trainLoss) then table.insert(parts, string.format("loss %.3f", event.trainLoss)) end
+    if present(event.rewardAccuracy) then
+      table.insert(parts, string.format("acc %d%%", math.floor(100 * event.rewardAccuracy + 0.5)))
+    end
     return "Cortex: " .. (#parts > 0 and table.concat(parts, " · ") or "starting")
   end
   return string.format("Cortex: %s %s", event.outputName or "job", event.state)

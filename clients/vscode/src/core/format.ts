@@ -78,10 +78,19 @@ export function progressLine(event: TrainingProgress): string {
   if (event.totalIterations) parts.push(`step ${event.iteration ?? 0}/${event.totalIterations}`);
   if (event.trainLoss !== undefined && event.trainLoss !== null) parts.push(`Loss ${event.trainLoss.toFixed(4)}`);
   if (event.valLoss !== undefined && event.valLoss !== null) parts.push(`Val ${event.valLoss.toFixed(4)}`);
+  parts.push(...preferenceParts(event));
   if (event.tokensPerSecond) parts.push(`${Math.round(event.tokensPerSecond)} tok/s`);
   if (event.etaSeconds !== undefined && event.etaSeconds !== null) parts.push(`ETA ${humanDuration(event.etaSeconds)}`);
   if (event.peakMemoryBytes) parts.push(`mem ${humanBytes(event.peakMemoryBytes)}`);
   return parts.join(" | ") || event.message || "Training";
+}
+
+/** Preference training (DPO/ORPO): `Acc 75%`, `Margin 0.123` when the event carries them. */
+export function preferenceParts(event: TrainingProgress): string[] {
+  const parts: string[] = [];
+  if (typeof event.rewardAccuracy === "number") parts.push(`Acc ${Math.round(100 * event.rewardAccuracy)}%`);
+  if (typeof event.margin === "number") parts.push(`Margin ${event.margin.toFixed(3)}`);
+  return parts;
 }
 
 /** Percent done (0-100) or undefined when the total is unknown. */
@@ -95,7 +104,11 @@ export function statusBarText(event: TrainingProgress): string {
   const name = event.outputName ? `${event.outputName} ` : "";
   if (event.state === "queued") return `Cortex: ${name}queued`;
   if (event.state !== "running") return `Cortex: ${name}${event.state}`;
-  const parts = [epochText(event), event.trainLoss !== undefined ? `loss ${event.trainLoss.toFixed(3)}` : undefined];
+  const parts = [
+    epochText(event),
+    event.trainLoss !== undefined ? `loss ${event.trainLoss.toFixed(3)}` : undefined,
+    typeof event.rewardAccuracy === "number" ? `acc ${Math.round(100 * event.rewardAccuracy)}%` : undefined,
+  ];
   return `Cortex: ${parts.filter(Boolean).join(" · ") || "starting"}`;
 }
 

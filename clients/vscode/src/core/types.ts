@@ -110,6 +110,14 @@ export interface TrainingProgress {
   tokensPerSecond?: number;
   etaSeconds?: number;
   peakMemoryBytes?: number;
+  /** Preference training (DPO/ORPO): share of pairs whose chosen reward beats the rejected. */
+  rewardAccuracy?: number | null;
+  /** Preference training: mean chosen minus rejected reward. */
+  margin?: number | null;
+  chosenReward?: number | null;
+  rejectedReward?: number | null;
+  chosenLogps?: number | null;
+  rejectedLogps?: number | null;
   message?: string;
   outputPath?: string;
   adapterBytes?: number;
