@@ -223,12 +223,17 @@ def changed_base_error(
             "whether they are the same"
         )
     gone = "" if Path(trained.path).is_dir() else ", which is no longer on disk"
-    advice = (
-        f"Download the revision it was trained on (`hf download {trained.repo_id} --revision "
-        f"{trained.snapshot}`) or train again on the current weights."
-        if trained.repo_id and trained.snapshot
-        else "Use the base it was trained on, or train again on this one."
-    )
+    if Path(trained.path) == Path(current.path):
+        advice = "Restore the weights it was trained on, or train again on these."
+    elif not gone:
+        advice = f"Use that folder ({trained.path}) as the base, or train again on these weights."
+    elif trained.repo_id and trained.snapshot:
+        advice = (
+            f"Download the revision it was trained on (`hf download {trained.repo_id} "
+            f"--revision {trained.snapshot}`) or train again on the current weights."
+        )
+    else:
+        advice = "Use the base it was trained on, or train again on this one."
     return CortexError(
         code,
         f"{adapter} was trained on {trained.describe()}{gone}; {now} {current.describe()}, "
