@@ -58,6 +58,23 @@ def fine_tune(tmp_path: Path, base: Path, name: str = "tuned") -> Path:
     )
 
 
+def continue_error(model: str) -> str:
+    """Return the message startTraining refuses ``continueFrom: tuned`` on ``model`` with."""
+    from cortex_rpc.training.jobs import TrainingJobs
+    from cortex_rpc.training.service import start_training
+
+    jobs = TrainingJobs(CortexHome.default())
+    try:
+        with pytest.raises(CortexError) as error:
+            start_training(
+                jobs, model=model, dataset="unused.jsonl", output_name="v2", continue_from="tuned"
+            )
+    finally:
+        jobs.shutdown()
+    assert "has other contents" in error.value.message
+    return error.value.message
+
+
 def test_a_cache_model_is_named_by_its_repo_id_everywhere(tiny_model_template, hub, tmp_path):
     files = model_files(tiny_model_template)
     current = add_snapshot(hub, REPO, COMMIT_A, files)
@@ -116,7 +133,10 @@ def test_other_weights_say_which_snapshot_and_what_changed(tiny_model_template, 
     assert "model.safetensors has other contents" in mismatch.value.message
     assert f"Use that folder ({old.resolve()}) as the base" in mismatch.value.message
 
+    assert continue_error(REPO).startswith("tuned was trained on " + REPO)
+
     prune(old)
+    assert "which is no longer on disk" in continue_error(REPO)
     with pytest.raises(CortexError) as changed_error:
         resolve_fine_tuned(tuned)
     error = changed_error.value
