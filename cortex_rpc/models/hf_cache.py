@@ -75,15 +75,15 @@ def repo_folder_name(repo_id: str) -> str:
     return REPO_PREFIX + repo_id.replace("/", "--")
 
 
+def _repo(root: Path) -> CachedRepo:
+    return CachedRepo(root.name[len(REPO_PREFIX) :].replace("--", "/"), root)
+
+
 def cached_repos(cache: Path) -> list[CachedRepo]:
     """Return the model repos in the hub cache ``cache``, by repo id."""
     if not cache.is_dir():
         return []
-    return [
-        CachedRepo(root.name[len(REPO_PREFIX) :].replace("--", "/"), root)
-        for root in sorted(cache.glob(REPO_PREFIX + "*"))
-        if root.is_dir()
-    ]
+    return [_repo(root) for root in sorted(cache.glob(REPO_PREFIX + "*")) if root.is_dir()]
 
 
 def find_repo(repo_id: str, caches: list[Path]) -> CachedRepo | None:
@@ -101,7 +101,7 @@ def snapshot_of(directory: Path) -> tuple[CachedRepo, str] | None:
     root = snapshots.parent
     if snapshots.name != "snapshots" or not root.name.startswith(REPO_PREFIX):
         return None
-    return CachedRepo(root.name[len(REPO_PREFIX) :].replace("--", "/"), root), directory.name
+    return _repo(root), directory.name
 
 
 def blob_hash(path: Path) -> str | None:
