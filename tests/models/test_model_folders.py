@@ -288,6 +288,16 @@ def test_mlx_lm_model_types_are_read_without_importing_it():
     assert known.module_for({"model_type": "mistral"}) == "llama"  # mlx_lm's remapping
     assert known.module_for({"model_type": "bert"}) is None
     assert known.module_for({}) is None
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from cortex_rpc.models.trainability import mlx_lm_models; "
+        "assert mlx_lm_models().module_for({'model_type': 'qwen2'}) == 'qwen2'; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_lm_studio_publisher_model_layout(tiny_model_template, tmp_path, monkeypatch):
