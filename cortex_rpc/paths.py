@@ -185,6 +185,10 @@ def validate_model_name(name: object, field: str = "outputName") -> str:
 
 
 def suggest_model_name(base_name: str) -> str:
-    """Return a safe default name for a fine-tune of ``base_name`` (``BASE-custom``)."""
+    """Return a safe default name for a fine-tune of ``base_name`` (``BASE-custom``).
+
+    A hub repo id or LM Studio name keeps only its model part: ``ORG/NAME`` gives ``NAME-custom``.
+    """
+    base_name = base_name.rstrip("/").rsplit("/", 1)[-1]
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", base_name).strip(".-_") or "model"
     return f"{cleaned[: MAX_NAME_LENGTH - 7]}-custom"

@@ -183,6 +183,13 @@ def propose_for_model(
     from .smart import PREFERENCE_METHODS, method_for
 
     inspection = inspect_model(resolve_model(model, model_dirs))
+    if inspection.not_trainable is not None:
+        # A partial download or an architecture mlx_lm lacks would fail inside the job.
+        raise CortexError(
+            inspection.not_trainable.code,
+            inspection.not_trainable.message,
+            path=inspection.path,
+        )
     profile = None
     if dataset is not None:
         from ..datasets.load import as_loaded

@@ -30,6 +30,7 @@ from .. import __version__
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError
 from ..paths import CortexHome, validate_model_name, write_atomic
+from .base_identity import check_base, identify_base, resolve_base
 from .quantization import quantize_base
 
 MARKER = "fine-tuned.marker"
@@ -100,7 +101,8 @@ def base_and_adapter(
     """Return (base dir, adapter dir, quantization bits) for a base or fine-tuned model.
 
     ``model_path`` may itself be a fine-tuned folder (its marker names the base); an
-    ``adapter`` trained on another base is refused.
+    ``adapter`` trained on other weights is refused (``adapter-mismatch``), one trained on
+    the same weights in another folder (a newer snapshot of the same repo) is accepted.
     """
     model_path = Path(model_path)
     if adapter is None and read_marker(model_path) is not None:
@@ -113,11 +115,7 @@ def base_and_adapter(
     if read_marker(model_path) is not None:
         model_path = base
     if model_path.resolve() != base.resolve():
-        raise CortexError(
-            "adapter-mismatch",
-            f"{adapter_dir.name} was trained on {base}, not on {model_path}; pick one of "
-            "the adapters cortex/listAdapters shows for this base.",
-        )
+        model_path = check_base(marker, model_path, adapter_dir.name)
     return str(model_path.resolve()), str(adapter_dir.resolve()), marker.get("quantizationBits")
 
 
@@ -176,7 +174,7 @@ def assemble_model(
                 # Copies, not hardlinks: editing this folder must never change the base.
                 shutil.copy2(src, tmp / file_name)
         marker = {
-            "baseModel": {"path": str(base_model.resolve()), "name": base_model.name},
+            "baseModel": identify_base(base_model).to_marker(),
             "name": name,
             "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "fineTuneType": config.fine_tune_type,
@@ -207,21 +205,18 @@ def assemble_model(
 
 
 def resolve_fine_tuned(name_or_path: str | Path) -> tuple[Path, Path, dict[str, Any]]:
-    """Return (base model dir, adapter dir, marker) for a fine-tuned model name or folder."""
+    """Return (base model dir, adapter dir, marker) for a fine-tuned model name or folder.
+
+    The base is found by its weights (``base_identity.resolve_base``): a hub cache model
+    whose ``refs/main`` moved to a snapshot with the same weights is used from there.
+    """
     candidate = Path(name_or_path)
     if not (candidate / MARKER).exists():
         candidate = CortexHome.default().models / str(name_or_path)
     marker = read_marker(candidate)
     if marker is None:
         raise CortexError("model-not-found", f"{name_or_path} is not a fine-tuned model folder")
-    base = marker_base_path(marker)
-    if base is None or not (base / "config.json").exists():
-        raise CortexError(
-            "base-model-missing",
-            f"The base model of {candidate.name} is no longer at {base}.",
-            path=str(base),
-        )
-    return base, candidate, marker
+    return resolve_base(marker, candidate.name), candidate, marker
 
 
 def load_fine_tuned(name_or_path: str | Path) -> tuple[Any, Any]:

@@ -16,9 +16,11 @@ from typing import Any
 
 from ..errors import CortexError, InvalidParams
 from ..paths import user_path
+from .base_identity import display_name, resolve_base
 from .categories import category_for, recommended_quantization_bits
 from .fine_tuned import ADAPTERS, marker_base_path, read_marker
 from .safetensors_header import DTYPE_BYTES, SafetensorsHeader, read_safetensors_header
+from .trainability import NotTrainable, architecture_problem, download_problem
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -44,9 +46,11 @@ class ModelInspection:
     recommended_quantization_bits: int | None
     base_model: str | None = None
     adapter_bytes: int | None = None
+    # Why mlx_lm cannot fine-tune it (a partial download, an unsupported architecture).
+    not_trainable: NotTrainable | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        wire = {
+        wire: dict[str, Any] = {
             "path": self.path,
             "name": self.name,
             "architecture": self.architecture,
@@ -62,7 +66,10 @@ class ModelInspection:
             "contextLength": self.context_length,
             "fineTuned": self.fine_tuned,
             "recommendedQuantizationBits": self.recommended_quantization_bits,
+            "trainable": self.not_trainable is None,
         }
+        if self.not_trainable is not None:
+            wire["notTrainable"] = self.not_trainable.to_wire()
         if self.fine_tuned:
             wire["baseModel"] = self.base_model
             wire["adapterBytes"] = self.adapter_bytes
@@ -112,7 +119,22 @@ def read_config(directory: Path) -> dict[str, Any]:
 
 
 def weight_files(directory: Path) -> list[Path]:
-    """Return the safetensors weight files of a model (sharded through the index if any)."""
+    """Return the safetensors weight files of a model (sharded through the index if any).
+
+    Raises CortexError ``model-incomplete`` when the index names shards that are missing.
+    """
+    files, missing = present_weight_files(directory)
+    if missing:
+        raise CortexError(
+            "model-incomplete",
+            f"{directory.name} is missing shards listed in its index: {', '.join(missing[:5])}",
+            path=str(directory),
+        )
+    return files
+
+
+def present_weight_files(directory: Path) -> tuple[list[Path], list[str]]:
+    """Return (the safetensors weight files there, the names its index lists that are not)."""
     index = directory / "model.safetensors.index.json"
     if index.is_file():
         try:
@@ -121,17 +143,13 @@ def weight_files(directory: Path) -> list[Path]:
             raise CortexError(
                 "invalid-config", f"{index} is not a valid index: {error}", path=str(index)
             ) from error
-        names = sorted(set(weight_map.values()))
-        files = [directory / name for name in names]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
+        if not isinstance(weight_map, dict):
             raise CortexError(
-                "model-incomplete",
-                f"{directory.name} is missing shards listed in its index: {', '.join(missing[:5])}",
-                path=str(directory),
+                "invalid-config", f"{index} has no weight_map object", path=str(index)
             )
-        return files
-    return sorted(p for p in directory.glob("*.safetensors") if p.name != ADAPTERS)
+        files = [directory / str(name) for name in sorted(set(map(str, weight_map.values())))]
+        return [f for f in files if f.is_file()], [f.name for f in files if not f.is_file()]
+    return sorted(p for p in directory.glob("*.safetensors") if p.name != ADAPTERS), []
 
 
 def _quantization(config: dict[str, Any]) -> tuple[int | None, int]:
@@ -298,7 +316,7 @@ def inspect_model(path: str | Path) -> ModelInspection:
         return _inspect_fine_tuned(directory, marker)
 
     config = read_config(directory)
-    files = weight_files(directory)
+    files, missing = present_weight_files(directory)
     if not files:
         pickles = [p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES]
         if pickles:
@@ -316,7 +334,8 @@ def inspect_model(path: str | Path) -> ModelInspection:
             path=str(directory),
         )
 
-    headers = [read_safetensors_header(f) for f in files]
+    # Shards missing: the parameters come from config.json, not from part of the headers.
+    headers = [] if missing else [read_safetensors_header(f) for f in files]
     size_bytes = sum(f.stat().st_size for f in files) or _weights_size(directory)
     quant_bits, _ = _quantization(config)
     dtype = None
@@ -340,7 +359,7 @@ def inspect_model(path: str | Path) -> ModelInspection:
         )
     return ModelInspection(
         path=str(directory),
-        name=directory.name,
+        name=display_name(directory),
         architecture=_architecture(config),
         parameters=parameters,
         parameter_source=source,
@@ -359,6 +378,7 @@ def inspect_model(path: str | Path) -> ModelInspection:
         recommended_quantization_bits=recommended_quantization_bits(size_bytes, quant_bits),
         base_model=str(marker_base_path(marker)) if marker and marker_base_path(marker) else None,
         adapter_bytes=_adapter_bytes(directory) if marker is not None else None,
+        not_trainable=download_problem(directory, files, missing) or architecture_problem(config),
     )
 
 
@@ -369,15 +389,12 @@ def _adapter_bytes(directory: Path) -> int:
 
 
 def _inspect_fine_tuned(directory: Path, marker: dict[str, Any]) -> ModelInspection:
-    """Describe an adapter-only fine-tune by its base model plus the adapter."""
-    base_path = marker_base_path(marker)
-    if base_path is None or not base_path.is_dir():
-        raise CortexError(
-            "base-model-missing",
-            f"{directory.name} is a fine-tune of {base_path}, which no longer exists. "
-            "Restore the base model or fuse the adapter into a standalone model.",
-            path=str(directory),
-        )
+    """Describe an adapter-only fine-tune by its base model plus the adapter.
+
+    The base is found by its weights, so a hub model whose snapshot moved still describes it;
+    CortexError ``base-model-missing`` / ``base-model-changed`` say what became of it.
+    """
+    base_path = resolve_base(marker, directory.name)
     base = inspect_model(base_path)
     base.path = str(directory)
     base.name = directory.name

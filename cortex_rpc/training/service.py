@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidParams
+from ..errors import CortexError, InvalidParams
+from ..models.base_identity import check_base
 from ..models.fine_tuned import marker_base_path, output_path, read_marker
 from ..models.registry import resolve_model
 from ..units import human_duration
@@ -56,15 +57,17 @@ def start_training(
     previous = None
     if continue_from is not None:
         previous = continuation(resolve_model(continue_from, model_dirs, jobs.home), config)
-        if model_dir.resolve() not in (
-            previous["base"].resolve(),
-            previous["adapterDir"].resolve(),
-        ):
-            raise InvalidParams(
-                f"{continue_from} was trained on {previous['base']}, not {model_dir}",
-                field="model",
-            )
-        model_dir, marker, config = previous["base"], None, previous["overrides"]
+        base = previous["base"]
+        if model_dir.resolve() == previous["adapterDir"].resolve():
+            model_dir = base
+        elif model_dir.resolve() != base.resolve():
+            # Another folder with the same weights (a newer snapshot of the same hub repo)
+            # is that base; other weights are refused, saying what differs.
+            try:
+                model_dir = check_base(previous["marker"], model_dir, previous["adapterDir"].name)
+            except CortexError as error:
+                raise InvalidParams(error.message, field="model") from error
+        marker, config = None, previous["overrides"]
         continued = {"name": previous["adapterDir"].name, "path": str(previous["adapterDir"])}
         options = replace(
             options or WorkerOptions(), **previous["options"], continued_from=continued

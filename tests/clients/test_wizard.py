@@ -518,3 +518,30 @@ def test_method_dpo_on_sft_data_stops_with_the_reason(wizard_env, tmp_path):
     )
     assert done.returncode != 0
     assert "dpo trains on preference pairs" in done.stdout + done.stderr
+
+
+def test_a_hub_cache_model_is_named_by_its_repo_id(wizard_env, cortex_home, tmp_path):
+    from tests.models.hub_cache import COMMIT_A, add_snapshot, model_files
+
+    repo = "mlx-community/tiny-llama-4bit"
+    hub = Path(wizard_env["HF_HOME"]) / "hub"
+    add_snapshot(hub, repo, COMMIT_A, model_files(cortex_home / "models" / "tiny-llama"))
+    done = subprocess.run(
+        WIZARD + ["--model", repo, "--sample", "--preset", "quick", "--yes", "--json", *FAST],
+        env=wizard_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    model = next(e for e in events if e["event"] == "model")
+    assert model["name"] == repo
+    completed = next(e for e in events if e["event"] == "completed")
+    output = cortex_home / "mlx_models" / "tiny-llama-4bit-custom"
+    assert completed["outputPath"] == str(output)
+    marker = json.loads((output / "fine-tuned.marker").read_text())
+    assert marker["baseModel"]["name"] == repo and marker["baseModel"]["snapshot"] == COMMIT_A
+    assert json.loads((cortex_home / "wizard.json").read_text())["lastModel"] == repo

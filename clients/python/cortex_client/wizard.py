@@ -194,7 +194,9 @@ class Wizard:
             model is None
             and last
             and self.term.interactive
-            and await self.term.confirm(f"Use currently loaded model '{Path(last).name}'?")
+            and await self.term.confirm(
+                f"Use currently loaded model '{Path(last).name if Path(last).is_absolute() else last}'?"
+            )
         ):
             model = last
         while True:
@@ -209,7 +211,9 @@ class Wizard:
                     raise WizardAborted(error.message) from error
                 model = None
         self.model["path"] = str(Path(self.model["path"]).resolve())
-        _remember("lastModel", self.model["path"])
+        # A hub model is remembered by repo id: next time means its then-current snapshot.
+        name = self.model["name"]
+        _remember("lastModel", name if "/" in name else self.model["path"])
         self.term.say(
             f"✓ Model: {self.model['name']} ({self.model['category'].capitalize()}, "
             f"{human_params(self.model['parameters'])} params, "

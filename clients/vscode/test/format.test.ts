@@ -85,6 +85,7 @@ test("model names: server rules and BASE-custom suggestion", () => {
   assert.match(nameProblem("jobs")!, /reserved/);
   assert.match(nameProblem("a", ["a"])!, /already exists/);
   assert.equal(suggestModelName("Llama 3.1 8B"), "Llama-3.1-8B-custom");
+  assert.equal(suggestModelName("mlx-community/Qwen2.5-0.5B-Instruct-4bit"), "Qwen2.5-0.5B-Instruct-4bit-custom");
   assert.equal(suggestModelName("tiny", ["tiny-custom", "tiny-custom-2"]), "tiny-custom-3");
 });
 

@@ -169,6 +169,8 @@ function M.name_problem(name, taken)
 end
 
 function M.suggest_name(base, taken)
+  -- A hub repo id ORG/NAME (or LM Studio's PUBLISHER/MODEL) keeps only NAME, as the server does.
+  base = base:gsub("/+$", ""):match("([^/]*)$") or base
   local cleaned = base:gsub("[^%w%._%-]+", "-"):gsub("^[%.%-_]+", ""):gsub("[%.%-_]+$", "")
   if cleaned == "" then cleaned = "model" end
   local suggestion = cleaned:sub(1, 89) .. "-custom"

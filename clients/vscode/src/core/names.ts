@@ -17,9 +17,9 @@ export function nameProblem(name: string, taken: Iterable<string> = []): string 
   return undefined;
 }
 
-/** `BASE-custom`, or `BASE-custom-2`... when taken. */
+/** `BASE-custom`, or `BASE-custom-2`... when taken; `ORG/NAME` (a hub repo id) gives `NAME-custom`. */
 export function suggestModelName(base: string, taken: Iterable<string> = []): string {
-  const cleaned = base.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[.\-_]+|[.\-_]+$/g, "") || "model";
+  const cleaned = (base.replace(/\/+$/, "").split("/").pop() ?? "").replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[.\-_]+|[.\-_]+$/g, "") || "model";
   const suggestion = `${cleaned.slice(0, MAX_NAME_LENGTH - 7)}-custom`;
   const used = new Set(taken);
   let candidate = suggestion;

@@ -37,6 +37,9 @@ export interface ModelEntry {
   baseModel?: string;
   adapterBytes?: number;
   error?: string;
+  /** false for a partial download or an architecture mlx_lm cannot train; `notTrainable` says why. */
+  trainable?: boolean;
+  notTrainable?: { code: string; message: string };
 }
 
 export interface ModelInfo extends ModelEntry {
@@ -157,7 +160,12 @@ export interface Generation { text: string; tokens: number; tokensPerSecond: num
 export interface WorkDoneProgress { kind: "begin" | "report" | "end"; title?: string; message?: string; percentage?: number }
 
 /** `cortex/listAdapters`: the fine-tuned models trained on one base. */
-export interface AdapterList { baseModel: string; adapters: ModelEntry[] }
+export interface AdapterList {
+  baseModel: string;
+  adapters: ModelEntry[];
+  /** Fine-tunes of the same hub repo trained on other weights, with what differs. */
+  otherWeights?: { name: string; path: string; trainedOn: string; differences: string[]; message: string }[];
+}
 
 /** `workDoneToken`: `$/progress` reports `3/6 generations` under it. */
 export interface CompareAdaptersParams { baseModel: string; adapters: string[]; prompts: string[]; maxTokens?: number; workDoneToken?: string }
