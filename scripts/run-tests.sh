@@ -26,7 +26,7 @@ for check in "check ." "format --check ."; do
     record ruff "ruff $check" pass "$(elapsed "$t")"
   else
     ruff_rc=1
-    record ruff "ruff $check" fail "$(elapsed "$t")" "$(printf '%s\n' "$out" | tail -n 3)"
+    record ruff "ruff $check" fail "$(elapsed "$t")" "$(printf '%s\n' "$out" | head -n 2)"
   fi
   printf '%s\n' "$out"
 done

@@ -66,7 +66,8 @@ def read_junit(path: Path, suite: str) -> list[Case]:
         cases.append(
             Case(
                 suite=suite,
-                name=f"{classname}::{name}" if classname else name,
+                # The shell suites' classname is the suite, node's always "test": no news.
+                name=f"{classname}::{name}" if classname not in ("", suite, "test") else name,
                 status=status,
                 seconds=float(element.get("time") or 0.0),
                 message=" ".join(message.split())[:200],

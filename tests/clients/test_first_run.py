@@ -163,3 +163,10 @@ def test_demo_names_reuse_or_replace_an_earlier_run(
     assert (cortex_home / "models" / "base-tiny" / "config.json").exists()
     assert replaced == "demo-custom" and not earlier.exists()
     assert "Removed the earlier demo-custom" in out
+
+    # The delete command the demo prints goes through the same path, and never takes a base.
+    from cortex_client.cli import main
+
+    assert main(["delete", "base-tiny"]) == 1
+    assert "No fine-tuned model named 'base-tiny'" in capsys.readouterr().out
+    assert (cortex_home / "models" / "base-tiny" / "config.json").exists()

@@ -54,7 +54,7 @@ def test_counts_skips_failures_slowest_and_wall_time(tmp_path):
         "  [pytest] tests.e2e.test_export::test_gguf: llama.cpp's converter is not installed"
         in lines
     )
-    assert "  [vscode] test::needs a model: no model" in lines
+    assert "  [vscode] needs a model: no model" in lines
     assert "  [pytest] tests.models.test_inspect::test_b[x]: assert 1 == 2" in lines
     slowest = lines[lines.index("Slowest 3:") + 1 :][:3]
     assert [line.split()[-1] for line in slowest] == [
@@ -80,5 +80,5 @@ def test_main_exits_1_when_a_suite_failed_and_records_a_skip(tmp_path, capsys):
         ["record", str(tmp_path / "scripts.xml"), "scripts", "node", "skip", "0", "no node"]
     )
     assert summarize.main(["summarize", str(tmp_path), "--suite", "scripts=0", "--wall", "2"]) == 0
-    assert "  [scripts] scripts::node: no node" in capsys.readouterr().out
+    assert "  [scripts] node: no node" in capsys.readouterr().out
     assert summarize.main(["summarize", str(tmp_path), "--suite", "scripts=1", "--wall", "2"]) == 1
