@@ -12,6 +12,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from cortex_client import commands
+
 pytestmark = pytest.mark.slow
 
 WIZARD = [sys.executable, "-m", "cortex_client.cli"]
@@ -219,7 +221,8 @@ def interrupt_training(env: dict[str, str], cwd: Path, name: str, iterations: in
 def test_ctrl_c_asks_then_cancels_keeping_the_checkpoint(wizard_env, cortex_home, tmp_path):
     child = interrupt_training(wizard_env, tmp_path, "stopped", iterations=3000)
     child.sendline("c")
-    child.expect_exact("Training cancelled. Resume it with: cortex-finetune resume")
+    # The command as this installation runs it (its absolute path when PATH lacks it).
+    child.expect_exact(f"Training cancelled. Resume it with: {commands.cortex_finetune()} resume")
     child.expect(pexpect.EOF)
     child.close()
     jobs = list((cortex_home / "jobs").iterdir())
