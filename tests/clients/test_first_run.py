@@ -151,10 +151,23 @@ def test_demo_names_reuse_or_replace_an_earlier_run(
                     results.append(await demo_name(client, term, demo_args(*argv)))
                 except WizardAborted as error:
                     results.append(error)
+            # At a terminal the question is asked for real; "n" keeps the earlier model.
+            with monkeypatch.context() as tty:
+                tty.setattr(sys.stdin, "isatty", lambda: True)
+                tty.setattr("cortex_client.terminal.read_line", answer_no)
+                results.append(await demo_name(client, term, demo_args()))
+            assert asked == ["Replace it? [y/N]: "] and earlier.is_dir()
             results.append(await demo_name(client, term, demo_args("--replace")))
         return results
 
-    default, explicit, base, replaced = asyncio.run(names())
+    asked: list[str] = []
+
+    async def answer_no(prompt: str) -> str:
+        asked.append(prompt[prompt.index("Replace") :])
+        return "n"
+
+    default, explicit, base, declined, replaced = asyncio.run(names())
+    assert declined == "demo-custom-2"
     out = capsys.readouterr().out
     assert default == "demo-custom-2"
     assert "reuse the name with --name demo-custom --replace" in out
