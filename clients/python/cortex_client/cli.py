@@ -15,8 +15,8 @@ from cortex_rpc import __version__
 from cortex_rpc.paths import cortex_home
 from cortex_rpc.units import human_bytes, human_params
 
-from . import commands
 from .client import CortexClient, CortexRpcError
+from .commands import cortex_finetune
 from .terminal import Terminal, WizardAborted
 from .wizard import Wizard, WizardAnswers, WizardResult, chat_loop, free_name, parse_value
 
@@ -271,7 +271,7 @@ async def _demo(client: CortexClient, term: Terminal, args: argparse.Namespace) 
     term.heading("Models")
     await run_models(client, term)
     code = await _demo_check(client, term, result)
-    program = commands.cortex_finetune()
+    program = cortex_finetune()
     term.say(f"Remove {name} with:  {program} delete {name}")
     term.say(f"Train it again under the same name with:  {program} demo --name {name} --replace")
     return code
@@ -542,7 +542,7 @@ async def run_tune(client: CortexClient, term: Terminal, args: argparse.Namespac
         f"after {result['usedSeconds']:.0f} s"
     )
     term.say(
-        f"Train with it: {commands.cortex_finetune()} --model {args.model_name} --data {args.dataset} "
+        f"Train with it: {cortex_finetune()} --model {args.model_name} --data {args.dataset} "
         f"{overrides}"
     )
     return 0
