@@ -109,6 +109,11 @@ def test_hints_name_the_entry_point_when_path_does_not_find_it(monkeypatch, tmp_
     monkeypatch.setenv("PATH", str(tmp_path))
     assert commands.python() == str(bin_dir / Path(sys.executable).name)
     assert commands.cortex_finetune().startswith(str(bin_dir))
+    # The server's export hints too (an editor starts cortex-rpc by its full path).
+    from cortex_rpc.models.export import _next_commands
+
+    mlx = _next_commands("mlx", tmp_path / "out", "out", None)[0]
+    assert mlx.startswith(f"{bin_dir / 'mlx_lm.generate'} --model ")
     monkeypatch.setenv("PATH", f"{bin_dir}:{tmp_path}")
     assert commands.python() == Path(sys.executable).name
     if (bin_dir / "cortex-finetune").exists():
