@@ -130,7 +130,8 @@ def summary(suites: list[Suite], wall_seconds: float, slowest: int = SLOWEST) ->
         if chosen:
             lines.append(f"{title} ({len(chosen)}):")
             lines += [f"  [{c.suite}] {c.name}: {c.message or 'no reason given'}" for c in chosen]
-    ranked = sorted(cases, key=lambda case: case.seconds, reverse=True)[:slowest]
+    ran = [case for case in cases if case.status != "skipped"]
+    ranked = sorted(ran, key=lambda case: case.seconds, reverse=True)[:slowest]
     if ranked:
         lines.append(f"Slowest {len(ranked)}:")
         lines += [f"  {c.seconds:8.2f} s  [{c.suite}] {c.name}" for c in ranked]
