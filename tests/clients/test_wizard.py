@@ -94,7 +94,8 @@ def test_existing_file_with_quick_preset_and_chat(
     child.sendline("1")
     child.expect_exact("Enter path to dataset: ")
     child.sendline(str(tmp_path / "missing.jsonl"))
-    child.expect("✗ .*")  # a missing file is reported and asked again
+    # One line only: pexpect matches "." across newlines, so ".*" could eat the next prompt.
+    child.expect("✗ [^\r\n]*")  # a missing file is reported and asked again
     child.expect_exact("Select option: ")
     child.sendline("1")
     child.expect_exact("Enter path to dataset: ")
