@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything cortex-rpc needs on this machine: system packages where they belong
-# (Debian/Ubuntu: OpenBLAS for fast MLX on CPU, Neovim for the editor tests), a virtual
+# (Debian/Ubuntu: OpenBLAS for fast MLX on CPU, Neovim for the editor tests, node and npm for
+# the VS Code and scripts suites, python3-venv where the venv needs it), a virtual
 # environment in .venv, and the package with its dev extras. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,13 @@ if [ "$(uname -s)" = "Linux" ] && command -v apt-get >/dev/null 2>&1; then
   for p in $packages; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
   done
+  # By command, not package: node and npm may come from elsewhere (NodeSource, nvm). The VS
+  # Code and scripts suites need both; Debian's own python3 needs python3-venv for .venv.
+  command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+  command -v npm >/dev/null 2>&1 || missing="$missing npm"
+  if [ ! -x "$VENV/bin/python" ] && ! "$PYTHON" -m ensurepip --version >/dev/null 2>&1; then
+    missing="$missing python3-venv"
+  fi
   if [ -n "$missing" ]; then
     if [ "$(id -u)" = "0" ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO="none"; fi
     if [ "$SUDO" = "none" ]; then
@@ -24,6 +32,8 @@ if [ "$(uname -s)" = "Linux" ] && command -v apt-get >/dev/null 2>&1; then
       DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
     fi
   fi
+elif [ "$(uname -s)" = "Darwin" ] && ! command -v npm >/dev/null 2>&1; then
+  echo "warning: node/npm not found; the VS Code and scripts suites need Node 20+ (brew install node)" >&2
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

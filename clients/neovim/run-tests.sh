@@ -4,9 +4,9 @@
 # A Lua error outside a test case exits 2 instead of leaving Neovim waiting.
 set -euo pipefail
 cd "$(dirname "$0")"
+. ../../scripts/suite.sh
 if ! command -v nvim >/dev/null 2>&1; then
-  echo "skip: nvim not found; install Neovim (scripts/bootstrap.sh does on Debian) to test cortex.nvim" >&2
-  exit 0
+  suite_cannot_run "nvim not found; install Neovim (scripts/bootstrap.sh does on Debian) to test cortex.nvim"
 fi
 repo=$(cd ../.. && pwd)
 export CORTEX_RPC=${CORTEX_RPC:-$repo/.venv/bin/cortex-rpc}

@@ -3,6 +3,7 @@
 # temporary CORTEX_HOME, and check that each validates the data and completes a job.
 set -euo pipefail
 cd "$(dirname "$0")"
+. ../../scripts/suite.sh
 repo=$(cd ../.. && pwd)
 server=${CORTEX_RPC:-$repo/.venv/bin/cortex-rpc}
 python=${CORTEX_PYTHON:-$(dirname "$server")/python}
@@ -22,29 +23,48 @@ check() {  # check NAME LOG: the run validated the data, printed progress and sa
     && grep -q "^Completed: $CORTEX_HOME/mlx_models/$1 " "$2" && [ -f "$CORTEX_HOME/mlx_models/$1/fine-tuned.marker" ]
 }
 
+outcome() {  # outcome NAME START ok|fail [LOG]: print TAP-style and record the case
+  if [ "$3" = ok ]; then
+    echo "ok - $1"; suite_record "$1" pass "$(suite_since "$2")"
+  else
+    echo "not ok - $1"; cat "$4"; status=1
+    suite_record "$1" fail "$(suite_since "$2")" "$(tail -n 3 "$4")"
+  fi
+}
+
 echo "== train.py (Python, standard library)"
+t=$(suite_now)
 if python3 train.py "$tmp/tiny" "$dataset" tiny-py --iterations 12 --server "$server" > "$tmp/py.log" 2>&1 && check tiny-py "$tmp/py.log"; then
-  echo "ok - train.py validated the dataset and completed a job"
+  outcome "train.py validated the dataset and completed a job" "$t" ok
 else
-  echo "not ok - train.py"; cat "$tmp/py.log"; status=1
+  outcome "train.py validated the dataset and completed a job" "$t" fail "$tmp/py.log"
 fi
 
 echo "== train.mjs (node, no packages)"
+t=$(suite_now)
 if ! command -v node >/dev/null 2>&1; then
-  echo "skip - node not found"
+  reason="node not found (scripts/bootstrap.sh installs Debian's nodejs)"
+  if [ "${CI:-}" = "true" ]; then
+    echo "not ok - train.mjs: $reason (CI=true, where every test must run)"; status=1
+    suite_record "train.mjs completed a job" fail 0 "$reason"
+  else
+    echo "skip - train.mjs: $reason"; suite_record "train.mjs completed a job" skip 0 "$reason"
+  fi
 elif node train.mjs "$tmp/tiny" "$dataset" tiny-node --iterations 12 --server "$server" > "$tmp/node.log" 2>&1 && check tiny-node "$tmp/node.log"; then
-  echo "ok - train.mjs validated the dataset and completed a job"
+  outcome "train.mjs completed a job" "$t" ok
 else
-  echo "not ok - train.mjs"; cat "$tmp/node.log"; status=1
+  outcome "train.mjs completed a job" "$t" fail "$tmp/node.log"
 fi
 
 # A broken dataset must stop both before training, with the problem's line.
 printf '%s\n' '{"prompt": "a", "response": "b"}' 'not json' > "$tmp/broken.jsonl"
+t=$(suite_now)
 if python3 train.py "$tmp/tiny" "$tmp/broken.jsonl" nope --server "$server" > "$tmp/bad.log" 2>&1; then
-  echo "not ok - train.py accepted a broken dataset"; status=1
+  echo "train.py accepted a broken dataset" >> "$tmp/bad.log"
+  outcome "train.py refuses a broken dataset with its line" "$t" fail "$tmp/bad.log"
 elif grep -q "broken.jsonl:2: error \[json-syntax\]" "$tmp/bad.log" && [ ! -e "$CORTEX_HOME/mlx_models/nope" ]; then
-  echo "ok - train.py refuses a broken dataset with its line"
+  outcome "train.py refuses a broken dataset with its line" "$t" ok
 else
-  echo "not ok - train.py broken dataset"; cat "$tmp/bad.log"; status=1
+  outcome "train.py refuses a broken dataset with its line" "$t" fail "$tmp/bad.log"
 fi
 exit $status

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..commands import program, python
 from ..config.training_config import snake_to_camel
 from ..errors import CortexError, InvalidParams
 from ..paths import CortexHome, user_path, validate_model_name
@@ -127,9 +128,10 @@ def _next_commands(target: str, path: Path, name: str, gguf: str | None) -> list
         return [f"lms load {LMSTUDIO_PUBLISHER}/{name}"]
     if target == "hf":
         return [
-            f"python -c \"from transformers import pipeline; pipeline('text-generation', '{path}')\""
+            f'{python()} -c "from transformers import pipeline; '
+            f"pipeline('text-generation', '{path}')\""
         ]
-    return [f"mlx_lm.generate --model {path} --prompt 'Hello'"]
+    return [f"{program('mlx_lm.generate')} --model {path} --prompt 'Hello'"]
 
 
 def _validate(target: str, quantization: str | None) -> str | None:

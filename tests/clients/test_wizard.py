@@ -12,6 +12,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from cortex_client import commands
 from cortex_client.wizard import EXPERT_FIELDS
 
 pytestmark = pytest.mark.slow
@@ -94,7 +95,8 @@ def test_existing_file_with_quick_preset_and_chat(
     child.sendline("1")
     child.expect_exact("Enter path to dataset: ")
     child.sendline(str(tmp_path / "missing.jsonl"))
-    child.expect("✗ .*")  # a missing file is reported and asked again
+    # One line only: pexpect matches "." across newlines, so ".*" could eat the next prompt.
+    child.expect("✗ [^\r\n]*")  # a missing file is reported and asked again
     child.expect_exact("Select option: ")
     child.sendline("1")
     child.expect_exact("Enter path to dataset: ")
@@ -226,7 +228,8 @@ def interrupt_training(env: dict[str, str], cwd: Path, name: str, iterations: in
 def test_ctrl_c_asks_then_cancels_keeping_the_checkpoint(wizard_env, cortex_home, tmp_path):
     child = interrupt_training(wizard_env, tmp_path, "stopped", iterations=3000)
     child.sendline("c")
-    child.expect_exact("Training cancelled. Resume it with: cortex-finetune resume")
+    # The command as this installation runs it (its absolute path when PATH lacks it).
+    child.expect_exact(f"Training cancelled. Resume it with: {commands.cortex_finetune()} resume")
     child.expect(pexpect.EOF)
     child.close()
     jobs = list((cortex_home / "jobs").iterdir())

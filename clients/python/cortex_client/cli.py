@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ from cortex_rpc.paths import cortex_home
 from cortex_rpc.units import human_bytes, human_params
 
 from .client import CortexClient, CortexRpcError
+from .commands import cortex_finetune
 from .terminal import Terminal, WizardAborted
-from .wizard import Wizard, WizardAnswers, WizardResult, chat_loop, parse_value
+from .wizard import Wizard, WizardAnswers, WizardResult, chat_loop, free_name, parse_value
 
 DEMO_MODEL = "cortex-demo-tiny"
+DEMO_NAME = "demo-custom"
 # The demo model is small enough to train in seconds on two CPU cores and big enough
 # (hidden 256) for LoRA to memorise the sample answers, so the result is visible.
 DEMO_MODEL_SPEC = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2}
@@ -108,7 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cortex-finetune {__version__}")
     add_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _sub(commands, "demo", help="generate a tiny model and fine-tune it on the sample")
+    demo = _sub(commands, "demo", help="generate a tiny model and fine-tune it on the sample")
+    demo.add_argument(
+        "--replace",
+        action="store_true",
+        help=f"replace the fine-tuned model --name (default {DEMO_NAME}) if it exists",
+    )
     _sub(commands, "models", help="list the models cortex-rpc can see")
     _sub(commands, "gpu", help="show the backend, memory and BLAS (systemInfo)")
     jobs = _sub(commands, "jobs", help="list training jobs")
@@ -183,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--pre-tokenizer", help="llama.cpp's pre-tokenizer, for a tokenizer it does not know"
     )
+    delete = _sub(commands, "delete", help="delete a fine-tuned model (never a base model)")
+    delete.add_argument("model_name", metavar="MODEL")
     resume = _sub(commands, "resume", help="resume a cancelled or interrupted job")
     resume.add_argument("job_id", metavar="JOB")
     cancel = _sub(commands, "cancel", help="cancel a running job")
@@ -229,6 +239,17 @@ async def run_wizard(client: CortexClient, term: Terminal, args: argparse.Namesp
 
 
 async def run_demo(client: CortexClient, term: Terminal, args: argparse.Namespace) -> int:
+    """Run the demo and say how long it took (the README quotes that figure)."""
+    started = time.monotonic()
+    try:
+        return await _demo(client, term, args)
+    finally:
+        seconds = time.monotonic() - started
+        term.say(f"cortex-finetune demo: wall time {seconds:.1f} s")
+        term.event("wallTime", seconds=seconds)
+
+
+async def _demo(client: CortexClient, term: Terminal, args: argparse.Namespace) -> int:
     """Generate a tiny model, fine-tune it on the sample dataset, and ask it a sample question."""
     home = cortex_home()
     model_dir = home / "models" / DEMO_MODEL
@@ -251,12 +272,7 @@ async def run_demo(client: CortexClient, term: Terminal, args: argparse.Namespac
         _, error = await child.communicate()
         if child.returncode != 0:
             raise WizardAborted(f"could not generate the demo model: {error.decode()[-500:]}")
-    taken = {m["name"] for m in await client.list_models()}
-    name = "demo-custom"
-    for number in range(2, 1000):
-        if name not in taken:
-            break
-        name = f"demo-custom-{number}"
+    name = await demo_name(client, term, args)
     answers = WizardAnswers(
         model=str(model_dir),
         data_option="sample",
@@ -270,7 +286,50 @@ async def run_demo(client: CortexClient, term: Terminal, args: argparse.Namespac
         return 1
     term.heading("Models")
     await run_models(client, term)
-    return await _demo_check(client, term, result)
+    code = await _demo_check(client, term, result)
+    program = cortex_finetune()
+    term.say(f"Remove {name} with:  {program} delete {name}")
+    term.say(f"Train it again under the same name with:  {program} demo --name {name} --replace")
+    return code
+
+
+async def demo_name(client: CortexClient, term: Terminal, args: argparse.Namespace) -> str:
+    """Return the name the demo trains: ``--name`` (default demo-custom), freed first when the
+    user agrees to replace an earlier fine-tune of that name.
+
+    Without a terminal only ``--replace`` or ``--yes`` agree; the default name then moves on
+    to the next free ``demo-custom-N`` and an explicit ``--name`` stops the demo.
+    """
+    models = {m["name"]: m for m in await client.list_models()}
+    wanted = args.name or DEMO_NAME
+    existing = models.get(wanted)
+    if existing is None:
+        return wanted
+    if existing.get("kind") != "fine-tuned":
+        raise WizardAborted(f"{wanted!r} is a base model ({existing['path']}); pick another --name")
+    replace = args.replace or args.yes
+    if not replace and sys.stdin.isatty():
+        # The demo's own terminal accepts every question; this one is asked for real.
+        replace = await Terminal(json_mode=term.json_mode).confirm(
+            f"A fine-tuned model named {wanted!r} exists ({existing['path']}). Replace it?",
+            default=False,
+        )
+    if replace:
+        removed = await client.delete_model(wanted)
+        term.say(f"Removed the earlier {wanted} ({human_bytes(removed['freedBytes'])} freed)")
+        term.event("deleted", **removed)
+        return wanted
+    if args.name:
+        raise WizardAborted(
+            f"A fine-tuned model named {wanted!r} exists; pass --replace to replace it, "
+            "or choose another --name"
+        )
+    name = free_name(wanted, set(models))
+    term.say(
+        f"{wanted} exists from an earlier demo, so this one is {name}; reuse the name with "
+        f"--name {wanted} --replace"
+    )
+    return name
 
 
 async def _demo_check(client: CortexClient, term: Terminal, result: WizardResult) -> int:
@@ -517,7 +576,7 @@ async def run_tune(client: CortexClient, term: Terminal, args: argparse.Namespac
         f"after {result['usedSeconds']:.0f} s"
     )
     term.say(
-        f"Train with it: cortex-finetune --model {args.model_name} --data {args.dataset} "
+        f"Train with it: {cortex_finetune()} --model {args.model_name} --data {args.dataset} "
         f"{overrides}"
     )
     return 0
@@ -574,6 +633,11 @@ async def main_async(args: argparse.Namespace) -> int:
                 return await run_tune(client, term, args)
             if args.command == "report":
                 return await run_report(client, term, args)
+            if args.command == "delete":
+                removed = await client.delete_model(args.model_name)
+                term.event("deleted", **removed)
+                term.say(f"Deleted {removed['path']} ({human_bytes(removed['freedBytes'])} freed)")
+                return 0
             if args.command == "resume":
                 return await run_resume(client, term, args.job_id)
             if args.command == "cancel":

@@ -14,6 +14,10 @@ from typing import Any
 
 from rich.console import Console
 
+# The width rich lays out tables for when the output is not a terminal: wide enough that
+# nothing is cut; tables and the progress line are no wider than their content.
+UNLIMITED_WIDTH = 10_000
+
 
 class WizardAborted(Exception):
     """The user ended input (Ctrl-D) or a required answer was missing in scripted mode."""
@@ -27,6 +31,9 @@ class Terminal:
         self.assume_yes = assume_yes
         # In JSON mode the prose goes to stderr so stdout stays machine-readable.
         self.console = Console(stderr=json_mode, highlight=False, soft_wrap=True)
+        if not self.console.is_terminal:
+            # Piped or logged: rich would cut every table and progress line at 80 columns.
+            self.console.width = UNLIMITED_WIDTH
         self.interactive = sys.stdin.isatty() and not assume_yes
 
     def say(self, text: str = "", style: str | None = None) -> None:
@@ -47,11 +54,15 @@ class Terminal:
             sys.stdout.write(json.dumps({"event": kind, **fields}, default=str) + "\n")
             sys.stdout.flush()
 
-    async def ask(self, question: str, default: str | None = None) -> str:
-        """Return the answer (the default for an empty one); raise WizardAborted on EOF."""
+    async def ask(self, question: str, default: str | None = None, flag: str | None = None) -> str:
+        """Return the answer (the default for an empty one); raise WizardAborted on EOF.
+
+        Without a terminal a question with no default aborts, naming ``flag``: the option
+        that answers it in a scripted run.
+        """
         if not self.interactive:
             if default is None:
-                raise WizardAborted(f"{question.strip()} (needs an answer; pass it as a flag)")
+                raise WizardAborted(unanswered(question, flag))
             return default
         suffix = f" [{default}]" if default not in (None, "") else ""
         answer = await read_line(f"{question}{suffix}: ")
@@ -74,15 +85,32 @@ class Terminal:
                 return answer.startswith("y")
             self.say("Please answer y or n.")
 
-    async def choose(self, question: str, options: list[str], default: int | None = None) -> int:
-        """Show numbered options and return the 0-based index chosen."""
+    async def choose(
+        self,
+        question: str,
+        options: list[str],
+        default: int | None = None,
+        flag: str | None = None,
+    ) -> int:
+        """Show numbered options and return the 0-based index chosen (``flag``: see ask)."""
+        if not self.interactive and default is None:
+            raise WizardAborted(unanswered(question, flag))
         for number, option in enumerate(options, 1):
             self.say(f"{number}. {option}")
         while True:
-            answer = await self.ask(question, None if default is None else str(default + 1))
+            answer = await self.ask(
+                question, None if default is None else str(default + 1), flag=flag
+            )
             if answer.isdigit() and 1 <= int(answer) <= len(options):
                 return int(answer) - 1
             self.say(f"Enter a number from 1 to {len(options)}.", style="yellow")
+
+
+def unanswered(question: str, flag: str | None) -> str:
+    """Return why a scripted run stopped at ``question`` and which flag answers it."""
+    if flag is None:
+        return f"{question.strip()}: needs an answer, and there is no terminal to ask"
+    return f"{question.strip()}: needs an answer, and there is no terminal to ask; pass {flag}"
 
 
 async def read_line(prompt: str) -> str | None:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from rich.table import Column
 from cortex_rpc.paths import cortex_home, suggest_model_name, validate_model_name
 from cortex_rpc.units import human_bytes, human_duration, human_params
 
+from . import commands
 from .client import TERMINAL_STATES, CortexClient, CortexRpcError
 from .terminal import Terminal, WizardAborted, read_line
 
@@ -155,6 +157,68 @@ def parse_value(text: str) -> Any:
         return text.strip()
 
 
+def free_name(wanted: str, taken: set[str]) -> str:
+    """Return ``wanted``, or ``wanted-2``, ``wanted-3``... whichever is not taken yet."""
+    candidate, number = wanted, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{wanted}-{number}"
+    return candidate
+
+
+def progress_status(note: dict[str, Any]) -> str:
+    """Return the progress line's text for one ``cortex/trainingProgress`` payload."""
+    parts = []
+    if note.get("totalEpochs"):
+        epochs = max(1, round(note["totalEpochs"]))
+        current = min(epochs, int(note.get("epoch") or 0) + 1)
+        parts.append(f"Epoch {current}/{epochs}")
+    if note.get("trainLoss") is not None:
+        parts.append(f"Loss: {note['trainLoss']:.4f}")
+    if note.get("valLoss") is not None:
+        parts.append(f"Val: {note['valLoss']:.4f}")
+    parts += preference_parts(note)
+    if note.get("tokensPerSecond"):
+        parts.append(f"{note['tokensPerSecond']:.0f} tok/s")
+    if note.get("etaSeconds") is not None and note.get("state") == "running":
+        parts.append(f"ETA {human_duration(note['etaSeconds'])}")
+    if note.get("peakMemoryBytes"):
+        parts.append(f"mem {human_bytes(note['peakMemoryBytes'])}")
+    return " | ".join(parts) or str(note.get("message") or note.get("state"))
+
+
+@dataclass
+class PlainProgress:
+    """Which progress payloads deserve a line when the output is a log, not a terminal.
+
+    About ten lines a run: every tenth of the iterations, each new state, and the end.
+    """
+
+    steps: int = 10
+    next_iteration: int = 0
+    state: str | None = None
+
+    def due(self, note: dict[str, Any]) -> bool:
+        """Return True when ``note`` should be printed (and remember that it was)."""
+        iteration, total = note.get("iteration") or 0, note.get("totalIterations") or 0
+        changed = note.get("state") != self.state
+        self.state = note.get("state")
+        if not (changed or iteration >= self.next_iteration):
+            return False
+        if total:
+            stride = max(1, total // self.steps)
+            self.next_iteration = (iteration // stride + 1) * stride
+        return True
+
+    @staticmethod
+    def position(note: dict[str, Any]) -> str:
+        """Return ``iteration/total`` (or the state while there is no iteration yet)."""
+        total = note.get("totalIterations")
+        if note.get("iteration") is None or not total:
+            return str(note.get("state") or "")
+        return f"{note['iteration']}/{total} ({100 * note['iteration'] / total:.0f}%)"
+
+
 class Wizard:
     """Runs the steps of the guide against a connected client."""
 
@@ -169,6 +233,7 @@ class Wizard:
         self.method = answers.method
         self.overrides: dict[str, Any] = dict(answers.overrides)
         self.name = answers.name or ""
+        self._plain = PlainProgress()
 
     async def run(self) -> WizardResult:
         await self.select_model()
@@ -226,7 +291,7 @@ class Wizard:
         models = [m for m in await self.client.list_models() if m.get("kind") != "fine-tuned"]
         if not models:
             self.term.say("No models found in the model folders or the Hugging Face cache.")
-            return await self.term.ask("Enter path to a model directory")
+            return await self.term.ask("Enter path to a model directory", flag="--model PATH")
         labels = [
             f"{m['name']:<32} {str(m.get('category') or '?').capitalize():<7} "
             f"{human_params(m.get('parameters')):>7} params  {human_bytes(m.get('sizeBytes'))}"
@@ -235,7 +300,7 @@ class Wizard:
         labels.append("Enter a path")
         index = await self.term.choose("Select model", labels, default=0)
         if index == len(models):
-            return await self.term.ask("Enter path to a model directory")
+            return await self.term.ask("Enter path to a model directory", flag="--model PATH")
         return models[index]["path"]
 
     # -- Step 2 ------------------------------------------------------------------------------
@@ -250,11 +315,12 @@ class Wizard:
                 index = await self.term.choose(
                     "Select option",
                     ["Use existing file", "Create dataset interactively", "Use sample dataset"],
+                    flag="--data FILE (JSONL, JSON, CSV or TXT) or --sample",
                 )
                 option = ("file", "create", "sample")[index]
             if option == "file":
                 if path is None:
-                    path = await self.term.ask("Enter path to dataset")
+                    path = await self.term.ask("Enter path to dataset", flag="--data FILE")
                 path = str(Path(os.path.expanduser(path)).resolve())
             elif option == "create":
                 path = await self._create_dataset(path)
@@ -439,12 +505,7 @@ class Wizard:
     async def name_model(self) -> None:
         self.term.heading("Step 4: Name Your Model")
         taken = {m["name"] for m in await self.client.list_models()}
-        suggestion = suggest_model_name(self.model["name"])
-        candidate = suggestion
-        for number in range(2, 100):
-            if candidate not in taken:
-                break
-            candidate = f"{suggestion}-{number}"
+        candidate = free_name(suggest_model_name(self.model["name"]), taken)
         name = self.answers.name
         while True:
             if name is None:
@@ -535,8 +596,10 @@ class Wizard:
             TextColumn("{task.fields[status]}"),
             console=self.term.console,
             transient=False,
-            disable=self.term.json_mode,
+            # Not a terminal: rich would print only the last frame; plain lines instead.
+            disable=self.term.json_mode or not self.term.console.is_terminal,
         )
+        self._plain = PlainProgress()
         task = progress.add_task("train", total=None, status="Queued")
         final: dict[str, Any] = {}
         notes = self.client.training_progress(job_id, queue)
@@ -582,7 +645,8 @@ class Wizard:
         message = final.get("message", "")
         if state == "cancelled":
             self.term.say(
-                f"✗ Training cancelled. Resume it with: cortex-finetune resume {job_id}",
+                f"✗ Training cancelled. Resume it with: {commands.cortex_finetune()} resume "
+                f"{job_id}",
                 style="yellow",
             )
         elif state != "completed":
@@ -613,26 +677,14 @@ class Wizard:
         self.term.event("progress", **note)
         if note.get("event") == "warning" and note.get("message"):
             progress.console.print(f"   ⚠ {note['message']}", style="yellow", markup=False)
-        total = note.get("totalIterations")
-        parts = []
-        if note.get("totalEpochs"):
-            epochs = max(1, round(note["totalEpochs"]))
-            current = min(epochs, int(note.get("epoch") or 0) + 1)
-            parts.append(f"Epoch {current}/{epochs}")
-        if note.get("trainLoss") is not None:
-            parts.append(f"Loss: {note['trainLoss']:.4f}")
-        if note.get("valLoss") is not None:
-            parts.append(f"Val: {note['valLoss']:.4f}")
-        parts += preference_parts(note)
-        if note.get("tokensPerSecond"):
-            parts.append(f"{note['tokensPerSecond']:.0f} tok/s")
-        if note.get("etaSeconds") is not None and note.get("state") == "running":
-            parts.append(f"ETA {human_duration(note['etaSeconds'])}")
-        if note.get("peakMemoryBytes"):
-            parts.append(f"mem {human_bytes(note['peakMemoryBytes'])}")
-        status = " | ".join(parts) or str(note.get("message") or note.get("state"))
+        status = progress_status(note)
+        if progress.disable and not self.term.json_mode and self._plain.due(note):
+            self.term.say(f"   {self._plain.position(note)} | {status}")
         progress.update(
-            task, total=total, completed=note.get("iteration") or 0, status="| " + status
+            task,
+            total=note.get("totalIterations"),
+            completed=note.get("iteration") or 0,
+            status="| " + status,
         )
 
     # -- Result and chat ---------------------------------------------------------------------
@@ -642,9 +694,9 @@ class Wizard:
         self.term.say("\n✓ Fine-tuning completed!", style="green")
         self.term.say(f"📁 Model saved to: {path}")
         self.term.say("💡 To load your fine-tuned model:")
-        self.term.say(f"   cortex-finetune chat {result.output_name}")
+        self.term.say(f"   {commands.cortex_finetune()} chat {result.output_name}")
         self.term.say(
-            f"   python -c \"from mlx_lm import load; load('{self.model['path']}', "
+            f"   {commands.python()} -c \"from mlx_lm import load; load('{self.model['path']}', "
             f"adapter_path='{path}')\""
         )
         self.term.say()
@@ -687,19 +739,36 @@ class Wizard:
 async def chat_loop(
     client: CortexClient, term: Terminal, model: str, prompts: list[str] | None = None
 ) -> None:
-    """Chat with ``model`` until an empty line; ``prompts`` answers from a script instead."""
-    term.say("✓ Model loaded successfully! (empty line to finish)", style="green")
+    """Answer ``prompts`` if given; else each line typed at the terminal until an empty one,
+    or each line of piped stdin until its end.
+
+    The model is loaded (one token generated) before anything says it is, so a wrong name
+    fails here with the server's error.
+    """
+    term.say(f"Loading {model}...")
+    await client.generate(model, "Hello", max_tokens=1)
     scripted = list(prompts or [])
+    typed = not scripted and sys.stdin.isatty()
+    if typed:
+        term.say("✓ Model loaded successfully! (empty line to finish)", style="green")
+    elif scripted:
+        term.say("✓ Model loaded successfully!", style="green")
+    else:
+        term.say("✓ Model loaded successfully! Answering each line of stdin.", style="green")
     while True:
         if scripted:
             prompt = scripted.pop(0)
-            term.say(f"> {prompt}")
-        elif term.interactive:
-            prompt = await read_line("> ") or ""
+        elif prompts:
+            return
         else:
-            return
+            line = await read_line("> " if typed else "")
+            if line is None or (typed and not line.strip()):
+                return
+            prompt = line
         if not prompt.strip():
-            return
+            continue
+        if not typed:
+            term.say(f"> {prompt}")
 
         def show(text: str) -> None:
             term.console.print(text, end="", markup=False, highlight=False)
