@@ -377,17 +377,19 @@ def hover(ls: CortexServer, params: types.HoverParams) -> Any:
     return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))
 
 
-@server.feature(types.TEXT_DOCUMENT_CODE_ACTION)
+@server.feature(
+    types.TEXT_DOCUMENT_CODE_ACTION,
+    types.CodeActionOptions(
+        code_action_kinds=[types.CodeActionKind.QuickFix, types.CodeActionKind.RefactorRewrite]
+    ),
+)
 def code_action(ls: CortexServer, params: types.CodeActionParams) -> Any:
     docs, uri = ls.dataset_documents, params.text_document.uri
     if uri not in docs:
         return None
-    diagnostics = [ls.protocol.to_wire(d) for d in params.context.diagnostics]
-    actions = yield (
-        _document_result,
-        (docs.code_actions(uri, _range(params.range), diagnostics),),
-        {},
-    )
+    # Fixes come from the server's own diagnostics: context.diagnostics is not trusted.
+    only = [str(getattr(k, "value", k)) for k in params.context.only or ()]
+    actions = yield _document_result, (docs.code_actions(uri, _range(params.range), only),), {}
     if not actions:
         return None
     return [ls.protocol.from_wire(a, types.CodeAction) for a in actions]

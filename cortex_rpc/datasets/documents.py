@@ -99,13 +99,14 @@ class DatasetDocuments:
         )
 
     def code_actions(
-        self, uri: str, range: Range, diagnostics: list[dict[str, Any]]
+        self, uri: str, range: Range, only: list[str] | None = None
     ) -> Future[list[dict[str, Any]] | None]:
-        """Return the code actions for a range, once the edits before it are applied."""
+        """Return the code actions of kinds ``only`` (None: all) for a range, once the edits
+        before it are applied."""
         from .editor import code_actions
 
         return self.worker.submit(
-            lambda: (doc := self.docs.get(uri)) and code_actions(doc, range, diagnostics)
+            lambda: (doc := self.docs.get(uri)) and code_actions(doc, range, only)
         )
 
     # -- on the event loop ----------------------------------------------------------------------

@@ -272,8 +272,7 @@ def test_preference_records_get_one_error_and_a_conversion(record: dict, convert
         ("preference-data", PREFERENCE_MESSAGE, 0, len(line))
     ]
     doc = DatasetDocument("file:///p.jsonl", line + "\n")
-    wire = [d.to_wire() for d in errors]
-    actions = code_actions(doc, (0, 0), wire)
+    actions = code_actions(doc, (0, 0, 0, 0))
     fix = actions[0]
     assert fix["title"] == "Convert to prompt/response keeping the chosen answer"
     new_text = fix["edit"]["changes"]["file:///p.jsonl"][0]["newText"]
