@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from bisect import bisect_right
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -52,9 +54,57 @@ def uri_path(uri: str) -> str:
     return unquote(parsed.path) if parsed.scheme in ("file", "") else uri
 
 
-def is_dataset_document(uri: str, language_id: str | None = None) -> bool:
-    """Return True for the documents cortex checks: .jsonl/.json/.csv/.txt, or languageId jsonl."""
-    return language_id == "jsonl" or Path(uri_path(uri)).suffix.lower() in EXTENSIONS
+def is_dataset_document(
+    uri: str, language_id: str | None = None, patterns: list[str] | None = None
+) -> bool:
+    """Return True for the documents cortex checks: languageId jsonl, or a path that matches
+    one of ``patterns`` (None: any .jsonl/.json/.csv/.txt)."""
+    if language_id == "jsonl":
+        return True
+    path = uri_path(uri)
+    if patterns is None:
+        return Path(path).suffix.lower() in EXTENSIONS
+    return any(glob_pattern(p).search(path) for p in patterns)
+
+
+@lru_cache(maxsize=64)
+def glob_pattern(pattern: str) -> re.Pattern[str]:
+    """Return the regex of an editor glob (VS Code's syntax): ``**`` any folders, ``*`` and
+    ``?`` within a name, ``{a,b}`` alternatives, ``[abc]`` a character.
+
+    A pattern without ``/`` matches a file name in any folder, one with ``/`` the path's end.
+    """
+    out, depth, index = [], 0, 0
+    while index < len(pattern):
+        char = pattern[index]
+        if pattern.startswith("**/", index):
+            out.append("(?:.*/)?")
+            index += 3
+            continue
+        if pattern.startswith("**", index):
+            out.append(".*")
+            index += 2
+            continue
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "{":
+            out.append("(?:")
+            depth += 1
+        elif char == "}" and depth:
+            out.append(")")
+            depth -= 1
+        elif char == "," and depth:
+            out.append("|")
+        elif char == "[" and (close := pattern.find("]", index + 1)) > index:
+            body = pattern[index + 1 : close]
+            out.append("[" + ("^" + body[1:] if body[:1] == "!" else body) + "]")
+            index = close
+        else:
+            out.append(re.escape(char))
+        index += 1
+    return re.compile("(?:^|/)" + "".join(out) + ")" * depth + "$")
 
 
 class DatasetDocument:
