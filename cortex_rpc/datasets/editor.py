@@ -348,16 +348,21 @@ def to_chat_record(state: RecordState) -> dict[str, Any] | None:
 def overlaps(diagnostic: Diagnostic, range: Range) -> bool:
     """True when ``diagnostic`` is one a code action request for ``range`` is about.
 
-    An empty range (a cursor) takes the diagnostics that contain it or touch it at either
-    end (eglot sends the range before point, so a cursor right after a trailing comma counts);
-    a range with text takes those that share some of it (a whole line: the line's).
+    A range takes the diagnostics that share some of it or touch it at either end: eglot
+    sends the sexp before point, which ends where a trailing comma's diagnostic starts, and
+    a cursor right after the comma touches its end. Touching at the start of a line does not
+    count: a range over whole lines (to the next line's start) is not about the next line.
     """
     start, end = (range[0], range[1]), (range[2], range[3])
     first = (diagnostic.start_line, diagnostic.start_character)
     last = (diagnostic.end_line, diagnostic.end_character)
-    if start == end or first == last:
-        return first <= end and start <= last
-    return first < end and start < last
+    if start == end:  # a cursor: inside the diagnostic or at either end
+        return first <= start <= last
+    if first == last:  # an empty diagnostic (a blank line's): inside the range
+        return start <= first < end
+    if first < end and start < last:
+        return True
+    return (first == end and end[1] > 0) or (last == start and start[1] > 0)
 
 
 def kind_wanted(kind: str, only: list[str] | None) -> bool:

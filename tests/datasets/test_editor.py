@@ -72,15 +72,17 @@ def test_fixes_come_from_the_documents_own_diagnostics_in_the_range():
     comma = '{"prompt": "a", "response": "b"},'
     text = "\n".join([LINES[0], comma, "", '{"prompt": "x", "answer": "y"}', *LINES[1:5]]) + "\n"
     doc = DatasetDocument(URI, text)
-    # eglot at the end of the line: the range before point, touching the comma's end.
-    (fix,) = code_actions(doc, (1, 0, 1, len(comma)))
+    # eglot before the comma: the object before point, which ends where the comma starts.
+    assert _titles(doc, (1, 0, 1, len(comma) - 1)) == ["Remove the trailing comma"]
+    # A range over the line, and a cursor right after the comma.
+    (fix,) = code_actions(doc, (1, 0, 2, 0))
     assert fix["title"] == "Remove the trailing comma" and fix["kind"] == "quickfix"
     assert fix["diagnostics"][0]["code"] == "trailing-comma"
     assert _titles(doc, (1, len(comma), 1, len(comma))) == ["Remove the trailing comma"]
     doc.apply_change((1, len(comma) - 1, 1, len(comma)), "")
     assert not [d for d in doc.result().diagnostics if d.code == "trailing-comma"]
     # A cursor on the blank line: its fix only, not those of the lines around it.
-    assert _titles(doc, (2, 0, 2, 0)) == ["Remove this blank line"]
+    assert _titles(doc, (2, 0, 2, 0)) == _titles(doc, (2, 0, 3, 0)) == ["Remove this blank line"]
     # A range over a whole line takes that line's diagnostics and none of the next line's.
     assert "Rename" not in " ".join(_titles(doc, (2, 0, 3, 0)))
     assert _titles(doc, (3, 0, 4, 0))[0] == 'Rename "answer" to "response"'
