@@ -98,7 +98,17 @@ SENT are the flymake diagnostics eglot puts in the request's context."
         (cortex-test-check
          "the trailing-comma diagnostic goes away"
          (cortex-test-wait (lambda () (not (assoc "trailing-comma" (cortex-test-codes)))) 60)
-         (cortex-test-codes))))
+         (cortex-test-codes))
+        ;; Saving sends textDocument/didSave, which the server handles (no warning).
+        (save-buffer)
+        (accept-process-output nil 1)
+        (let ((stderr (cl-find-if (lambda (b) (string-match-p "stderr" (buffer-name b)))
+                                  (buffer-list))))
+          (cortex-test-check
+           "didSave is not an unknown method"
+           (and stderr (with-current-buffer stderr
+                         (not (string-match-p "unknown method" (buffer-string)))))
+           (and stderr (with-current-buffer stderr (buffer-string)))))))
     ;; On the "answer" key of line 3.
     (cortex-test-goto 3 32)
     (let ((titles (nth 2 (cortex-test-actions))))
