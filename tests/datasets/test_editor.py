@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cortex_rpc.datasets import validate_dataset
-from cortex_rpc.datasets.editor import DatasetDocument, code_actions, hover, summary
+from cortex_rpc.datasets.editor import (
+    DatasetDocument,
+    code_actions,
+    hover,
+    is_dataset_document,
+    summary,
+)
 from cortex_rpc.datasets.formats import decode
 
 URI = "file:///tmp/data.jsonl"
@@ -100,6 +107,34 @@ def test_code_actions_honour_the_requested_kinds():
     assert _titles(doc, (1, 0, 1, 0), ["quickfix", "source"]) == []
     assert _titles(doc, (1, 0, 1, 0), ["refactor.extract"]) == []
     assert len(_titles(doc, (5, 0, 6, 0), ["quickfix"])) == len(everything)
+
+
+VSCODE_DEFAULT = ["**/*.jsonl", "**/*{data,dataset,train,valid,test}*.{json,csv,txt}"]
+
+
+@pytest.mark.parametrize(
+    ("path", "patterns", "checked"),
+    [
+        ("/w/a/b.jsonl", None, True),
+        ("/w/package.json", None, True),  # no patterns: every dataset extension
+        ("/w/notes.md", None, False),
+        ("/w/a/b.jsonl", VSCODE_DEFAULT, True),
+        ("/w/package.json", VSCODE_DEFAULT, False),
+        ("/w/my-train.json", VSCODE_DEFAULT, True),
+        ("/w/test.csv", VSCODE_DEFAULT, True),
+        ("/w/train/notes.txt", VSCODE_DEFAULT, False),  # * stays inside a name
+        ("/w/deep/x.jsonl", ["*.jsonl"], True),  # no "/": the name, in any folder
+        ("/w/deep/x.jsonl", ["w/*.jsonl"], False),  # with "/": the end of the path
+        ("/w/x.jsonl", ["w/*.jsonl"], True),
+        ("/w/d/e/x.json", ["/w/**/x.json"], True),
+        ("/w/a1.json", ["a[0-9].json"], True),
+        ("/w/ab.json", ["a[!b].json"], False),
+        ("/w/a.jsonl.bak", ["*.jsonl"], False),
+    ],
+)
+def test_dataset_file_patterns_match_as_editor_globs(path, patterns, checked):
+    assert is_dataset_document("file://" + path, "json", patterns) is checked
+    assert is_dataset_document("file://" + path, "jsonl", patterns)  # languageId jsonl: always
 
 
 records = st.fixed_dictionaries(
