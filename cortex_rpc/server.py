@@ -15,11 +15,7 @@ from . import __version__, protocol
 from .errors import CortexError, InvalidParams
 from .lsp.progress import JobProgressRelay, work_done
 from .lsp.server import CortexLanguageServer
-from .options import (
-    InitializationOptions,
-    apply_training_options,
-    parse_initialization_options,
-)
+from .options import InitializationOptions, apply_settings, parse_initialization_options
 from .paths import CortexHome
 
 if TYPE_CHECKING:
@@ -117,8 +113,25 @@ class CortexServer(CortexLanguageServer):
         from .datasets.editor import is_dataset_document
 
         return uri in self.dataset_documents or (
-            language_id is not None and is_dataset_document(uri, language_id)
+            language_id is not None
+            and is_dataset_document(uri, language_id, self.options.dataset_files)
         )
+
+    def check_dataset_files(self) -> None:
+        """Check the open documents that ``datasetFiles`` now names; stop checking the others.
+
+        A document pygls' workspace holds moves to the dataset documents; one that no longer
+        matches stays tracked (its edits apply) with its diagnostics cleared.
+        """
+        from .datasets.editor import is_dataset_document
+
+        patterns, docs = self.options.dataset_files, self.dataset_documents
+        for uri, language_id in docs.open_documents().items():
+            docs.set_checked(uri, is_dataset_document(uri, language_id, patterns))
+        for document in list(self.workspace.text_documents.values()):
+            if is_dataset_document(document.uri, document.language_id, patterns):
+                self.workspace.remove_text_document(document.uri)
+                docs.open(document.uri, document.source, document.language_id, document.version)
 
     def experimental_capabilities(self) -> dict[str, Any]:
         return {"cortex": {"methods": sorted(self.cortex_methods), "version": __version__}}
@@ -325,7 +338,7 @@ def did_open(ls: CortexServer, params: types.DidOpenTextDocumentParams) -> None:
     from .datasets.editor import is_dataset_document
 
     document = params.text_document
-    if is_dataset_document(document.uri, document.language_id):
+    if is_dataset_document(document.uri, document.language_id, ls.options.dataset_files):
         ls.dataset_documents.open(
             document.uri, document.text, document.language_id, document.version
         )
@@ -337,9 +350,19 @@ def did_change_configuration(ls: CortexServer, params: types.DidChangeConfigurat
     cortex = settings.get("cortex") if isinstance(settings, dict) else None
     if not isinstance(cortex, dict):
         return
-    for warning in apply_training_options(ls.options, cortex):
+    changed, warnings = apply_settings(ls.options, cortex)
+    for warning in warnings:
         ls.log(warning, types.MessageType.Warning)
-    ls.check_datasets_with_model()
+    # New model folders can change which model a name means.
+    if changed & {"model", "max_seq_length"} or ("model_dirs" in changed and ls.options.model):
+        ls.check_datasets_with_model()
+    if "dataset_files" in changed:
+        ls.check_dataset_files()
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+def did_save(ls: CortexServer, params: types.DidSaveTextDocumentParams) -> None:
+    ls.dataset_documents.saved(params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -371,7 +394,7 @@ async def _document_result(job: Any) -> Any:
 @server.feature(types.TEXT_DOCUMENT_HOVER)
 def hover(ls: CortexServer, params: types.HoverParams) -> Any:
     docs, uri, position = ls.dataset_documents, params.text_document.uri, params.position
-    if uri not in docs:
+    if not docs.checked(uri):
         return None
     text = yield _document_result, (docs.hover(uri, position.line, position.character),), {}
     if not text:
@@ -379,17 +402,19 @@ def hover(ls: CortexServer, params: types.HoverParams) -> Any:
     return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))
 
 
-@server.feature(types.TEXT_DOCUMENT_CODE_ACTION)
+@server.feature(
+    types.TEXT_DOCUMENT_CODE_ACTION,
+    types.CodeActionOptions(
+        code_action_kinds=[types.CodeActionKind.QuickFix, types.CodeActionKind.RefactorRewrite]
+    ),
+)
 def code_action(ls: CortexServer, params: types.CodeActionParams) -> Any:
     docs, uri = ls.dataset_documents, params.text_document.uri
-    if uri not in docs:
+    if not docs.checked(uri):
         return None
-    diagnostics = [ls.protocol.to_wire(d) for d in params.context.diagnostics]
-    actions = yield (
-        _document_result,
-        (docs.code_actions(uri, _range(params.range), diagnostics),),
-        {},
-    )
+    # Fixes come from the server's own diagnostics: context.diagnostics is not trusted.
+    only = [str(getattr(k, "value", k)) for k in params.context.only or ()]
+    actions = yield _document_result, (docs.code_actions(uri, _range(params.range), only),), {}
     if not actions:
         return None
     return [ls.protocol.from_wire(a, types.CodeAction) for a in actions]

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything cortex-rpc needs on this machine: system packages where they belong
-# (Debian/Ubuntu: OpenBLAS for fast MLX on CPU, Neovim for the editor tests, node and npm for
-# the VS Code and scripts suites, python3-venv where the venv needs it), a virtual
-# environment in .venv, and the package with its dev extras. Safe to run again.
+# (Debian/Ubuntu: OpenBLAS for fast MLX on CPU, Neovim and Emacs with eglot for the editor
+# tests, node and npm for the VS Code and scripts suites, python3-venv where the venv needs
+# it), a virtual environment in .venv, and the package with its dev extras. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +10,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
 if [ "$(uname -s)" = "Linux" ] && command -v apt-get >/dev/null 2>&1; then
-  packages="libopenblas0-pthread neovim tmux golang-go"
+  packages="libopenblas0-pthread neovim emacs-nox elpa-eglot tmux golang-go"
   missing=""
   for p in $packages; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -48,13 +48,25 @@ class DatasetDocuments:
         self.warn = warn
         self.training: tuple[TemplateRenderer | None, ViewOptions | None] = (None, None)
         self.filling: set[str] = set()  # documents whose model checks fill in chunk by chunk
+        self.language_ids: dict[str, str] = {}
+        # Tracked (their edits apply) but not checked: the dataset file patterns changed.
+        self.muted: set[str] = set()
 
     def __contains__(self, uri: str) -> bool:
         return uri in self.versions
 
+    def checked(self, uri: str) -> bool:
+        """True for a tracked document whose diagnostics are published (hover, fixes)."""
+        return uri in self.versions and uri not in self.muted
+
+    def open_documents(self) -> dict[str, str]:
+        """Return the tracked documents' URIs with their languageId."""
+        return dict(self.language_ids)
+
     def open(self, uri: str, text: str, language_id: str, version: int | None) -> None:
         """Start tracking a document and publish its diagnostics at once."""
         self.versions[uri] = version
+        self.language_ids[uri] = language_id
         self.worker.submit(self._open, uri, text, language_id)
         self._schedule(uri, immediate=True, opened=True)
 
@@ -73,9 +85,29 @@ class DatasetDocuments:
         if uri not in self:
             return
         self.versions.pop(uri, None)
+        self.language_ids.pop(uri, None)
+        self.muted.discard(uri)
         if (timer := self.timers.pop(uri, None)) is not None:
             timer.cancel()
         self.worker.submit(self._close, uri)
+
+    def set_checked(self, uri: str, checked: bool) -> None:
+        """Check a tracked document again, or stop: clear its diagnostics, keep its edits."""
+        if uri not in self or checked == (uri not in self.muted):
+            return
+        if checked:
+            self.muted.discard(uri)
+            self._schedule(uri, immediate=True, opened=True)
+            return
+        self.muted.add(uri)
+        if (timer := self.timers.pop(uri, None)) is not None:
+            timer.cancel()
+        self.worker.submit(self.publish_diagnostics, {"uri": uri, "diagnostics": []})
+
+    def saved(self, uri: str) -> None:
+        """Publish a saved document's diagnostics and summary now (a pending debounce ends)."""
+        if self.checked(uri):
+            self._schedule(uri, immediate=True)
 
     def set_training(self, model_path: str | None, options: ViewOptions) -> None:
         """Check every document against this model's template from now on (None: no model).
@@ -84,7 +116,8 @@ class DatasetDocuments:
         """
         self.worker.submit(self._set_training, model_path, options)
         for uri in self.versions:
-            self._schedule(uri, immediate=True, opened=True)
+            if uri not in self.muted:
+                self._schedule(uri, immediate=True, opened=True)
 
     def text(self, uri: str) -> Future[tuple[str, str] | None]:
         """Return a document's text and format, once the edits before it are applied."""
@@ -99,13 +132,14 @@ class DatasetDocuments:
         )
 
     def code_actions(
-        self, uri: str, range: Range, diagnostics: list[dict[str, Any]]
+        self, uri: str, range: Range, only: list[str] | None = None
     ) -> Future[list[dict[str, Any]] | None]:
-        """Return the code actions for a range, once the edits before it are applied."""
+        """Return the code actions of kinds ``only`` (None: all) for a range, once the edits
+        before it are applied."""
         from .editor import code_actions
 
         return self.worker.submit(
-            lambda: (doc := self.docs.get(uri)) and code_actions(doc, range, diagnostics)
+            lambda: (doc := self.docs.get(uri)) and code_actions(doc, range, only)
         )
 
     # -- on the event loop ----------------------------------------------------------------------
@@ -137,7 +171,7 @@ class DatasetDocuments:
         from .editor import publish_payload
 
         doc = self.docs.get(uri)
-        if doc is None:
+        if doc is None or uri in self.muted:
             return
         params, summary = publish_payload(doc, self.versions.get(uri), render_limit=render_limit)
         self.publish_diagnostics(params)

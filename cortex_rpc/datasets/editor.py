@@ -8,14 +8,17 @@ assembling the diagnostics. Other formats are re-checked whole (they are rarely 
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from bisect import bisect_right
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .analyze import task_type
-from .diagnostics import MAX_DIAGNOSTICS, ValidationResult
+from .diagnostics import MAX_DIAGNOSTICS, Diagnostic, ValidationResult
 from .formats import (
     CHARS_PER_TOKEN,
     EXTENSIONS,
@@ -49,6 +52,9 @@ from .validate import (
 
 LANGUAGE_IDS = {"jsonl": "jsonl", "json": "json", "csv": "csv"}
 Range = tuple[int, int, int, int]  # start line, start character, end line, end character
+# Records of a code action's range rendered with the model at once (a longer selection: the
+# first ones; the rest are checked as the file fills in).
+RENDER_ON_REQUEST = 200
 
 
 def uri_path(uri: str) -> str:
@@ -56,9 +62,57 @@ def uri_path(uri: str) -> str:
     return unquote(parsed.path) if parsed.scheme in ("file", "") else uri
 
 
-def is_dataset_document(uri: str, language_id: str | None = None) -> bool:
-    """Return True for the documents cortex checks: .jsonl/.json/.csv/.txt, or languageId jsonl."""
-    return language_id == "jsonl" or Path(uri_path(uri)).suffix.lower() in EXTENSIONS
+def is_dataset_document(
+    uri: str, language_id: str | None = None, patterns: list[str] | None = None
+) -> bool:
+    """Return True for the documents cortex checks: languageId jsonl, or a path that matches
+    one of ``patterns`` (None: any .jsonl/.json/.csv/.txt)."""
+    if language_id == "jsonl":
+        return True
+    path = uri_path(uri)
+    if patterns is None:
+        return Path(path).suffix.lower() in EXTENSIONS
+    return any(glob_pattern(p).search(path) for p in patterns)
+
+
+@lru_cache(maxsize=64)
+def glob_pattern(pattern: str) -> re.Pattern[str]:
+    """Return the regex of an editor glob (VS Code's syntax): ``**`` any folders, ``*`` and
+    ``?`` within a name, ``{a,b}`` alternatives, ``[abc]`` a character.
+
+    A pattern without ``/`` matches a file name in any folder, one with ``/`` the path's end.
+    """
+    out, depth, index = [], 0, 0
+    while index < len(pattern):
+        char = pattern[index]
+        if pattern.startswith("**/", index):
+            out.append("(?:.*/)?")
+            index += 3
+            continue
+        if pattern.startswith("**", index):
+            out.append(".*")
+            index += 2
+            continue
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "{":
+            out.append("(?:")
+            depth += 1
+        elif char == "}" and depth:
+            out.append(")")
+            depth -= 1
+        elif char == "," and depth:
+            out.append("|")
+        elif char == "[" and (close := pattern.find("]", index + 1)) > index:
+            body = pattern[index + 1 : close]
+            out.append("[" + ("^" + body[1:] if body[:1] == "!" else body) + "]")
+            index = close
+        else:
+            out.append(re.escape(char))
+        index += 1
+    return re.compile("(?:^|/)" + "".join(out) + ")" * depth + "$")
 
 
 class DatasetDocument:
@@ -183,6 +237,17 @@ class DatasetDocument:
         """Return the record's training view with the model, or None (no model, not trainable)."""
         return None if self.trained is None else self.trained.view(state)
 
+    def states_between(self, first: int, last: int) -> list[RecordState]:
+        """Return the record states that start or end on lines ``first``..``last``, in order."""
+        if not self.whole:
+            return self.states[max(first, 0) : last + 1]
+        index = max(bisect_right([s.line for s in self.states], first) - 1, 0)
+        return [
+            s
+            for s in itertools.takewhile(lambda s: s.line <= last, self.states[index:])
+            if s.line + s.end_line >= first
+        ]
+
     def state_at(self, line: int) -> RecordState | None:
         if not self.whole:
             return self.states[line] if 0 <= line < len(self.states) else None
@@ -293,62 +358,70 @@ def to_chat_record(state: RecordState) -> dict[str, Any] | None:
     return {"messages": [{"role": role, "content": text} for role, text in state.turns]}
 
 
+def overlaps(diagnostic: Diagnostic, range: Range) -> bool:
+    """True when ``diagnostic`` is one a code action request for ``range`` is about.
+
+    A range takes the diagnostics that share some of it or touch it at either end: eglot
+    sends the sexp before point, which ends where a trailing comma's diagnostic starts, and
+    a cursor right after the comma touches its end. Touching at the start of a line does not
+    count: a range over whole lines (to the next line's start) is not about the next line.
+    """
+    start, end = (range[0], range[1]), (range[2], range[3])
+    first = (diagnostic.start_line, diagnostic.start_character)
+    last = (diagnostic.end_line, diagnostic.end_character)
+    if start == end:  # a cursor: inside the diagnostic or at either end
+        return first <= start <= last
+    if first == last:  # an empty diagnostic (a blank line's): inside the range
+        return start <= first < end
+    if first < end and start < last:
+        return True
+    return (first == end and end[1] > 0) or (last == start and start[1] > 0)
+
+
+def kind_wanted(kind: str, only: list[str] | None) -> bool:
+    """True when ``kind`` is one of ``only``, or below one (LSP: "refactor" covers
+    "refactor.rewrite"); no ``only``: every kind."""
+    return not only or any(kind == wanted or kind.startswith(wanted + ".") for wanted in only)
+
+
+def diagnostics_at(doc: DatasetDocument, range: Range) -> list[Diagnostic]:
+    """Return the document's own current diagnostics that overlap ``range``.
+
+    With a model, the records in the range are rendered first, so its checks of them count
+    even while the rest of a big file still waits.
+    """
+    if doc.trained is not None:
+        for state in doc.states_between(range[0], range[0] + RENDER_ON_REQUEST):
+            if state.line > range[2]:
+                break
+            doc.trained_view(state)
+    result = doc.result(limit=None, render=False)
+    return [
+        d
+        for d in result.diagnostics
+        if d.start_line <= range[2] and d.end_line >= range[0] and overlaps(d, range)
+    ]
+
+
 def code_actions(
-    doc: DatasetDocument, range: Range, diagnostics: list[dict[str, Any]]
+    doc: DatasetDocument, range: Range, only: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    """Return quick fixes (WorkspaceEdits) for the diagnostics in ``range``, where unambiguous."""
+    """Return the fixes (WorkspaceEdits) for ``range``, where unambiguous, of the kinds in
+    ``only`` (None: all).
+
+    Built from the document's own diagnostics, never from those the client sends back:
+    clients send none (eglot at a cursor), all of the buffer's (eglot on a blank line) or
+    strip their ``data`` (ALE).
+    """
     actions = []
-    for diagnostic in diagnostics:
-        code, data = diagnostic.get("code"), diagnostic.get("data") or {}
-        start = diagnostic["range"]["start"]
-        end = diagnostic["range"]["end"]
-        start_pos, end_pos = (start["line"], start["character"]), (end["line"], end["character"])
-        if code in ("missing-field", "unknown-role") and "rename" in data:
-            old, new = data["rename"]["from"], data["rename"]["to"]
-            actions.append(
-                _action(
-                    f'Rename "{old}" to "{new}"',
-                    _edit(doc, start_pos, end_pos, json.dumps(new)),
-                    diagnostic,
-                )
-            )
-        elif code == "tool-arguments-object" and "serialize" in data:
-            actions.append(
-                _action(
-                    "Write the arguments as a JSON string",
-                    _edit(
-                        doc, start_pos, end_pos, json.dumps(data["serialize"], ensure_ascii=False)
-                    ),
-                    diagnostic,
-                )
-            )
-        elif code in ("duplicate", "near-duplicate", "blank-line"):
-            title = (
-                "Remove this blank line"
-                if code == "blank-line"
-                else f"Remove duplicate line {start['line'] + 1}"
-            )
-            actions.append(
-                _action(title, _remove_lines(doc, start["line"], end["line"]), diagnostic)
-            )
-        elif code in ("trailing-comma", "bom"):
-            title = "Remove the trailing comma" if code == "trailing-comma" else "Remove the BOM"
-            actions.append(_action(title, _edit(doc, start_pos, end_pos, ""), diagnostic))
-        elif code == "pretty-json":
-            rewritten = jsonl_lines_of(doc.text)
-            if rewritten is not None:
-                last = doc.lines[-1]
-                edit = _edit(doc, (0, 0), (len(doc.lines) - 1, col16(last, len(last))), rewritten)
-                actions.append(_action("Rewrite the file as JSON Lines", edit, diagnostic))
-        elif code == "mixed-shapes" and data.get("shape") == "chat" and doc.format == "jsonl":
-            state = doc.state_at(start["line"])
-            if state is not None:
-                action = _convert_to_chat(doc, state, diagnostic, "quickfix")
-                if action is not None:
-                    actions.append(action)
-    merge = _merge_system_message(doc, range, diagnostics)
-    if merge is not None:
-        actions.append(merge)
+    merged: set[int] = set()
+    for diagnostic in diagnostics_at(doc, range):
+        if diagnostic.code in MERGE_CODES:
+            action = _merge_system_message(doc, diagnostic, merged)
+        else:
+            action = _fix(doc, diagnostic.to_wire())
+        if action is not None:
+            actions.append(action)
     keep_chosen = _keep_chosen(doc, range)
     if keep_chosen is not None:
         actions.append(keep_chosen)
@@ -358,7 +431,50 @@ def code_actions(
             action = _convert_to_chat(doc, state, None, "refactor.rewrite")
             if action is not None:
                 actions.append(action)
-    return actions
+    return [a for a in actions if kind_wanted(a["kind"], only)]
+
+
+def _fix(doc: DatasetDocument, diagnostic: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the quick fix of one diagnostic (in its wire form), if it has one."""
+    code, data = diagnostic.get("code"), diagnostic.get("data") or {}
+    start = diagnostic["range"]["start"]
+    end = diagnostic["range"]["end"]
+    start_pos, end_pos = (start["line"], start["character"]), (end["line"], end["character"])
+    if code in ("missing-field", "unknown-role") and "rename" in data:
+        old, new = data["rename"]["from"], data["rename"]["to"]
+        return _action(
+            f'Rename "{old}" to "{new}"',
+            _edit(doc, start_pos, end_pos, json.dumps(new)),
+            diagnostic,
+        )
+    if code == "tool-arguments-object" and "serialize" in data:
+        return _action(
+            "Write the arguments as a JSON string",
+            _edit(doc, start_pos, end_pos, json.dumps(data["serialize"], ensure_ascii=False)),
+            diagnostic,
+        )
+    if code in ("duplicate", "near-duplicate", "blank-line"):
+        title = (
+            "Remove this blank line"
+            if code == "blank-line"
+            else f"Remove duplicate line {start['line'] + 1}"
+        )
+        return _action(title, _remove_lines(doc, start["line"], end["line"]), diagnostic)
+    if code in ("trailing-comma", "bom"):
+        title = "Remove the trailing comma" if code == "trailing-comma" else "Remove the BOM"
+        return _action(title, _edit(doc, start_pos, end_pos, ""), diagnostic)
+    if code == "pretty-json":
+        rewritten = jsonl_lines_of(doc.text)
+        if rewritten is None:
+            return None
+        last = doc.lines[-1]
+        edit = _edit(doc, (0, 0), (len(doc.lines) - 1, col16(last, len(last))), rewritten)
+        return _action("Rewrite the file as JSON Lines", edit, diagnostic)
+    if code == "mixed-shapes" and data.get("shape") == "chat" and doc.format == "jsonl":
+        state = doc.state_at(start["line"])
+        if state is not None:
+            return _convert_to_chat(doc, state, diagnostic, "quickfix")
+    return None
 
 
 KEEP_CHOSEN_TITLE = "Convert to prompt/response keeping the chosen answer"
@@ -386,30 +502,20 @@ def _keep_chosen(doc: DatasetDocument, range: Range) -> dict[str, Any] | None:
 
 
 def _merge_system_message(
-    doc: DatasetDocument, range: Range, diagnostics: list[dict[str, Any]]
+    doc: DatasetDocument, diagnostic: Diagnostic, merged: set[int]
 ) -> dict[str, Any] | None:
-    """Return the merge fix for a JSONL record whose model refuses or drops its system prompt.
-
-    Decided from the document's own record and its view, not from the echoed diagnostics.
-    """
-    state = None if doc.whole else doc.state_at(range[0])
-    view = None if state is None else doc.trained_view(state)
-    if view is None or not any(i.code in MERGE_CODES for i in view.issues):
+    """Return the merge fix for a JSONL record whose model refuses or drops its system prompt
+    (once per record: ``merged`` holds the lines already fixed)."""
+    state = None if doc.whole else doc.state_at(diagnostic.start_line)
+    if state is None or state.line in merged:
         return None
     new_text = merged_line(state, doc.chat_file())
     if new_text is None:
         return None
-    echoed = next(
-        (
-            d
-            for d in diagnostics
-            if d.get("code") in MERGE_CODES and d["range"]["start"]["line"] == state.line
-        ),
-        None,
-    )
+    merged.add(state.line)
     line = doc.lines[state.line].rstrip("\r")
     edit = _edit(doc, (state.line, 0), (state.line, col16(line, len(line))), new_text)
-    return _action(MERGE_TITLE, edit, echoed)
+    return _action(MERGE_TITLE, edit, diagnostic.to_wire())
 
 
 def _task_type(doc: DatasetDocument) -> str:

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from .diagnostics import Diagnostic
-from .positions import LineIndex, col16, duplicate_keys, key_colons, locate, may_repeat_keys
+from .positions import (
+    LineIndex,
+    col16,
+    duplicate_keys,
+    key_colons,
+    line_end16,
+    locate,
+    may_repeat_keys,
+)
 from .shapes import (
     Problem,
     check_record,
@@ -295,7 +303,8 @@ def _syntax_diagnostic(
             "with nothing after it; remove the comma",
             {"fix": "remove-comma"},
         )
-    end = min(column + 1, len(line_text)) if column < len(line_text) else column
+    width = col16(line_text, len(line_text))
+    end = min(column + 1, width) if column < width else column
     hint = (
         "each line must be one complete JSON object"
         if error.msg != "Extra data"
@@ -950,7 +959,7 @@ def csv_states(
             line = reader.line_num - 1
             diagnostics.append(
                 Diagnostic(
-                    line, 0, line, len(lines[line]), "csv-field-count", f"CSV error: {error}"
+                    line, 0, line, line_end16(lines[line]), "csv-field-count", f"CSV error: {error}"
                 )
             )
             break
@@ -1082,7 +1091,7 @@ def txt_states(
                             line,
                             0,
                             line,
-                            len(lines[line]),
+                            line_end16(lines[line]),
                             "txt-structure",
                             f"A second "
                             f"{'Q' if label == 'prompt' else 'A'}: in "
@@ -1118,7 +1127,12 @@ def txt_states(
                     data=problem.data,
                 )
             return Diagnostic(
-                line - first, 0, line - first, len(lines[line]), problem.code, problem.message
+                line - first,
+                0,
+                line - first,
+                line_end16(lines[line]),
+                problem.code,
+                problem.message,
             )
 
         states.append(finish_state(state, data, resolve, context_length))
@@ -1157,7 +1171,7 @@ def txt_states(
                     number,
                     0,
                     number,
-                    len(line),
+                    line_end16(line),
                     "txt-structure",
                     "Text outside a Q:/A: block; start each example "
                     "with a line 'Q: ...' followed by 'A: ...'",

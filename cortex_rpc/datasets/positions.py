@@ -20,6 +20,12 @@ def col16(line: str, index: int) -> int:
     return len(line[:index].encode("utf-16-le")) // 2
 
 
+def line_end16(line: str) -> int:
+    """Return the UTF-16 column where ``line``'s text ends (before a CRLF's ``\\r``)."""
+    line = line.rstrip("\r")
+    return col16(line, len(line))
+
+
 def index_from_col16(line: str, column: int) -> int:
     """Return the code-point index for an LSP UTF-16 ``column`` in ``line``."""
     if line.isascii():

@@ -34,6 +34,7 @@ from .formats import (
     oasst_diagnostics,
     pretty_jsonl_states,
 )
+from .positions import line_end16
 from .training_view import TemplateRenderer, ViewOptions
 
 MIN_EXAMPLES = 5  # the guide warns under 5; mlx_lm needs a batch (default 4) to train at all
@@ -192,31 +193,7 @@ class FileChecks:
                     "endings); harmless for cortex, some tools keep the \\r",
                 )
             )
-        line0_end = len(first_line.rstrip("\r"))
-        if self.examples == 0:
-            out.append(
-                Diagnostic(
-                    0,
-                    0,
-                    0,
-                    line0_end,
-                    "no-examples",
-                    'No examples found; add records such as {"prompt": "...", "response": "..."}',
-                )
-            )
-        elif self.examples < MIN_EXAMPLES:
-            out.append(
-                Diagnostic(
-                    0,
-                    0,
-                    0,
-                    line0_end,
-                    "too-few-examples",
-                    f"Only {self.examples} example(s): fewer than mlx_lm's "
-                    f"batch size plus a validation split; add at least "
-                    f"{MIN_EXAMPLES} (50-100+ recommended)",
-                )
-            )
+        out.extend(_count_diagnostics(self.examples, first_line))
         out.sort(key=sort_key)
         return out
 
@@ -419,7 +396,8 @@ def mixed_message(shape: str, majority: str | None) -> str:
 
 
 def _count_diagnostics(examples: int, first_line: str) -> list[Diagnostic]:
-    line0_end = len(first_line.rstrip("\r"))
+    """Return no-examples / too-few-examples, over the first line (its UTF-16 end)."""
+    line0_end = line_end16(first_line)
     if examples == 0:
         return [
             Diagnostic(

@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cortex_rpc.datasets import validate_dataset
-from cortex_rpc.datasets.editor import DatasetDocument, code_actions, hover, summary
+from cortex_rpc.datasets.editor import (
+    DatasetDocument,
+    code_actions,
+    hover,
+    is_dataset_document,
+    summary,
+)
 from cortex_rpc.datasets.formats import decode
 
 URI = "file:///tmp/data.jsonl"
@@ -48,22 +55,86 @@ def test_hover_actions_and_summary():
     doc = DatasetDocument(URI, text)
     assert "**prompt-response** record" in hover(doc, 0, 2)
     assert hover(doc, 7, 0) is None
-    wire = [d.to_wire() for d in doc.result().diagnostics]
-    actions = code_actions(doc, (5, 0, 5, 0), [d for d in wire if d["range"]["start"]["line"] == 5])
+    actions = code_actions(doc, (5, 0, 6, 0))
     assert actions[0]["title"] == 'Rename "answer" to "response"'
     assert actions[0]["edit"]["changes"][URI][0]["newText"] == '"response"'
-    dup = [d for d in wire if d["code"] == "duplicate"]
-    removal = code_actions(doc, (6, 0, 6, 0), dup)[0]
+    removal = code_actions(doc, (6, 0, 6, 0))[0]
     assert removal["edit"]["changes"][URI][0]["range"] == {
         "start": {"line": 6, "character": 0},
         "end": {"line": 7, "character": 0},
     }
-    convert = [a for a in code_actions(doc, (1, 0, 1, 0), []) if "chat" in a["title"]]
+    convert = [a for a in code_actions(doc, (1, 0, 1, 0)) if "chat" in a["title"]]
     assert json.loads(convert[0]["edit"]["changes"][URI][0]["newText"])["messages"][0] == {
         "role": "user",
         "content": "question 1",
     }
     assert summary(doc)["text"] == "7 examples · chat · 2 problems"
+
+
+def _titles(doc: DatasetDocument, range_: tuple[int, int, int, int], only=None) -> list[str]:
+    return [a["title"] for a in code_actions(doc, range_, only)]
+
+
+def test_fixes_come_from_the_documents_own_diagnostics_in_the_range():
+    comma = '{"prompt": "a", "response": "b"},'
+    text = "\n".join([LINES[0], comma, "", '{"prompt": "x", "answer": "y"}', *LINES[1:5]]) + "\n"
+    doc = DatasetDocument(URI, text)
+    # eglot before the comma: the object before point, which ends where the comma starts.
+    assert _titles(doc, (1, 0, 1, len(comma) - 1)) == ["Remove the trailing comma"]
+    # A range over the line, and a cursor right after the comma.
+    (fix,) = code_actions(doc, (1, 0, 2, 0))
+    assert fix["title"] == "Remove the trailing comma" and fix["kind"] == "quickfix"
+    assert fix["diagnostics"][0]["code"] == "trailing-comma"
+    assert _titles(doc, (1, len(comma), 1, len(comma))) == ["Remove the trailing comma"]
+    doc.apply_change((1, len(comma) - 1, 1, len(comma)), "")
+    assert not [d for d in doc.result().diagnostics if d.code == "trailing-comma"]
+    # A cursor on the blank line: its fix only, not those of the lines around it.
+    assert _titles(doc, (2, 0, 2, 0)) == _titles(doc, (2, 0, 3, 0)) == ["Remove this blank line"]
+    # A range over a whole line takes that line's diagnostics and none of the next line's.
+    assert "Rename" not in " ".join(_titles(doc, (2, 0, 3, 0)))
+    assert _titles(doc, (3, 0, 4, 0))[0] == 'Rename "answer" to "response"'
+    assert _titles(doc, (3, 0, 3, 0)) == []  # before the key: nothing to rename there
+
+
+def test_code_actions_honour_the_requested_kinds():
+    text = "\n".join([*LINES[:5], '{"prompt": "x", "answer": "y"}']) + "\n"
+    doc = DatasetDocument(URI, text)
+    everything = code_actions(doc, (5, 0, 6, 0))
+    assert {a["kind"] for a in everything} == {"quickfix"}
+    assert _titles(doc, (5, 0, 6, 0), ["refactor"]) == []
+    assert _titles(doc, (1, 0, 1, 0), ["refactor"]) == ["Convert this record to the chat shape"]
+    assert _titles(doc, (1, 0, 1, 0), ["refactor.rewrite"]) == _titles(doc, (1, 0, 1, 0))
+    assert _titles(doc, (1, 0, 1, 0), ["quickfix", "source"]) == []
+    assert _titles(doc, (1, 0, 1, 0), ["refactor.extract"]) == []
+    assert len(_titles(doc, (5, 0, 6, 0), ["quickfix"])) == len(everything)
+
+
+VSCODE_DEFAULT = ["**/*.jsonl", "**/*{data,dataset,train,valid,test}*.{json,csv,txt}"]
+
+
+@pytest.mark.parametrize(
+    ("path", "patterns", "checked"),
+    [
+        ("/w/a/b.jsonl", None, True),
+        ("/w/package.json", None, True),  # no patterns: every dataset extension
+        ("/w/notes.md", None, False),
+        ("/w/a/b.jsonl", VSCODE_DEFAULT, True),
+        ("/w/package.json", VSCODE_DEFAULT, False),
+        ("/w/my-train.json", VSCODE_DEFAULT, True),
+        ("/w/test.csv", VSCODE_DEFAULT, True),
+        ("/w/train/notes.txt", VSCODE_DEFAULT, False),  # * stays inside a name
+        ("/w/deep/x.jsonl", ["*.jsonl"], True),  # no "/": the name, in any folder
+        ("/w/deep/x.jsonl", ["w/*.jsonl"], False),  # with "/": the end of the path
+        ("/w/x.jsonl", ["w/*.jsonl"], True),
+        ("/w/d/e/x.json", ["/w/**/x.json"], True),
+        ("/w/a1.json", ["a[0-9].json"], True),
+        ("/w/ab.json", ["a[!b].json"], False),
+        ("/w/a.jsonl.bak", ["*.jsonl"], False),
+    ],
+)
+def test_dataset_file_patterns_match_as_editor_globs(path, patterns, checked):
+    assert is_dataset_document("file://" + path, "json", patterns) is checked
+    assert is_dataset_document("file://" + path, "jsonl", patterns)  # languageId jsonl: always
 
 
 records = st.fixed_dictionaries(

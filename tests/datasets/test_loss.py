@@ -265,7 +265,7 @@ def test_preference_records_are_valid_and_convert_to_sft_keeping_the_chosen_answ
     errors = [d for d in loaded.result.diagnostics if d.severity == "error"]
     assert errors == []
     doc = DatasetDocument("file:///p.jsonl", line + "\n")
-    actions = code_actions(doc, (0, 0), [])
+    actions = code_actions(doc, (0, 0, 0, 0))
     fix = next(a for a in actions if a["title"].startswith("Convert"))
     assert fix["title"] == "Convert to prompt/response keeping the chosen answer"
     assert fix["kind"] == "refactor.rewrite"

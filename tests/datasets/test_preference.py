@@ -276,7 +276,7 @@ def test_editor_hover_and_keep_chosen_rewrite():
     text = hover(doc, 0, 3)
     assert "**preference** record" in text
     assert "chosen 11 / rejected 3 characters (ratio 3.7)" in text
-    titles = [a["title"] for a in code_actions(doc, (0, 0), [])]
+    titles = [a["title"] for a in code_actions(doc, (0, 0, 0, 0))]
     assert titles == ["Convert to prompt/response keeping the chosen answer"]
 
 

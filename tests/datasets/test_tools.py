@@ -149,8 +149,7 @@ def test_arguments_object_is_a_warning_with_a_fix():
     assert result.ok
     assert found(result) == [("tool-arguments-object", *span(line, '{"city": "Paris"}'))]
     doc = DatasetDocument("file:///d.jsonl", text)
-    diagnostic = result.diagnostics[0].to_wire()
-    (action,) = code_actions(doc, (0, 0, 0, 0), [diagnostic])
+    (action,) = code_actions(doc, (0, 0, 1, 0))  # the whole line
     edit = action["edit"]["changes"]["file:///d.jsonl"][0]
     assert edit["newText"] == json.dumps('{"city": "Paris"}')
     doc.apply_change(
@@ -211,9 +210,7 @@ def test_unknown_role_hint_and_rename(role, hint):
     assert f'did you mean "{hint}"' in diagnostic.message
     assert found(result)[0] == ("unknown-role", *span(line, json.dumps(role)))
     doc = DatasetDocument("file:///d.jsonl", text)
-    (action,) = [
-        a for a in code_actions(doc, (0, 0, 0, 0), [diagnostic.to_wire()]) if "Rename" in a["title"]
-    ]
+    (action,) = [a for a in code_actions(doc, (0, 0, 1, 0)) if "Rename" in a["title"]]
     edit = action["edit"]["changes"]["file:///d.jsonl"][0]
     assert edit["newText"] == json.dumps(hint)
 

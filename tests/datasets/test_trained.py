@@ -91,7 +91,7 @@ def test_the_merge_fix_replaces_the_record_and_clears_the_error(variant) -> None
     )
     assert ("template-role", 1) in [(d.code, d.start_line) for d in doc.result().diagnostics]
     # Computed from the document, not from diagnostics the client sends back.
-    action = next(a for a in code_actions(doc, (1, 3, 1, 3), []) if a["title"] == MERGE_TITLE)
+    action = next(a for a in code_actions(doc, (1, 3, 1, 3)) if a["title"] == MERGE_TITLE)
     edit = action["edit"]["changes"]["file:///d.jsonl"][0]
     assert edit["range"]["start"] == {"line": 1, "character": 0}
     assert json.loads(edit["newText"]) == {
@@ -102,7 +102,7 @@ def test_the_merge_fix_replaces_the_record_and_clears_the_error(variant) -> None
     }
     doc.apply_change((1, 0, 1, edit["range"]["end"]["character"]), edit["newText"])
     assert not [d for d in doc.result().diagnostics if d.code.startswith("template")]
-    assert not [a for a in code_actions(doc, (0, 0, 0, 0), []) if a["title"] == MERGE_TITLE]
+    assert not [a for a in code_actions(doc, (0, 0, 0, 0)) if a["title"] == MERGE_TITLE]
 
 
 def test_a_dropped_system_prompt_is_a_warning_with_the_merge_fix(variant) -> None:
@@ -112,7 +112,7 @@ def test_a_dropped_system_prompt_is_a_warning_with_the_merge_fix(variant) -> Non
     doc = DatasetDocument("file:///d.jsonl", WITH_SYSTEM, language_id="jsonl", renderer=renderer)
     wire = publish_payload(doc, None)[0]["diagnostics"]
     dropped = next(d for d in wire if d["code"] == "template-dropped-text")
-    actions = code_actions(doc, (0, 0, 0, 0), [dropped])
+    actions = code_actions(doc, (0, 0, 0, 0))
     merge = next(a for a in actions if a["title"] == MERGE_TITLE)
     assert merge["diagnostics"] == [dropped] and merge["isPreferred"]
 

@@ -206,3 +206,32 @@ def test_wire_diagnostic_shape():
         "end": {"line": 0, "character": 24},
     }
     assert "rename" in wire["message"]
+
+
+@pytest.mark.parametrize("via_file", [False, True])
+def test_file_level_ranges_end_at_the_utf16_end_of_line(tmp_path, via_file):
+    # An emoji is two UTF-16 units: the squiggle must reach the end of the line.
+    line = json.dumps({"prompt": "Hi 👋", "response": "Hello 🙂"}, ensure_ascii=False)
+    if via_file:  # a file on disk is streamed (StreamChecks), an open document is not
+        path = tmp_path / "few.jsonl"
+        path.write_text(line + "\n", encoding="utf-8")
+        result = validate_dataset(path)
+    else:
+        result = validate_dataset(text=line + "\n", format="jsonl")
+    (few,) = [d for d in result.diagnostics if d.code == "too-few-examples"]
+    assert (few.start_line, few.start_character, few.end_line) == (0, 0, 0)
+    assert few.end_character == len(line.encode("utf-16-le")) // 2 == len(line) + 2
+
+
+def test_no_examples_and_text_structure_ranges_are_utf16():
+    line = "🙂 text before the first block"
+    result = validate_dataset(text=f"{line}\nQ: a\nA: b\n", format="txt")
+    ends = {d.code: (d.start_line, d.end_character) for d in result.diagnostics}
+    assert ends == {"txt-structure": (0, len(line) + 1), "too-few-examples": (0, len(line) + 1)}
+    bad = "not json 🙂"
+    (none,) = [
+        d
+        for d in validate_dataset(text=bad + "\n", format="jsonl").diagnostics
+        if d.code == "no-examples"
+    ]
+    assert none.end_character == len(bad) + 1

@@ -252,8 +252,7 @@ def test_prepare_uses_the_files_validation_split(tmp_path):
 
 def test_pretty_json_quick_fix_rewrites_the_document_as_jsonl():
     doc = DatasetDocument("file:///x/pretty.jsonl", PRETTY)
-    wire = [d.to_wire() for d in doc.result().diagnostics]
-    (action,) = [a for a in code_actions(doc, (0, 0, 0, 0), wire) if a["kind"] == "quickfix"]
+    (action,) = [a for a in code_actions(doc, (0, 0, 0, 0)) if a["kind"] == "quickfix"]
     (change,) = action["edit"]["changes"]["file:///x/pretty.jsonl"]
     assert change["range"] == {
         "start": {"line": 0, "character": 0},

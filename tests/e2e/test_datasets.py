@@ -171,3 +171,140 @@ async def test_dataset_report(client, tmp_path, sample_dataset_path):
     with pytest.raises(JsonRpcException) as error:
         await request(client, "cortex/datasetReport", {"path": str(data), "format": "pdf"})
     assert error.value.code == -32602
+
+
+def _action_params(uri, start, end, diagnostics=(), only=None):
+    return types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        range=types.Range(start=types.Position(*start), end=types.Position(*end)),
+        context=types.CodeActionContext(diagnostics=list(diagnostics), only=only),
+    )
+
+
+async def _open(client, uri, text, language_id="jsonl"):
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id=language_id, version=1, text=text
+            )
+        )
+    )
+    return await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+
+
+async def test_code_actions_ignore_what_the_client_sends_back(client, tmp_path):
+    comma = '{"prompt": "Hi", "response": "Hello"},'
+    good = [json.dumps({"prompt": f"q{i}", "response": f"a{i}"}) for i in range(5)]
+    text = "\n".join([good[0], comma, "", '{"prompt": "x", "answer": "y"}', *good[1:]]) + "\n"
+    uri = (tmp_path / "fixes.jsonl").as_uri()
+    published = (await _open(client, uri, text)).diagnostics
+    assert {d.code for d in published} >= {"trailing-comma", "blank-line", "missing-field"}
+
+    # eglot 1.9 at the end of the comma's line: the range before point, no diagnostics.
+    actions = await client.text_document_code_action_async(
+        _action_params(uri, (1, 0), (1, len(comma)))
+    )
+    (fix,) = actions
+    assert fix.title == "Remove the trailing comma" and fix.diagnostics[0].code == "trailing-comma"
+    # eglot on the blank line: every diagnostic of the buffer; only the blank line's fix.
+    actions = await client.text_document_code_action_async(
+        _action_params(uri, (2, 0), (2, 0), published)
+    )
+    assert [a.title for a in actions] == ["Remove this blank line"]
+    # ALE strips data: the rename still comes from the server's own diagnostic.
+    missing = next(d for d in published if d.code == "missing-field")
+    stripped = types.Diagnostic(range=missing.range, message=missing.message, code=missing.code)
+    actions = await client.text_document_code_action_async(
+        _action_params(uri, (3, 0), (4, 0), [stripped])
+    )
+    assert [a.title for a in actions] == ['Rename "answer" to "response"']
+    refactors = await client.text_document_code_action_async(
+        _action_params(uri, (3, 0), (4, 0), only=[types.CodeActionKind.Refactor])
+    )
+    assert refactors is None
+    kinds = client.initialize_result.capabilities.code_action_provider.code_action_kinds
+    assert list(kinds) == ["quickfix", "refactor.rewrite"]
+
+    (change,) = fix.edit.changes[uri]
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[
+                types.TextDocumentContentChangePartial(range=change.range, text=change.new_text)
+            ],
+        )
+    )
+    params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert params.version == 2 and "trailing-comma" not in {d.code for d in params.diagnostics}
+
+
+async def test_did_save_publishes_and_settings_apply_without_restart(
+    client, tmp_path, tiny_model_template
+):
+    assert client.initialize_result.capabilities.text_document_sync.save
+    uri = (tmp_path / "data.jsonl").as_uri()
+    await _open(client, uri, BROKEN)
+    summary_sent = asyncio.wrap_future(
+        client.protocol.wait_for_notification("cortex/datasetSummary")
+    )
+    client.text_document_did_save(
+        types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert params.uri == uri and (await summary_sent).text == "3 examples · chat · 3 problems"
+
+    # datasetFiles: package.json is checked by default, then no longer, then again.
+    package = (tmp_path / "package.json").as_uri()
+    assert (await _open(client, package, '{"name": "x"}', "json")).diagnostics
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"cortex": {"datasetFiles": ["*.jsonl"]}})
+    )
+    params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert (params.uri, list(params.diagnostics)) == (package, [])
+    hover = await client.text_document_hover_async(
+        types.HoverParams(
+            text_document=types.TextDocumentIdentifier(uri=package),
+            position=types.Position(line=0, character=2),
+        )
+    )
+    assert hover is None
+    # A .json file opened while it is not a dataset is checked once the patterns name it.
+    train = (tmp_path / "train.json").as_uri()
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=train, language_id="json", version=1, text='[{"prompt": "a"}]'
+            )
+        )
+    )
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(
+            settings={"cortex": {"datasetFiles": ["*.jsonl", "**/train*.json"]}}
+        )
+    )
+    params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert params.uri == train and "missing-field" in {d.code for d in params.diagnostics}
+
+    # model by name, found once modelDirs names its folder: the model checks start.
+    name = tiny_model_template.name
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"cortex": {"model": name}})
+    )
+    await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert any(f"No model named or at {name!r}" in m.message for m in client.log_messages)
+    summary_sent = asyncio.wrap_future(
+        client.protocol.wait_for_notification("cortex/datasetSummary")
+    )
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(
+            settings={"cortex": {"modelDirs": [str(tiny_model_template.parent)]}}
+        )
+    )
+    for _ in range(20):  # the other documents' summaries, and this one's while it renders
+        summary = await asyncio.wait_for(summary_sent, 60)
+        if summary.uri == uri and getattr(summary, "trainedTokens", None):
+            break
+        summary_sent = asyncio.wrap_future(
+            client.protocol.wait_for_notification("cortex/datasetSummary")
+        )
+    assert summary.uri == uri and summary.trainedTokens > 0

@@ -32,7 +32,9 @@ const previews = new Map<string, RenderedPreview>();
 const previewChanged = new vscode.EventEmitter<vscode.Uri>();
 let trainedDecoration: vscode.TextEditorDecorationType;
 /** Settings read when the server starts: changing one asks for a restart. */
-const RESTART_SETTINGS = ["serverPath", "modelDirs", "home", "datasetFiles"];
+const RESTART_SETTINGS = ["serverPath", "home", "datasetFiles"];
+/** Settings the running server takes with workspace/didChangeConfiguration. */
+const LIVE_SETTINGS = ["model", "modelDirs"];
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   output = vscode.window.createOutputChannel("Cortex");
@@ -79,8 +81,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   );
 
   context.subscriptions.push(vscode.workspace.onDidChangeConfiguration(async (event) => {
-    // The model only changes what the server computes: tell it, no restart.
-    if (event.affectsConfiguration("cortex.model")) await sendModelSetting();
+    // The model and its folders only change what the server computes: tell it, no restart.
+    if (LIVE_SETTINGS.some((key) => event.affectsConfiguration(`cortex.${key}`))) await sendLiveSettings();
     if (RESTART_SETTINGS.some((key) => event.affectsConfiguration(`cortex.${key}`))) {
       const answer = await vscode.window.showInformationMessage("Cortex settings changed.", "Restart server");
       if (answer) await restart();
@@ -150,10 +152,11 @@ function configuredModel(): string | undefined {
   return vscode.workspace.getConfiguration("cortex").get<string | null>("model")?.trim() || undefined;
 }
 
-/** Send the model setting to a running server (`null` turns the model-based checks off). */
-async function sendModelSetting(): Promise<void> {
+/** Send the live settings to a running server (model `null` turns the model-based checks off). */
+async function sendLiveSettings(): Promise<void> {
   if (client?.state !== State.Running) return;
-  await client.sendNotification("workspace/didChangeConfiguration", { settings: { cortex: { model: configuredModel() ?? null } } });
+  const modelDirs = vscode.workspace.getConfiguration("cortex").get<string[]>("modelDirs") ?? [];
+  await client.sendNotification("workspace/didChangeConfiguration", { settings: { cortex: { model: configuredModel() ?? null, modelDirs } } });
 }
 
 function dropEmpty(options: Record<string, unknown>): Record<string, unknown> {
