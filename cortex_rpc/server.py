@@ -202,6 +202,7 @@ def propose_config(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
         preset=params.get("preset", "balanced"),
         overrides=params.get("overrides"),
         model_dirs=ls.options.model_dirs,
+        home=ls.home,
     ).to_wire()
 
 

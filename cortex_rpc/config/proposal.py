@@ -7,10 +7,18 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ..accel import detect_backend, find_fast_blas, needs_fast_blas, usable_memory_bytes
+from ..accel import (
+    detect_backend,
+    find_fast_blas,
+    memory_source,
+    needs_fast_blas,
+    usable_memory_bytes,
+)
 from ..errors import CortexError
 from ..models.inspect import inspect_model
 from ..models.registry import resolve_model
+from ..paths import CortexHome
+from .calibration import load_calibration
 from .smart import DatasetProfile, MachineProfile, Proposal, profile_from_wire, propose_config
 from .training_config import TrainingConfig, apply_overrides
 
@@ -19,13 +27,16 @@ if TYPE_CHECKING:  # the datasets package is imported only when a dataset is giv
     from ..datasets.training_view import TrainingView, ViewOptions
 
 
-def current_machine() -> MachineProfile:
-    """Return the backend and usable memory of this machine."""
+def current_machine(home: CortexHome | None = None) -> MachineProfile:
+    """Return the backend, usable memory and calibration (from ``home``) of this machine."""
     backend = detect_backend()
+    home = home or CortexHome.default()
     return MachineProfile(
         backend=backend,
         usable_memory_bytes=usable_memory_bytes(backend),
         fast_blas=not needs_fast_blas() or find_fast_blas() is not None,
+        memory_source=memory_source(backend),
+        calibration=load_calibration(home.root),
     )
 
 
@@ -150,11 +161,14 @@ def propose_for_model(
     model_dirs: Iterable[str] = (),
     machine: MachineProfile | None = None,
     overrides_field: str = "overrides",
+    home: CortexHome | None = None,
+    steps_per_eval: int | None = None,
 ) -> Proposal:
     """Return the smart configuration for ``model`` and, if given, a dataset or its stats.
 
     ``dataset`` is a path (read in ``dataset_format``, detected when None) or a dataset
-    already loaded, which is not read again.
+    already loaded, which is not read again. The estimates use the calibration recorded in
+    ``home`` (the default CORTEX_HOME when None).
     """
     inspection = inspect_model(resolve_model(model, model_dirs))
     profile = None
@@ -168,5 +182,11 @@ def propose_for_model(
     elif dataset_stats is not None:
         profile = profile_from_wire(dataset_stats)
     return propose_config(
-        inspection, profile, preset, machine or current_machine(), overrides, overrides_field
+        inspection,
+        profile,
+        preset,
+        machine or current_machine(home),
+        overrides,
+        overrides_field,
+        steps_per_eval=steps_per_eval,
     )

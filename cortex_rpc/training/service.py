@@ -6,12 +6,14 @@ The server wires this to the protocol; scripts and tests call it directly. No ml
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidParams
+from ..config.smart import MachineProfile, Proposal
+from ..errors import CortexError, InvalidParams
 from ..models.fine_tuned import marker_base_path, output_path, read_marker
 from ..models.registry import resolve_model
 from ..units import human_duration
@@ -33,6 +35,7 @@ def start_training(
     continue_from: str | None = None,
     replay_fraction: float | None = None,
     submit: bool = True,
+    machine: MachineProfile | None = None,
 ) -> dict[str, Any]:
     """Start a job training ``model`` on ``dataset``; return at once with its id and config.
 
@@ -40,9 +43,13 @@ def start_training(
     an existing model, a broken dataset or an invalid config field is an error reply and not
     a failed job. With ``continue_from`` (a fine-tuned model) the job trains a new version of
     it: from its adapter, with its layout and a replay of its data (see ``continual.py``).
+    A run whose estimated memory exceeds what ``machine`` (this one when None) has usable is
+    refused with ``insufficient-memory`` before anything starts.
     """
     from ..config.proposal import propose_for_model
     from ..datasets import load, prepare_dataset
+
+    requested_at = time.monotonic()
     from .continual import DEFAULT_REPLAY_FRACTION, continuation, mix_replay
 
     # Name first: a bad or taken name is the cheapest mistake to report (jobs.start checks
@@ -81,7 +88,12 @@ def start_training(
         overrides=config,
         model_dirs=model_dirs,
         overrides_field="config",
+        home=jobs.home,
+        machine=machine,
+        steps_per_eval=(options or WorkerOptions()).steps_per_eval,
     )
+    if not proposal.fits_in_memory:
+        raise insufficient_memory(proposal)
     chosen = proposal.config
     replayed: dict[str, Any] = {}
 
@@ -95,8 +107,19 @@ def start_training(
             replayed.update(replay)
         return info
 
+    estimate = proposal.estimate
     started = jobs.start(
-        model_dir, None, output_name, chosen, options=options, prepare=prepare, submit=submit
+        model_dir,
+        None,
+        output_name,
+        chosen,
+        options=options,
+        prepare=prepare,
+        submit=submit,
+        estimate={**estimate.to_wire(), "shape": estimate.shape.to_wire()}
+        if estimate is not None and estimate.shape is not None
+        else None,
+        requested_at=requested_at,
     )
     if previous is not None:
         started["continuedFrom"] = {**continued, "replay": replayed}
@@ -107,7 +130,26 @@ def start_training(
         "estimate": proposal.estimate.to_wire() if proposal.estimate else None,
         "fitsInMemory": proposal.fits_in_memory,
         "trainingView": proposal.training_view.to_wire() if proposal.training_view else None,
+        "memory": proposal.memory,
     }
+
+
+def insufficient_memory(proposal: Proposal) -> CortexError:
+    """Return the refusal of a run that would not fit, saying what to change."""
+    memory = proposal.memory
+    gb = 1e9
+    return CortexError(
+        "insufficient-memory",
+        f"This run needs about {memory['neededBytes'] / gb:.2f} GB but only "
+        f"{memory['budgetBytes'] / gb:.2f} GB is usable ({memory['source']}), even with "
+        "every saving the smart config may apply. Close other applications, pick a smaller "
+        "model, or lower batchSize or maxSeqLength (or set quantizationBits: 4 and "
+        "gradCheckpoint: true if you overrode them).",
+        neededBytes=memory["neededBytes"],
+        budgetBytes=memory["budgetBytes"],
+        usableBytes=memory["usableBytes"],
+        config=proposal.config.to_wire(),
+    )
 
 
 @dataclass(frozen=True)
