@@ -91,6 +91,7 @@ class RunMeasurement:
     eval_seconds: float  # all validation passes together
     peak_memory_bytes: int  # mx.get_peak_memory() at the end
     tokens_per_second: float = 0.0
+    load_per_core: float | None = None  # the 1-minute load average per core at the end
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,6 +200,29 @@ def merge_calibration(source_root: Path, target_root: Path, source: str = "bench
     for run in runs:
         record_run(target_root, CalibrationRun(**{**run.__dict__, "source": source}))
     return len(runs)
+
+
+def load_per_core(extra_threads: int = 0) -> float | None:
+    """Return the 1-minute load average per CPU core (plus ``extra_threads``), or None.
+
+    ``extra_threads`` counts a worker about to start: a recorded run's load includes its own.
+    """
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    return (load + extra_threads) / max(os.cpu_count() or 1, 1)
+
+
+def contention(backend: str, load: float | None) -> float:
+    """Return how much slower a CPU run is for the machine's load: runnable threads per core.
+
+    A CPU-bound run gets about 1 / (load per core) of a core once the load exceeds the cores
+    (other processes, other users); below that it runs at full speed. GPU backends: 1.
+    """
+    if load is None or not backend.startswith("cpu"):
+        return 1.0
+    return max(1.0, load)
 
 
 def distance(a: RunShape, b: RunShape) -> float:

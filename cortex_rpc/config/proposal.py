@@ -18,7 +18,7 @@ from ..errors import CortexError
 from ..models.inspect import inspect_model
 from ..models.registry import resolve_model
 from ..paths import CortexHome
-from .calibration import load_calibration
+from .calibration import load_calibration, load_per_core
 from .smart import DatasetProfile, MachineProfile, Proposal, profile_from_wire, propose_config
 from .training_config import TrainingConfig, apply_overrides
 
@@ -37,6 +37,7 @@ def current_machine(home: CortexHome | None = None) -> MachineProfile:
         fast_blas=not needs_fast_blas() or find_fast_blas() is not None,
         memory_source=memory_source(backend),
         calibration=load_calibration(home.root),
+        load_per_core=load_per_core(extra_threads=1),
     )
 
 

@@ -170,6 +170,7 @@ class MachineProfile:
     fast_blas: bool = True
     memory_source: str = ""  # what usable_memory_bytes is (the wired limit, free RAM)
     calibration: Calibration | None = None  # runs measured on this machine
+    load_per_core: float | None = None  # runnable threads per core now, a new worker counted
 
     @property
     def budget_bytes(self) -> int:
@@ -579,6 +580,12 @@ def _fit_memory(
         f"only {budget / gb:.2f} GB is usable ({where}) - close other applications, pick a "
         "smaller model, lower batchSize or maxSeqLength, or set quantizationBits: 4"
         + (
+            "; quantizing in memory still loads the full-precision weights first, so "
+            "convert the model to 4 bits once (mlx_lm.convert --quantize) and train on that"
+            if config.quantization_bits and not model.quantization_bits
+            else ""
+        )
+        + (
             f" (your overrides keep {', '.join(sorted(map(snake_to_camel, fixed)))})"
             if fixed
             else ""
@@ -714,7 +721,7 @@ def estimate_run(
 ) -> Estimate:
     """Return the time and memory estimate of training ``config``, calibrated when possible."""
     shape = run_shape(config, model, dataset, machine, steps_per_eval)
-    parts, basis, runs = estimate_time(shape, machine.calibration)
+    parts, basis, runs = estimate_time(shape, machine.calibration, machine.load_per_core)
     peak, memory_basis = estimate_memory(shape, machine.calibration)
     per_example, trained, source = _tokens_per_example(config, dataset)
     iterations = max(config.iterations, 1)

@@ -29,7 +29,13 @@ from typing import Any
 
 from filelock import FileLock
 
-from ..config.calibration import CalibrationRun, RunMeasurement, RunShape, record_run
+from ..config.calibration import (
+    CalibrationRun,
+    RunMeasurement,
+    RunShape,
+    load_per_core,
+    record_run,
+)
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError, InvalidParams
 from ..models.fine_tuned import output_path
@@ -90,6 +96,7 @@ def calibration_run(job_dir: Path, done: Done, wall_seconds: float) -> Calibrati
         eval_seconds=timing.eval_seconds,
         peak_memory_bytes=timing.peak_memory_bytes,
         tokens_per_second=timing.tokens_per_second or 0.0,
+        load_per_core=load_per_core(),
     )
     return CalibrationRun(
         shape=shape,

@@ -144,7 +144,13 @@ def insufficient_memory(proposal: Proposal) -> CortexError:
         f"{memory['budgetBytes'] / gb:.2f} GB is usable ({memory['source']}), even with "
         "every saving the smart config may apply. Close other applications, pick a smaller "
         "model, or lower batchSize or maxSeqLength (or set quantizationBits: 4 and "
-        "gradCheckpoint: true if you overrode them).",
+        "gradCheckpoint: true if you overrode them)."
+        + (
+            " Quantizing in memory still loads the full-precision weights first: convert "
+            "the model to 4 bits once (mlx_lm.convert --quantize) and train on that."
+            if proposal.config.quantization_bits and not proposal.model.quantization_bits
+            else ""
+        ),
         neededBytes=memory["neededBytes"],
         budgetBytes=memory["budgetBytes"],
         usableBytes=memory["usableBytes"],

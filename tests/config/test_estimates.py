@@ -18,7 +18,7 @@ from cortex_rpc.config.calibration import (
     record_run,
 )
 from cortex_rpc.config.estimate import UNCALIBRATED, estimate_time, prior_time
-from cortex_rpc.config.proposal import propose_for_model
+from cortex_rpc.config.proposal import current_machine, propose_for_model
 from cortex_rpc.config.smart import MachineProfile
 from cortex_rpc.errors import CortexError
 from cortex_rpc.paths import CortexHome
@@ -128,7 +128,9 @@ def test_proposal_says_its_basis_then_uses_a_recorded_job(
     record_run(
         cortex_home, CalibrationRun(shape=first.estimate.shape, measured=measured(wall_seconds=40))
     )
-    second = propose_for_model(str(tiny_model), dataset=str(sample_dataset_path), home=home)
+    # The machine as it is, but as if nobody else used the CPU (the load would scale it).
+    quiet = replace(current_machine(home), load_per_core=None)
+    second = propose_for_model(str(tiny_model), dataset=str(sample_dataset_path), machine=quiet)
     assert second.estimate.calibrated_runs == 1
     assert second.estimate.basis.startswith("calibrated from 1 run(s) on this machine")
     shape = first.estimate.shape
@@ -192,3 +194,16 @@ def test_memory_fitting_steps_down_what_the_user_did_not_set(
         overrides={"quantizationBits": None, "gradCheckpoint": False, "batchSize": 4},
     )
     assert kept.config.quantization_bits is None and not kept.fits_in_memory
+
+
+def test_the_load_of_a_shared_machine_scales_cpu_estimates(tmp_path: Path):
+    busy = measured(load_per_core=2.0)  # measured while 2 runnable threads shared each core
+    record_run(tmp_path, CalibrationRun(shape=SHAPE, measured=busy))
+    quiet, _, _ = estimate_time(SHAPE, load_calibration(tmp_path), load=0.5)
+    assert quiet.steps == pytest.approx(0.048 * 420 / 2)
+    again, basis, _ = estimate_time(SHAPE, load_calibration(tmp_path), load=3.0)
+    assert again.steps == pytest.approx(0.048 * 420 / 2 * 3)
+    assert "x3.0 for the current load (3.0 runnable threads per core)" in basis
+    # A GPU's estimate does not move with the CPU load.
+    metal = replace(SHAPE, backend="metal")
+    assert estimate_time(metal, None, load=3.0)[0] == estimate_time(metal, None, load=None)[0]

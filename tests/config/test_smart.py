@@ -97,11 +97,17 @@ def test_guide_quantization_rule_for_70b(llama70b):
 
 def test_memory_fitting_steps_down_and_explains(llama7b, llama70b):
     proposal = propose_config(
-        llama7b, chat(50, 4000), "balanced", MachineProfile("metal", 12 * 10**9)
+        llama7b, chat(50, 4000), "balanced", MachineProfile("metal", 18 * 10**9)
     )
     assert proposal.config.quantization_bits == 4
     assert proposal.fits_in_memory
     assert any(e.startswith("Memory:") for e in proposal.explanations)
+    line = next(e for e in proposal.explanations if e.startswith("quantizationBits 4:"))
+    assert "model 8" in line and "memory fit 4 (memory:" in line
+    # Quantizing in memory still loads the 13.5 GB of bf16 weights first: 12 GB is too little.
+    small = propose_config(llama7b, chat(50, 4000), "balanced", MachineProfile("metal", 12 * 10**9))
+    assert not small.fits_in_memory
+    assert any("mlx_lm.convert" in e for e in small.explanations)
     hopeless = propose_config(llama70b, chat(50), "balanced", MachineProfile("metal", 8 * 10**9))
     assert not hopeless.fits_in_memory
     assert (
