@@ -219,7 +219,7 @@ def _estimate_time(shape: RunShape, calibration: Calibration | None) -> tuple[Ti
             f"{rate:,.1f} GFLOP/s effective ({key}), "
             f"{prior_step_seconds(shape) * 1000:,.0f} ms a step, {prior.fixed:.0f} s fixed"
         )
-        return prior, f"{UNCALIBRATED} ({detail})", 0
+        return prior, f"{UNCALIBRATED}; {detail}", 0
     fixed, steps, evals = [], [], []
     for run in runs:
         weight = similarity(shape, run.shape)

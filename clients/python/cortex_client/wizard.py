@@ -434,7 +434,8 @@ class Wizard:
             self.term.say(f"  {label + ':':<15}{value}" if label else "")
         if estimate.get("seconds") is not None:
             # The basis says whether it comes from this machine's runs or the prior model.
-            basis = str(estimate.get("basis") or "").split(";")[0]
+            parts = str(estimate.get("basis") or "").split("; ")
+            basis = "; ".join(parts[:1] + [p for p in parts[1:] if "current load" in p])
             self.term.say(
                 f"\n  Estimated time: ~{human_duration(estimate['seconds'])}"
                 + (f" ({basis})" if basis else "")
