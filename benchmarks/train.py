@@ -10,7 +10,8 @@ through each runner; each reports tokens per second over the iterations after th
 
 (c) is cortex-rpc end to end: a ``cortex-rpc`` server over stdio, ``cortex/startTraining`` on
 the sample file (prepared by the server into the same split the other runners use), tokens/s
-read from the ``cortex/trainingProgress`` notifications.
+read from the ``cortex/trainingProgress`` notifications. Its run is added to the machine's
+calibration of estimates ($CORTEX_HOME, else ~/.cortex) unless ``--no-record``.
 """
 
 from __future__ import annotations
@@ -258,6 +259,9 @@ def main() -> int:
     parser.add_argument("--skip-stock", action="store_true", help="skip (a), the slow one")
     parser.add_argument("--torch-python", help="interpreter with torch + peft for (d)")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--no-record", action="store_true", help="do not add (c)'s run to the calibration"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="cortex-bench-") as tmp:
@@ -293,6 +297,12 @@ def main() -> int:
                 results[key] = run_cortex(model, sample, args, work)
             print(f"{labels[key]:<42} {results[key]:>10.0f} tok/s  "
                   f"(run {time.perf_counter() - tic:.0f} s)")  # fmt: skip
+        if not args.no_record and (work / "cortex-home").exists():
+            # (c)'s job was recorded in its scratch home; keep it in the machine's own.
+            from cortex_rpc.config.calibration import merge_calibration
+            from cortex_rpc.paths import CortexHome
+
+            merge_calibration(work / "cortex-home", CortexHome.default().root)
         c = results["c"]
         for other in "bad":
             if c and results[other]:

@@ -147,6 +147,13 @@ def usable_memory_bytes(backend: str | None = None) -> int:
     return _available_memory_bytes()
 
 
+def memory_source(backend: str | None = None) -> str:
+    """Return what ``usable_memory_bytes`` measures on ``backend``, for explanations."""
+    if (backend or detect_backend()) == "metal":
+        return "unified memory: Metal's recommended working set, the wired limit mlx_lm sets"
+    return "system memory available now"
+
+
 def _device_name(backend: str) -> str:
     if backend == "metal":
         return f"Apple {platform.machine()} GPU (Metal)"

@@ -216,6 +216,7 @@ def propose_config(ls: CortexServer, params: dict[str, Any]) -> dict[str, Any]:
         overrides=params.get("overrides"),
         model_dirs=ls.options.model_dirs,
         method=params.get("method"),
+        home=ls.home,
     ).to_wire()
 
 

@@ -7,10 +7,18 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ..accel import detect_backend, find_fast_blas, needs_fast_blas, usable_memory_bytes
+from ..accel import (
+    detect_backend,
+    find_fast_blas,
+    memory_source,
+    needs_fast_blas,
+    usable_memory_bytes,
+)
 from ..errors import CortexError
 from ..models.inspect import inspect_model
 from ..models.registry import resolve_model
+from ..paths import CortexHome
+from .calibration import load_calibration, load_per_core
 from .smart import DatasetProfile, MachineProfile, Proposal, profile_from_wire, propose_config
 from .training_config import TrainingConfig, apply_overrides
 
@@ -20,13 +28,17 @@ if TYPE_CHECKING:  # the datasets package is imported only when a dataset is giv
     from ..datasets.training_view import TrainingView, ViewOptions
 
 
-def current_machine() -> MachineProfile:
-    """Return the backend and usable memory of this machine."""
+def current_machine(home: CortexHome | None = None) -> MachineProfile:
+    """Return the backend, usable memory and calibration (from ``home``) of this machine."""
     backend = detect_backend()
+    home = home or CortexHome.default()
     return MachineProfile(
         backend=backend,
         usable_memory_bytes=usable_memory_bytes(backend),
         fast_blas=not needs_fast_blas() or find_fast_blas() is not None,
+        memory_source=memory_source(backend),
+        calibration=load_calibration(home.root),
+        load_per_core=load_per_core(extra_threads=1),
     )
 
 
@@ -171,6 +183,8 @@ def propose_for_model(
     machine: MachineProfile | None = None,
     overrides_field: str = "overrides",
     method: str | None = None,
+    home: CortexHome | None = None,
+    steps_per_eval: int | None = None,
 ) -> Proposal:
     """Return the smart configuration for ``model`` and, if given, a dataset or its stats.
 
@@ -178,7 +192,8 @@ def propose_for_model(
     already loaded, which is not read again. ``method`` (sft, dpo, orpo): the request's
     top-level one; ``overrides.method`` wins over it; without either, dpo for preference
     data and sft otherwise. dpo/orpo on data that is not all preference pairs raises
-    InvalidParams ``method-needs-preference-data``.
+    InvalidParams ``method-needs-preference-data``. The estimates use the calibration recorded in
+    ``home`` (the default CORTEX_HOME when None).
     """
     from .smart import PREFERENCE_METHODS, method_for
 
@@ -212,8 +227,9 @@ def propose_for_model(
         inspection,
         profile,
         preset,
-        machine or current_machine(),
+        machine or current_machine(home),
         overrides,
         overrides_field,
         method=method,
+        steps_per_eval=steps_per_eval,
     )

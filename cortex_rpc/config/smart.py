@@ -12,9 +12,26 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidParams
 from ..models.inspect import ModelInspection, dtype_bytes
-from ..units import human_params
-from .estimate import CHARS_PER_TOKEN, Estimate, estimate_peak_memory, estimate_seconds
-from .training_config import METHODS, TrainingConfig, apply_overrides, iterations_for
+from ..units import human_bytes, human_params
+from .calibration import Calibration, RunShape
+from .estimate import (
+    CHARS_PER_TOKEN,
+    PROCESS_BASELINE_BYTES,
+    Estimate,
+    default_steps_per_eval,
+    estimate_memory,
+    estimate_time,
+    eval_count,
+)
+from .explain import Explanation
+from .training_config import (
+    METHODS,
+    TrainingConfig,
+    apply_overrides,
+    camel_to_snake,
+    iterations_for,
+    snake_to_camel,
+)
 
 if TYPE_CHECKING:  # views exist only when the datasets package rendered them
     from ..datasets.training_view import TrainingView, ViewSummary
@@ -93,6 +110,7 @@ OUTLIER_FACTOR = 4
 PAD_TO = 32
 # Leave headroom for the OS, the editor and MLX's allocator cache.
 MEMORY_HEADROOM = 0.85
+VALID_FRACTION = 0.1  # prepare_dataset's default split
 
 
 @dataclass(frozen=True)
@@ -177,6 +195,14 @@ class MachineProfile:
     backend: str
     usable_memory_bytes: int
     fast_blas: bool = True
+    memory_source: str = ""  # what usable_memory_bytes is (the wired limit, free RAM)
+    calibration: Calibration | None = None  # runs measured on this machine
+    load_per_core: float | None = None  # runnable threads per core now, a new worker counted
+
+    @property
+    def budget_bytes(self) -> int:
+        """Return the memory a run may need: the usable memory less headroom."""
+        return int(self.usable_memory_bytes * MEMORY_HEADROOM)
 
 
 @dataclass
@@ -191,6 +217,8 @@ class Proposal:
     estimate: Estimate | None = None
     fits_in_memory: bool = True
     training_view: ViewSummary | None = None  # the dataset as trained with ``config``
+    choices: list[dict[str, Any]] = field(default_factory=list)  # each setting's stages
+    memory: dict[str, Any] = field(default_factory=dict)  # needed vs usable, and what it is
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
@@ -209,16 +237,14 @@ class Proposal:
             "explanations": self.explanations,
             "estimate": self.estimate.to_wire() if self.estimate else None,
             "fitsInMemory": self.fits_in_memory,
+            "choices": self.choices,
+            "memory": self.memory,
         }
         if self.training_view is not None:
             wire["trainingView"] = self.training_view.to_wire()
         if self.dataset is not None:
             wire["dataset"] = self.dataset.to_wire()
         return wire
-
-
-def _format_lr(value: float) -> str:
-    return f"{value:.0e}".replace("e-0", "e-")
 
 
 def category_defaults(model: ModelInspection) -> TrainingConfig:
@@ -234,40 +260,37 @@ def category_defaults(model: ModelInspection) -> TrainingConfig:
 
 
 def _apply_preset(
-    config: TrainingConfig, preset: str, model: ModelInspection, notes: list[str]
+    config: TrainingConfig, preset: str, model: ModelInspection, ex: Explanation
 ) -> TrainingConfig:
     layers = model.num_layers or config.num_layers
     if preset == "quick":
-        epochs = max(1, math.ceil(config.epochs / 3))
-        config = replace(
-            config,
-            epochs=epochs,
-            learning_rate=config.learning_rate * 2,
-            num_layers=max(1, min(config.num_layers, 8)),
-        )
-        notes.append(
-            f"Quick: {epochs} epoch(s) at a doubled learning rate "
-            f"({_format_lr(config.learning_rate)}) on the top {config.num_layers} layers "
-            "- fast experimentation"
+        config = ex.set(config, "epochs", max(1, math.ceil(config.epochs / 3)), "preset", "a third")
+        config = ex.set(config, "learning_rate", config.learning_rate * 2, "preset", "doubled")
+        top = max(1, min(config.num_layers, 8))
+        if top != config.num_layers:
+            config = ex.set(config, "num_layers", top, "preset", "the top layers only")
+        ex.context.append(
+            "Quick preset: fewer epochs at a higher learning rate - fast experimentation"
         )
     elif preset == "quality":
-        config = replace(
-            config,
-            epochs=config.epochs + 2,
-            learning_rate=config.learning_rate / 2,
-            lora_rank=config.lora_rank * 2,
-            lora_alpha=config.lora_alpha * 2,
-            num_layers=layers,
+        config = ex.set(config, "epochs", config.epochs + 2, "preset", "+2")
+        config = ex.set(
+            config, "learning_rate", config.learning_rate / 2, "preset", "halved, conservative"
         )
-        notes.append(
-            f"Quality: {config.epochs:g} epochs at a conservative learning rate "
-            f"({_format_lr(config.learning_rate)}), rank {config.lora_rank} on all "
-            f"{layers} layers - best results, longer training"
+        config = ex.set(config, "lora_rank", config.lora_rank * 2, "preset", "doubled")
+        config = ex.set(config, "lora_alpha", config.lora_alpha * 2, "preset", "doubled")
+        if layers != config.num_layers:
+            config = ex.set(config, "num_layers", layers, "preset", "all layers")
+        ex.context.append(
+            "Quality preset: more epochs, a conservative learning rate and a higher rank on "
+            "all layers - best results, longer training"
         )
     elif preset == "expert":
-        notes.append(
-            "Expert: the Balanced settings below are proposed; every field can be overridden"
+        ex.context.append(
+            "Expert: the Balanced settings are proposed; every field can be overridden"
         )
+    else:
+        ex.context.append("Balanced preset: the category's defaults (recommended)")
     return config
 
 
@@ -294,11 +317,18 @@ PRESET_SCHEDULES: dict[str, tuple[str, float, float, str]] = {
 }
 
 
-def _apply_schedule(config: TrainingConfig, preset: str, notes: list[str]) -> TrainingConfig:
+def _apply_schedule(config: TrainingConfig, preset: str, ex: Explanation) -> TrainingConfig:
     """Give the preset's learning-rate schedule (the optimizer stays Adam, as in mlx_lm)."""
     schedule, warmup, floor, why = PRESET_SCHEDULES.get(preset, PRESET_SCHEDULES["balanced"])
-    config = replace(config, lr_schedule=schedule, warmup_ratio=warmup, lr_floor_ratio=floor)
-    notes.append(f"Schedule: {why}")
+    ex.start(config, ["lr_schedule", "warmup_ratio", "lr_floor_ratio"])
+    if schedule != config.lr_schedule:
+        config = ex.set(config, "lr_schedule", schedule, "preset", why)
+    if warmup != config.warmup_ratio:
+        config = ex.set(config, "warmup_ratio", warmup, "preset")
+    if floor != config.lr_floor_ratio:
+        config = ex.set(config, "lr_floor_ratio", floor, "preset")
+    if schedule == "constant":
+        ex.context.append(f"Schedule: {why}")
     return config
 
 
@@ -306,50 +336,54 @@ def _apply_dataset(
     config: TrainingConfig,
     dataset: DatasetProfile,
     context_length: int | None,
-    notes: list[str],
+    ex: Explanation,
 ) -> TrainingConfig:
     if config.method in PREFERENCE_METHODS:
         pass  # epochs come from the pair count (``_preference_epochs``)
     elif dataset.examples < SMALL_DATASET:
-        config = replace(config, epochs=config.epochs + 1, lora_dropout=0.0)
-        notes.append(
-            f"Training for {config.epochs:g} epochs - extra iterations for small "
-            f"datasets ({dataset.examples} examples), and no dropout "
-            "(less regularization)"
-        )
+        why = f"+1 for a small dataset, {dataset.examples} examples"
+        config = ex.set(config, "epochs", config.epochs + 1, "dataset", why)
+        if config.lora_dropout:
+            config = ex.set(config, "lora_dropout", 0.0, "dataset", "less regularization")
     elif dataset.examples > LARGE_DATASET:
-        config = replace(config, epochs=max(1, config.epochs - 1))
-        notes.append(
-            f"Training for {config.epochs:g} epoch(s) - fewer passes for efficiency "
-            f"on a large dataset ({dataset.examples} examples)"
-        )
+        why = f"-1 for a large dataset, {dataset.examples} examples"
+        config = ex.set(config, "epochs", max(1, config.epochs - 1), "dataset", why)
     if dataset.views:  # the characters' threshold in tokens
         mean_tokens = sum(v.token_count for v in dataset.views) / len(dataset.views)
-        long_examples = mean_tokens > LONG_EXAMPLE_CHARS / CHARS_PER_TOKEN
-        mean = f"{mean_tokens:.0f} tokens"
+        threshold = LONG_EXAMPLE_CHARS / CHARS_PER_TOKEN
+        long_examples = mean_tokens > threshold
+        mean = f"mean {mean_tokens:.0f} tokens > {threshold:.0f} tokens"
     else:
         long_examples = dataset.mean_chars > LONG_EXAMPLE_CHARS
-        mean = f"{dataset.mean_chars:.0f} chars"
+        mean = f"mean {dataset.mean_chars:.0f} characters > {LONG_EXAMPLE_CHARS} characters"
     if long_examples:
-        config = replace(config, grad_accumulation_steps=config.grad_accumulation_steps * 2)
-        notes.append(
-            f"Gradient accumulation x{config.grad_accumulation_steps} - long examples "
-            f"(mean {mean}) use smaller effective batches"
+        config = ex.set(
+            config,
+            "grad_accumulation_steps",
+            config.grad_accumulation_steps * 2,
+            "dataset",
+            f"doubled: long examples ({mean}) use smaller effective batches",
         )
     if dataset.task_type == "structured":
-        notes.append(
-            "Structured outputs: prompts are masked so the loss falls on the structured answers"
+        ex.note(
+            "dataset",
+            "Structured outputs: prompts are masked so the loss falls on the structured answers",
         )
     elif dataset.task_type != "chat":  # chats get the loss note once trainOn is final
-        notes.append("Completion data: prompt and completion are joined and the prompt is masked")
+        ex.note(
+            "dataset", "Completion data: prompt and completion are joined and the prompt is masked"
+        )
     if dataset.views:
-        config = _length_from_tokens(config, dataset.views, context_length, notes)
+        config = _length_from_tokens(config, dataset.views, context_length, ex)
     elif dataset.max_chars:
-        config = _length_from_chars(config, dataset, notes)
+        config = _length_from_chars(config, dataset, ex)
     if config.batch_size > dataset.examples:
-        config = replace(config, batch_size=max(1, dataset.examples))
-        notes.append(
-            f"Batch size {config.batch_size} - the dataset has only {dataset.examples} examples"
+        config = ex.set(
+            config,
+            "batch_size",
+            max(1, dataset.examples),
+            "dataset",
+            f"the dataset has only {dataset.examples} examples",
         )
     return config
 
@@ -362,7 +396,7 @@ def _length_from_tokens(
     config: TrainingConfig,
     views: tuple[TrainingView, ...],
     context_length: int | None,
-    notes: list[str],
+    ex: Explanation,
 ) -> TrainingConfig:
     """Cover every example, unless a few outliers would need a much longer maxSeqLength."""
     lengths = sorted(v.token_count for v in views)
@@ -371,21 +405,20 @@ def _length_from_tokens(
     # The length that leaves at most MAX_CUT_FRACTION of the examples cut.
     most = _power_of_two(lengths[len(lengths) - 1 - int(len(lengths) * MAX_CUT_FRACTION)])
     length = min(cap, most if whole >= OUTLIER_FACTOR * most else whole)
-    config = replace(config, max_seq_length=length)
     cut = _cut_note(views, length)
     if not cut:
-        notes.append(
-            f"maxSeqLength {length} covers every example (the longest is {lengths[-1]:,} "
-            "tokens with the model's chat template, counted with its tokenizer)"
+        why = (
+            f"covers every example; the longest is {lengths[-1]:,} tokens with the model's "
+            "chat template, counted with its tokenizer"
         )
-        return config
+        return ex.set(config, "max_seq_length", length, "dataset", why)
     keep = (
         f"maxSeqLength {whole} would keep them whole"
         if whole <= cap
         else f"the model's context is {cap:,} tokens"
     )
-    notes.append(f"{cut} (the longest has {lengths[-1]:,} tokens; {keep})")
-    return config
+    why = f"{cut}; the longest has {lengths[-1]:,} tokens; {keep}"
+    return ex.set(config, "max_seq_length", length, "dataset", why)
 
 
 def _cut_note(views: tuple[TrainingView, ...], length: int) -> str:
@@ -395,8 +428,8 @@ def _cut_note(views: tuple[TrainingView, ...], length: int) -> str:
         return ""
     covered = math.floor(1000 * (summary.records - summary.cut) / summary.records) / 10
     return (
-        f"maxSeqLength {length} covers {covered:g}% of examples; {summary.cut} example(s) "
-        f"would be cut, losing {summary.lost_trained_tokens:,} trained tokens"
+        f"covers {covered:g}% of examples; {summary.cut} example(s) would be cut, losing "
+        f"{summary.lost_trained_tokens:,} trained tokens"
     )
 
 
@@ -408,18 +441,18 @@ def summary_at(views: tuple[TrainingView, ...], length: int) -> ViewSummary:
 
 
 def _length_from_chars(
-    config: TrainingConfig, dataset: DatasetProfile, notes: list[str]
+    config: TrainingConfig, dataset: DatasetProfile, ex: Explanation
 ) -> TrainingConfig:
     """The fallback without a tokenizer: the longest example's characters, with a margin."""
     needed = int(dataset.max_chars / CHARS_PER_TOKEN * 1.1) + 16
     length = min(config.max_seq_length, _power_of_two(needed))
     if length != config.max_seq_length:
-        config = replace(config, max_seq_length=length)
-        notes.append(
-            f"Sequence length {length} tokens - estimated from characters, enough for the "
-            f"longest example ({dataset.max_chars} chars at ~{CHARS_PER_TOKEN} chars/token)"
+        why = (
+            f"tokens estimated from characters: the longest example has {dataset.max_chars} "
+            f"characters, ~{CHARS_PER_TOKEN} characters per token"
             + (f"; {dataset.no_tokenizer}" if dataset.no_tokenizer else "")
         )
+        config = ex.set(config, "max_seq_length", length, "dataset", why)
     return config
 
 
@@ -457,12 +490,12 @@ def _tokens_per_example(
 ) -> tuple[float, float | None, str]:
     """Return the mean tokens and trained tokens a step sees per example, and their source."""
     if dataset is None:
-        return 256.0, None, "no dataset given: 256 assumed"
+        return 256.0, None, "no dataset given: 256 tokens assumed"
     if not dataset.views:
         return (
             dataset.mean_chars / CHARS_PER_TOKEN,
             None,
-            f"estimated from characters at ~{CHARS_PER_TOKEN} chars/token",
+            f"estimated from characters at ~{CHARS_PER_TOKEN} characters per token",
         )
     summary = summary_at(dataset.views, config.max_seq_length)
     kept = sum(min(v.token_count, config.max_seq_length) for v in dataset.views)
@@ -478,26 +511,76 @@ def _batch_length(config: TrainingConfig, dataset: DatasetProfile | None) -> int
     if not dataset or not dataset.views:
         return config.max_seq_length
     longest = max(v.token_count for v in dataset.views)
-    return min(config.max_seq_length, PAD_TO * math.ceil(longest / PAD_TO))
+    return min(config.max_seq_length, PAD_TO * math.ceil(longest / PAD_TO) + 1)
 
 
-def _peak_memory(
-    config: TrainingConfig, model: ModelInspection, dataset: DatasetProfile | None = None
-) -> int:
-    return estimate_peak_memory(
+def pair_factors(config: TrainingConfig) -> tuple[int, float]:
+    """Return (sequences per example, work per token) of ``config``'s method: a preference
+    step runs the chosen and the rejected answer of each pair, and DPO adds a forward of the
+    reference (the base, adapters off): about a third of a step's work."""
+    if config.method not in PREFERENCE_METHODS:
+        return 1, 1.0
+    return 2, 4 / 3 if config.method == "dpo" else 1.0
+
+
+def run_shape(
+    config: TrainingConfig,
+    model: ModelInspection,
+    dataset: DatasetProfile | None,
+    machine: MachineProfile,
+    steps_per_eval: int | None = None,
+) -> RunShape:
+    """Return what the estimates need to know about training ``config`` on this machine."""
+    from ..datasets.prepare import split_counts
+
+    backend = machine.backend
+    if backend == "cpu" and not machine.fast_blas:
+        backend = "cpu-reference-blas"
+    per_example, _, _ = _tokens_per_example(config, dataset)
+    sides, work = pair_factors(config)
+    examples = dataset.examples if dataset else 0
+    val_examples = split_counts(examples, VALID_FRACTION) if examples else 0
+    eval_batch = max(1, min(config.batch_size, val_examples))
+    iterations = max(config.iterations, 1)
+    every = steps_per_eval or default_steps_per_eval(iterations)
+    hidden = model.hidden_size or int(math.sqrt(model.parameters / 12 / 32) or 512)
+    return RunShape(
+        backend=backend,
+        method=config.method,
+        fine_tune_type=config.fine_tune_type,
         parameters=model.parameters,
+        size_bytes=model.size_bytes,
+        layers=model.num_layers or config.num_layers,
+        trained_layers=min(config.num_layers, model.num_layers or config.num_layers),
+        hidden_size=hidden,
+        vocab_size=model.vocab_size or 32000,
         bytes_per_parameter=dtype_bytes(model.dtype),
         quantization_bits=config.quantization_bits or model.quantization_bits,
-        hidden_size=model.hidden_size or int(math.sqrt(model.parameters / 12 / 32) or 512),
-        total_layers=model.num_layers or config.num_layers,
-        trained_layers=config.num_layers,
-        rank=config.lora_rank,
-        fine_tune_type=config.fine_tune_type,
+        lora_rank=config.lora_rank,
         # A preference step runs the chosen and the rejected answer of each pair.
-        batch_size=config.batch_size * (2 if config.method in PREFERENCE_METHODS else 1),
+        batch_size=config.batch_size * sides,
         seq_length=_batch_length(config, dataset),
+        tokens_per_step=config.batch_size * max(per_example, 1.0) * sides * work,
+        iterations=iterations,
+        evals=eval_count(iterations, every) if val_examples else 0,
+        val_tokens_per_eval=(val_examples // eval_batch)
+        * eval_batch
+        * max(per_example, 1.0)
+        * sides
+        * work,
+        val_batches_per_eval=val_examples // eval_batch,
         grad_checkpoint=config.grad_checkpoint,
     )
+
+
+def memory_needed(
+    config: TrainingConfig,
+    model: ModelInspection,
+    dataset: DatasetProfile | None,
+    machine: MachineProfile,
+) -> tuple[int, str]:
+    """Return (MLX peak bytes, basis) estimated for training ``config`` on ``machine``."""
+    return estimate_memory(run_shape(config, model, dataset, machine), machine.calibration)
 
 
 def _fit_memory(
@@ -505,46 +588,90 @@ def _fit_memory(
     model: ModelInspection,
     dataset: DatasetProfile | None,
     machine: MachineProfile,
-    notes: list[str],
+    ex: Explanation,
+    fixed: frozenset[str] = frozenset(),
 ) -> tuple[TrainingConfig, bool]:
-    budget = int(machine.usable_memory_bytes * MEMORY_HEADROOM)
+    """Step down quantization, checkpointing and batch until the run fits; say what it chose.
+
+    ``fixed`` names settings the user overrode: memory fitting never changes them.
+    """
+    budget = machine.budget_bytes
     gb = 1e9
-    if _peak_memory(config, model, dataset) <= budget:
+
+    def needed(c: TrainingConfig) -> int:
+        return memory_needed(c, model, dataset, machine)[0] + PROCESS_BASELINE_BYTES
+
+    before = needed(config)
+    where = machine.memory_source or "usable memory"
+    if before <= budget:
+        ex.note(
+            "memory",
+            f"Memory: about {before / gb:.2f} GB needed (MLX peak plus "
+            f"{PROCESS_BASELINE_BYTES / gb:.1f} GB for the process) of {budget / gb:.1f} GB "
+            f"usable ({MEMORY_HEADROOM:.0%} of {machine.usable_memory_bytes / gb:.1f} GB {where})"
+            " - no memory saving needed",
+        )
         return config, True
     steps: list[tuple[str, Any]] = []
     if not model.quantization_bits:
         steps += [("quantization_bits", 8), ("quantization_bits", 4)]
     steps += [("grad_checkpoint", True), ("batch_size", 1)]
     for name, value in steps:
+        if name in fixed:
+            continue
         if (
             name == "quantization_bits"
             and config.quantization_bits
             and config.quantization_bits <= value
         ):
             continue
-        before = _peak_memory(config, model, dataset)
+        if name == "grad_checkpoint" and config.grad_checkpoint:
+            continue
+        if name == "batch_size" and config.batch_size == 1:
+            continue
+        was = needed(config)
         if name == "batch_size":
             accumulation = config.grad_accumulation_steps * config.batch_size
-            config = replace(config, batch_size=1, grad_accumulation_steps=accumulation)
+            trial = replace(config, batch_size=1, grad_accumulation_steps=accumulation)
         else:
-            config = replace(config, **{name: value})
-        after = _peak_memory(config, model, dataset)
-        label = {
-            "quantization_bits": f"{value}-bit quantization",
-            "grad_checkpoint": "gradient checkpointing",
-            "batch_size": f"batch size 1 (x{config.grad_accumulation_steps} acc.)",
-        }[name]
-        notes.append(
-            f"Memory: {before / gb:.1f} GB estimated > {budget / gb:.1f} GB usable - "
-            f"applying {label} ({after / gb:.1f} GB)"
-        )
+            trial = replace(config, **{name: value})
+        after = needed(trial)
+        why = f"memory: {was / gb:.2f} GB needed > {budget / gb:.2f} GB usable; {after / gb:.2f} GB"
+        if name == "batch_size":
+            accumulation = trial.grad_accumulation_steps
+            config = ex.set(config, "batch_size", 1, "memory", why)
+            config = ex.set(
+                config,
+                "grad_accumulation_steps",
+                accumulation,
+                "memory",
+                "keeps the effective batch",
+            )
+        else:
+            config = ex.set(config, name, value, "memory", why)
         if after <= budget:
+            ex.note(
+                "memory",
+                f"Memory: {after / gb:.2f} GB needed of {budget / gb:.1f} GB usable "
+                f"({MEMORY_HEADROOM:.0%} of {machine.usable_memory_bytes / gb:.1f} GB {where})",
+            )
             return config, True
-    notes.append(
-        f"Memory: even with every saving the run needs about "
-        f"{_peak_memory(config, model, dataset) / gb:.1f} GB but only {budget / gb:.1f} GB is "
-        "usable - close other applications, pick a smaller model or shorten "
-        "maxSeqLength"
+    ex.note(
+        "memory",
+        f"Memory: even with every saving the run needs about {needed(config) / gb:.2f} GB but "
+        f"only {budget / gb:.2f} GB is usable ({where}) - close other applications, pick a "
+        "smaller model, lower batchSize or maxSeqLength, or set quantizationBits: 4"
+        + (
+            "; quantizing in memory still loads the full-precision weights first, so "
+            "convert the model to 4 bits once (mlx_lm.convert --quantize) and train on that"
+            if config.quantization_bits and not model.quantization_bits
+            else ""
+        )
+        + (
+            f" (your overrides keep {', '.join(sorted(map(snake_to_camel, fixed)))})"
+            if fixed
+            else ""
+        ),
     )
     return config, False
 
@@ -559,29 +686,36 @@ def method_for(kind: str | None, method: str | None, overrides: dict[str, Any] |
 
 
 def preference_defaults(
-    config: TrainingConfig, model: ModelInspection, full: bool, notes: list[str]
+    config: TrainingConfig, model: ModelInspection, full: bool, ex: Explanation, stage: str
 ) -> TrainingConfig:
-    """Return the category's starting point for DPO/ORPO: a learning rate ~10x below SFT's."""
+    """Return the category's starting point for DPO/ORPO: a learning rate ~10x below SFT's.
+
+    ``stage``: what chose the method (the dataset, or the user's override).
+    """
     lora, whole = PREFERENCE_LEARNING_RATES[model.category]
-    config = replace(config, learning_rate=whole if full else lora, beta=0.1, orpo_lambda=0.1)
+    why = "about a tenth of SFT's: preference updates are sensitive and drift from the base"
+    config = ex.set(config, "learning_rate", whole if full else lora, stage, why)
     if config.method == "dpo":
-        notes.append(
-            f"DPO: learns from each pair to prefer the chosen answer over the rejected one, "
-            f"against the base model as reference (adapters off); beta {config.beta:g} "
-            "(how far it may move from the base: higher stays closer), "
-            f"{config.dpo_loss} loss"
+        config = ex.set(
+            config, "beta", 0.1, stage,
+            "how far DPO may move from the base (the reference, adapters off): higher stays "
+            "closer",
+        )  # fmt: skip
+        ex.context.append(
+            "DPO: learns from each pair to prefer the chosen answer over the rejected one, "
+            f"against the base model as reference; {config.dpo_loss} loss"
         )
     else:
-        notes.append(
+        config = ex.set(config, "orpo_lambda", 0.1, stage, "the weight of the odds-ratio term")
+        ex.context.append(
             "ORPO: SFT on the chosen answers plus an odds-ratio term that pushes the rejected "
-            f"ones down, no reference model; lambda {config.orpo_lambda:g} (the weight of "
-            "the odds-ratio term)"
+            "ones down, no reference model"
         )
     return config
 
 
 def _preference_epochs(
-    config: TrainingConfig, dataset: DatasetProfile, preset: str, notes: list[str]
+    config: TrainingConfig, dataset: DatasetProfile, preset: str, ex: Explanation
 ) -> TrainingConfig:
     """Return ``config`` with epochs by pair count (the preset shortens or lengthens them)."""
     epochs = next((e for limit, e in PREFERENCE_EPOCHS if dataset.examples < limit), 1)
@@ -589,13 +723,11 @@ def _preference_epochs(
         epochs = 1
     elif preset == "quality":
         epochs += 1
-    config = replace(config, epochs=epochs)
-    notes.append(
-        f"Training for {epochs} epoch(s) over {dataset.examples} preference pairs - "
-        "preference training overfits quickly (the margin keeps growing while held-out "
-        "reward accuracy stalls), so fewer passes than SFT"
-    )
-    return config
+    return ex.set(
+        config, "epochs", epochs, "dataset",
+        f"{dataset.examples} preference pairs: preference training overfits quickly (the "
+        "margin keeps growing while held-out reward accuracy stalls), so fewer passes than SFT",
+    )  # fmt: skip
 
 
 def propose_config(
@@ -606,133 +738,170 @@ def propose_config(
     overrides: dict[str, Any] | None = None,
     overrides_field: str = "overrides",
     method: str | None = None,
+    steps_per_eval: int | None = None,
 ) -> Proposal:
     """Return the configuration the smart config proposes, with an explanation per choice.
 
     ``overrides_field`` names the overrides in errors (``config`` for startTraining).
-    ``method`` (sft, dpo, orpo) is the request's own; ``overrides.method`` wins over it, and
-    without either the data decides (``method_for``).
+    ``steps_per_eval`` is the worker option when the client set one (the estimate counts the
+    validation passes).
     """
     if preset not in PRESETS:
         raise InvalidParams(f"preset must be one of {', '.join(PRESETS)}", field="preset")
     if method is not None and method not in METHODS:
         raise InvalidParams(f"method must be one of {', '.join(METHODS)}", field="method")
-    notes: list[str] = [
-        f"Using optimized settings for {model.category} model "
-        f"({human_params(model.parameters)} params, {model.size_bytes / 1e9:.1f} GB)"
-    ]
+    ex = Explanation(
+        labels={
+            "default": f"{model.category}-model default",
+            "preset": f"{preset.capitalize()} preset",
+            "dataset": "dataset",
+            "model": "model",
+            "override": "your override",
+            "memory": "memory fit",
+            "derived": "",
+        },
+        context=[
+            f"Using optimized settings for {model.category} model "
+            f"({human_params(model.parameters)} params, {human_bytes(model.size_bytes)})"
+        ],
+    )
     config = category_defaults(model)
+    small = model.category in ("tiny", "small")
+    ex.start(
+        config,
+        [*CATEGORY_DEFAULTS[model.category], "max_seq_length"],
+        {
+            "learning_rate": "higher for small models, which need bigger steps"
+            if small
+            else "lower for large models, prevents overfitting"
+        },
+    )
+    if model.num_layers and model.num_layers < 16:
+        config = ex.set(
+            config, "num_layers", config.num_layers, "default",
+            f"all {model.num_layers} layers: the model has fewer than 16",
+        )  # fmt: skip
+    else:
+        ex.start(config, ["num_layers"])
     chosen_method = method_for(dataset.kind if dataset else None, method, overrides)
     preference = chosen_method in PREFERENCE_METHODS
     if preference:
-        config = replace(config, method=chosen_method)
+        by_data = method is None and "method" not in (overrides or {})
+        stage = "dataset" if by_data else "override"
+        config = ex.set(
+            config, "method", chosen_method, stage, "preference pairs" if by_data else ""
+        )
         full = (overrides or {}).get("fineTuneType") == "full"
-        config = preference_defaults(config, model, full, notes)
+        config = preference_defaults(config, model, full, ex, stage)
     elif dataset is not None and dataset.kind == "preference":
-        notes.append(SFT_ON_PAIRS)
-    if model.num_layers and model.num_layers < 16:
-        notes.append(f"Adapters on all {model.num_layers} layers (the model has fewer than 16)")
-    config = _apply_preset(config, preset, model, notes)
-    config = _apply_schedule(config, preset, notes)
+        ex.note("dataset", SFT_ON_PAIRS)
+    config = _apply_preset(config, preset, model, ex)
+    config = _apply_schedule(config, preset, ex)
     if dataset is not None:
-        config = _apply_dataset(config, dataset, model.context_length, notes)
+        config = _apply_dataset(config, dataset, model.context_length, ex)
         if preference:
-            config = _preference_epochs(config, dataset, preset, notes)
-    notes.append(
-        f"Using learning rate {_format_lr(config.learning_rate)} for a "
-        f"{model.category} model - "
-        + (
-            "about a tenth of SFT's: preference updates are sensitive and drift from the "
-            "base quickly"
-            if preference
-            else "higher for small models, which need bigger steps"
-            if model.category in ("tiny", "small")
-            else "prevents overfitting"
-        )
-    )
+            config = _preference_epochs(config, dataset, preset, ex)
     if model.recommended_quantization_bits and not config.quantization_bits:
-        config = replace(config, quantization_bits=model.recommended_quantization_bits)
-        notes.append(
-            f"{model.recommended_quantization_bits}-bit quantization - "
-            f"{model.size_bytes / 1e9:.0f} GB of weights "
-            f"(> {30 if model.recommended_quantization_bits == 4 else 13} GB)"
-        )
+        bits = model.recommended_quantization_bits
+        config = ex.set(
+            config, "quantization_bits", bits, "model",
+            f"{model.size_bytes / 1e9:.0f} GB of weights (> {30 if bits == 4 else 13} GB)",
+        )  # fmt: skip
     elif model.quantization_bits:
-        notes.append(f"Base model is already {model.quantization_bits}-bit quantized (QLoRA)")
-    config, fits = _fit_memory(config, model, dataset, machine, notes)
+        ex.note("model", f"Base model is already {model.quantization_bits}-bit quantized (QLoRA)")
     if overrides:
-        config = apply_overrides(config, overrides, prefix=overrides_field)
-        notes.append("Your overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
-        if "maxSeqLength" in overrides and dataset is not None and dataset.views:
-            notes.append(
-                _cut_note(dataset.views, config.max_seq_length)
-                or f"maxSeqLength {config.max_seq_length} covers every example"
-            )
+        overridden = apply_overrides(config, overrides, prefix=overrides_field)
+        for key in overrides:
+            name = camel_to_snake(key)
+            same = getattr(config, name) == getattr(overridden, name)
+            why = "unchanged" if same else ""
+            if name == "max_seq_length" and dataset is not None and dataset.views:
+                length = overridden.max_seq_length
+                why = _cut_note(dataset.views, length) or "covers every example"
+            config = ex.set(config, name, getattr(overridden, name), "override", why)
     if dataset is not None and config.method in PREFERENCE_METHODS:
-        notes.append(
+        ex.note(
+            "derived",
             "Each answer is scored on its own tokens through the model's chat template; the "
-            "prompt is masked, and maxSeqLength covers the longer answer of each pair"
+            "prompt is masked, and maxSeqLength covers the longer answer of each pair",
         )
     elif dataset is not None:
-        notes += _loss_notes(config, dataset)
+        for note in _loss_notes(config, dataset):
+            ex.note("derived", note)
     if model.num_layers and config.num_layers > model.num_layers:
         raise InvalidParams(
             f"{overrides_field}.numLayers: the model has only {model.num_layers} layers",
             field=f"{overrides_field}.numLayers",
         )
+    fixed = frozenset(camel_to_snake(k) for k in overrides or {})
+    config, fits = _fit_memory(config, model, dataset, machine, ex, fixed)
     examples = dataset.examples if dataset else 0
     if dataset is not None and not (overrides or {}).get("iterations"):
-        config = replace(
-            config, iterations=iterations_for(config.epochs, examples, config.batch_size)
-        )
-        notes.append(
-            f"{config.iterations} iterations = {config.epochs:g} epochs x "
-            f"{examples} {'pairs' if config.method in PREFERENCE_METHODS else 'examples'} / "
-            f"batch {config.batch_size}"
-        )
+        iterations = iterations_for(config.epochs, examples, config.batch_size)
+        config = ex.set(
+            config, "iterations", iterations, "derived",
+            f"= {config.epochs:g} epochs x {examples} "
+            f"{'pairs' if config.method in PREFERENCE_METHODS else 'examples'} / batch "
+            f"{config.batch_size}",
+        )  # fmt: skip
     elif dataset is not None and examples:
         # Iterations were given: report the epochs they amount to, as the worker will.
         epochs = round(config.iterations * config.batch_size / examples, 2)
-        config = replace(config, epochs=epochs)
-        notes.append(
-            f"{config.iterations} iterations x batch {config.batch_size} = "
-            f"{epochs:g} epochs over {examples} examples"
-        )
-    per_example, trained, source = _tokens_per_example(config, dataset)
-    if config.method in PREFERENCE_METHODS:
-        # Both answers of each pair run (counted as the chosen side twice); DPO adds a
-        # forward pass of the reference (the base, adapters off): about 1/3 of a step's work.
-        per_example *= 2 * (4 / 3 if config.method == "dpo" else 1)
-        source += "; x2: both answers of a pair" + (
-            "; x4/3: the reference forward" if config.method == "dpo" else ""
-        )
-    tokens = int(config.iterations * config.batch_size * max(per_example, 1))
-    seconds, basis = estimate_seconds(
-        parameters=model.parameters,
-        tokens=tokens,
-        backend=machine.backend,
-        fast_blas=machine.fast_blas,
-        fine_tune_type=config.fine_tune_type,
-        size_bytes=model.size_bytes,
-    )
-    estimate = Estimate(
-        seconds=seconds,
-        peak_memory_bytes=_peak_memory(config, model, dataset),
-        tokens=tokens,
-        basis=f"{basis}; {per_example:,.0f} tokens per example ({source})",
-        trained_tokens=None
-        if trained is None
-        else int(config.iterations * config.batch_size * trained),
-    )
+        config = ex.set(
+            config, "epochs", epochs, "derived",
+            f"= {config.iterations} iterations x batch {config.batch_size} / {examples} examples",
+        )  # fmt: skip
+    estimate = estimate_run(config, model, dataset, machine, steps_per_eval)
+    memory = {
+        "neededBytes": estimate.peak_memory_bytes + PROCESS_BASELINE_BYTES,
+        "budgetBytes": machine.budget_bytes,
+        "usableBytes": machine.usable_memory_bytes,
+        "source": machine.memory_source,
+    }
     return Proposal(
         config=config,
         model=model,
         dataset=dataset,
         preset=preset,
-        explanations=notes,
+        explanations=ex.lines(config),
         estimate=estimate,
         fits_in_memory=fits,
         training_view=summary_at(dataset.views, config.max_seq_length)
         if dataset is not None and dataset.views
         else None,
+        choices=ex.choices(config),
+        memory=memory,
+    )
+
+
+def estimate_run(
+    config: TrainingConfig,
+    model: ModelInspection,
+    dataset: DatasetProfile | None,
+    machine: MachineProfile,
+    steps_per_eval: int | None = None,
+) -> Estimate:
+    """Return the time and memory estimate of training ``config``, calibrated when possible."""
+    shape = run_shape(config, model, dataset, machine, steps_per_eval)
+    parts, basis, runs = estimate_time(shape, machine.calibration, machine.load_per_core)
+    peak, memory_basis = estimate_memory(shape, machine.calibration)
+    per_example, trained, source = _tokens_per_example(config, dataset)
+    sides, work = pair_factors(config)
+    if sides > 1:
+        per_example *= sides
+        source += "; x2: both answers of a pair" + (
+            "; a third more work per token: the reference forward" if work > 1 else ""
+        )
+    iterations = max(config.iterations, 1)
+    return Estimate(
+        seconds=parts.total,
+        peak_memory_bytes=peak,
+        tokens=int(iterations * config.batch_size * max(per_example, 1)),
+        basis=f"{basis}; {per_example:,.0f} tokens per example ({source})",
+        trained_tokens=None if trained is None else int(iterations * config.batch_size * trained),
+        calibrated_runs=runs,
+        memory_basis=memory_basis,
+        parts=parts,
+        step_seconds=parts.steps / iterations,
+        shape=shape,
     )

@@ -294,6 +294,37 @@ class Warning(WorkerEvent):  # noqa: A001 - the event's wire name
 
 
 @dataclass(frozen=True)
+class RunTiming:
+    """What a finished run measured (seconds, bytes), for the calibration of estimates."""
+
+    worker_seconds: float = 0.0  # the worker's main, from the BLAS preload to the saved model
+    load_seconds: float = 0.0  # the base loaded (quantized), adapters added
+    data_seconds: float = 0.0  # the splits rendered with the chat template
+    save_seconds: float = 0.0  # the adapter and the output model written
+    train_seconds: float = 0.0  # all training steps (no validation)
+    steps: int = 0
+    step_seconds: float = 0.0  # the mean steady step, after the first report (compilation)
+    compile_seconds: float = 0.0  # what the first report window took beyond steady steps
+    eval_seconds: float = 0.0
+    evals: int = 0
+    peak_memory_bytes: int = 0  # mx.get_peak_memory()
+    tokens_per_second: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _to_wire(self)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any] | None) -> RunTiming | None:
+        """Return the timing ``done`` carried, or None (a worker of another version)."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(**_from_wire(cls, data))
+        except TypeError:
+            return None
+
+
+@dataclass(frozen=True)
 class Done(WorkerEvent):
     """Training finished; with an ``output_path`` the model was saved there."""
 
@@ -307,6 +338,7 @@ class Done(WorkerEvent):
     output_path: str | None = None
     adapter_bytes: int | None = None
     loss_curve_path: str | None = None
+    timing: dict[str, Any] | None = None  # RunTiming's wire form
     # Why training ended: "completed" (every iteration) or "early-stopping".
     stop_reason: str = "completed"
     best_iteration: int | None = None

@@ -29,6 +29,13 @@ from typing import Any
 
 from filelock import FileLock
 
+from ..config.calibration import (
+    CalibrationRun,
+    RunMeasurement,
+    RunShape,
+    load_per_core,
+    record_run,
+)
 from ..config.training_config import TrainingConfig
 from ..errors import CortexError, InvalidParams
 from ..models.fine_tuned import output_path
@@ -44,6 +51,7 @@ from .contract import (
     JobStatus,
     Progress,
     Resumed,
+    RunTiming,
     Started,
     Warning,
     WorkerEvent,
@@ -56,6 +64,47 @@ from .metrics import TENSORBOARD_DIR
 logger = logging.getLogger(__name__)
 
 CANCEL_GRACE_SECONDS = 5.0
+
+
+ESTIMATE_FILE = "estimate.json"
+
+
+def calibration_run(job_dir: Path, done: Done, wall_seconds: float) -> CalibrationRun | None:
+    """Return the calibration record of a completed job, or None when it cannot make one.
+
+    ``wall_seconds`` is the worker's, from launch to exit; the request's preparation (the
+    proposal, the data split) recorded with the estimate is added, as the user waits for both.
+
+    A resumed job (its steps are not the whole run), a distributed one, or one started
+    without an estimate (a tuner trial, another version) is not recorded.
+    """
+    timing = RunTiming.from_wire(done.timing)
+    try:
+        estimate = json.loads((job_dir / ESTIMATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if timing is None or not isinstance(estimate, dict) or "shape" not in estimate:
+        return None
+    shape = RunShape.from_wire(estimate["shape"])
+    wall_seconds += float(estimate.get("prepareSeconds") or 0.0)
+    if timing.steps != shape.iterations or timing.step_seconds <= 0:
+        return None
+    steady = timing.step_seconds * timing.steps
+    measured = RunMeasurement(
+        wall_seconds=wall_seconds,
+        fixed_seconds=max(0.0, wall_seconds - steady - timing.eval_seconds),
+        step_seconds=timing.step_seconds,
+        eval_seconds=timing.eval_seconds,
+        peak_memory_bytes=timing.peak_memory_bytes,
+        tokens_per_second=timing.tokens_per_second or 0.0,
+        load_per_core=load_per_core(),
+    )
+    return CalibrationRun(
+        shape=shape,
+        measured=measured,
+        estimated_seconds=estimate.get("seconds"),
+        estimated_peak_memory_bytes=estimate.get("peakMemoryBytes"),
+    )
 
 
 def _now() -> str:
@@ -157,6 +206,7 @@ class _Running:
         self.worker = worker
         self.distributed = distributed
         self.cancel_requested = False
+        self.launched = time.monotonic()  # the wall time a calibration records starts here
 
 
 class TrainingJobs:
@@ -244,6 +294,8 @@ class TrainingJobs:
         options: WorkerOptions | None = None,
         prepare: Callable[[Path], dict] | None = None,
         submit: bool = True,
+        estimate: dict[str, Any] | None = None,
+        requested_at: float | None = None,
     ) -> dict:
         """Create a job and start it (or queue it behind the running one; see ``submit``).
 
@@ -251,7 +303,11 @@ class TrainingJobs:
         is taken by a saved model or by another active job. ``output_name`` None trains
         without saving a model (the tuner's trials). With ``prepare``, ``data_dir`` is
         ignored: the job's own ``data/`` folder is filled by ``prepare(folder)``, which
-        returns the dataset info, so the job never reads the user's file again.
+        returns the dataset info, so the job never reads the user's file again. ``estimate``
+        (the proposal's, with its run shape) is kept in the job's folder: when the job
+        completes, what it measured is recorded against it in the machine's calibration;
+        ``requested_at`` (``time.monotonic()`` when the request came) counts the preparation
+        before the worker in the wall time recorded.
         """
         options = options or WorkerOptions()
         target = None
@@ -299,6 +355,9 @@ class TrainingJobs:
             options=options,
         )
         write_atomic(job_dir / JobSpec.FILE, spec.to_wire())
+        if estimate is not None:
+            prepared = time.monotonic() - requested_at if requested_at is not None else 0.0
+            write_atomic(job_dir / ESTIMATE_FILE, {**estimate, "prepareSeconds": prepared})
         now = _now()
         status = JobStatus(
             job_id=job_id,
@@ -661,6 +720,8 @@ class TrainingJobs:
                 "bestValLoss": final.best_val_loss,
                 "keptIteration": final.kept_iteration,
             }
+            if running is not None and not running.distributed:
+                self._calibrate(job_id, final, time.monotonic() - running.launched)
         elif (
             final is not None
             and final.kind == "cancelled"
@@ -693,6 +754,15 @@ class TrainingJobs:
             status.state, "error"
         )
         self._notify(status, event, message=status.message, **extra)
+
+    def _calibrate(self, job_id: str, done: Done, wall_seconds: float) -> None:
+        """Record what a completed job measured in the machine's calibration (never fails it)."""
+        try:
+            run = calibration_run(self._job_dir(job_id), done, wall_seconds)
+            if run is not None:
+                record_run(self.home.root, run)
+        except Exception:  # noqa: BLE001 - a calibration problem must not fail a finished job
+            logger.warning("job %s: could not record its calibration", job_id, exc_info=True)
 
     @staticmethod
     def _signal_ranks(pid: int, signum: int) -> None:

@@ -6,11 +6,13 @@ The server wires this to the protocol; scripts and tests call it directly. No ml
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..config.smart import MachineProfile, Proposal
 from ..errors import CortexError, InvalidParams
 from ..models.base_identity import check_base
 from ..models.fine_tuned import marker_base_path, output_path, read_marker
@@ -35,6 +37,7 @@ def start_training(
     replay_fraction: float | None = None,
     method: str | None = None,
     submit: bool = True,
+    machine: MachineProfile | None = None,
 ) -> dict[str, Any]:
     """Start a job training ``model`` on ``dataset``; return at once with its id and config.
 
@@ -44,9 +47,13 @@ def start_training(
     it: from its adapter, with its layout and a replay of its data (see ``continual.py``).
     ``method`` (sft, dpo, orpo): ``config.method`` wins over it; without either, dpo for
     preference data and sft otherwise.
+    A run whose estimated memory exceeds what ``machine`` (this one when None) has usable is
+    refused with ``insufficient-memory`` before anything starts.
     """
     from ..config.proposal import propose_for_model
     from ..datasets import load, prepare_dataset
+
+    requested_at = time.monotonic()
     from .continual import DEFAULT_REPLAY_FRACTION, continuation, mix_replay
 
     # Name first: a bad or taken name is the cheapest mistake to report (jobs.start checks
@@ -88,7 +95,12 @@ def start_training(
         model_dirs=model_dirs,
         overrides_field="config",
         method=method,
+        home=jobs.home,
+        machine=machine,
+        steps_per_eval=(options or WorkerOptions()).steps_per_eval,
     )
+    if not proposal.fits_in_memory:
+        raise insufficient_memory(proposal)
     chosen = proposal.config
     replayed: dict[str, Any] = {}
 
@@ -102,8 +114,19 @@ def start_training(
             replayed.update(replay)
         return info
 
+    estimate = proposal.estimate
     started = jobs.start(
-        model_dir, None, output_name, chosen, options=options, prepare=prepare, submit=submit
+        model_dir,
+        None,
+        output_name,
+        chosen,
+        options=options,
+        prepare=prepare,
+        submit=submit,
+        estimate={**estimate.to_wire(), "shape": estimate.shape.to_wire()}
+        if estimate is not None and estimate.shape is not None
+        else None,
+        requested_at=requested_at,
     )
     if previous is not None:
         started["continuedFrom"] = {**continued, "replay": replayed}
@@ -114,7 +137,32 @@ def start_training(
         "estimate": proposal.estimate.to_wire() if proposal.estimate else None,
         "fitsInMemory": proposal.fits_in_memory,
         "trainingView": proposal.training_view.to_wire() if proposal.training_view else None,
+        "memory": proposal.memory,
     }
+
+
+def insufficient_memory(proposal: Proposal) -> CortexError:
+    """Return the refusal of a run that would not fit, saying what to change."""
+    memory = proposal.memory
+    gb = 1e9
+    return CortexError(
+        "insufficient-memory",
+        f"This run needs about {memory['neededBytes'] / gb:.2f} GB but only "
+        f"{memory['budgetBytes'] / gb:.2f} GB is usable ({memory['source']}), even with "
+        "every saving the smart config may apply. Close other applications, pick a smaller "
+        "model, or lower batchSize or maxSeqLength (or set quantizationBits: 4 and "
+        "gradCheckpoint: true if you overrode them)."
+        + (
+            " Quantizing in memory still loads the full-precision weights first: convert "
+            "the model to 4 bits once (mlx_lm.convert --quantize) and train on that."
+            if proposal.config.quantization_bits and not proposal.model.quantization_bits
+            else ""
+        ),
+        neededBytes=memory["neededBytes"],
+        budgetBytes=memory["budgetBytes"],
+        usableBytes=memory["usableBytes"],
+        config=proposal.config.to_wire(),
+    )
 
 
 @dataclass(frozen=True)

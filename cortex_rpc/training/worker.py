@@ -44,6 +44,7 @@ from .contract import JobSpec
 from .history import CURVE_FILE, HISTORY_FILE, LossHistory, evaluation_summary, loss_curve_svg
 from .metrics import TENSORBOARD_DIR, MetricsWriter, open_wandb
 from .optimizers import build_optimizer, plan_schedule
+from .timing import StepTimer
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
@@ -734,9 +735,11 @@ class EventCallback:
         epochs: float,
         history: LossHistory | None = None,
         metrics: MetricsWriter | None = None,
+        timer: StepTimer | None = None,
     ) -> None:
         self.events = events
         self.metrics = metrics
+        self.timer = timer
         self.history = history
         self.total = total
         self.batch_size = batch_size
@@ -749,6 +752,7 @@ class EventCallback:
         )
         self.val_loss: float | None = None
         self.train_loss: float | None = None
+        self.tokens_per_second: float | None = None
         self.started = time.monotonic()
         self.first_iteration: int | None = None
 
@@ -757,6 +761,8 @@ class EventCallback:
         if self.metrics is not None:
             self.metrics.on_val_loss_report(info)
         self.val_loss = float(info["val_loss"])
+        if self.timer is not None:
+            self.timer.evaluation(info["val_time"])
         if self.history is not None:
             self.history.append(iteration=int(info["iteration"]), valLoss=self.val_loss)
 
@@ -770,7 +776,12 @@ class EventCallback:
             self.started = time.monotonic() - 1.0 / max(info["iterations_per_second"], 1e-9)
         done = it - self.first_iteration
         per_it = (time.monotonic() - self.started) / max(done, 1)
+        eta = per_it * (self.total - it)
+        if self.timer is not None:  # measured steady steps and validation passes
+            self.timer.window(it, info["iterations_per_second"])
+            eta = self.timer.eta(it) or eta
         self.train_loss = float(info["train_loss"])
+        self.tokens_per_second = float(info["tokens_per_second"])
         if self.history is not None:
             self.history.append(iteration=it, trainLoss=self.train_loss)
         self.events.emit(
@@ -784,7 +795,7 @@ class EventCallback:
                 learning_rate=float(info["learning_rate"]),
                 tokens_per_second=float(info["tokens_per_second"]),
                 trained_tokens=int(info["trained_tokens"]),
-                eta_seconds=round(per_it * (self.total - it), 2),
+                eta_seconds=round(eta, 2),
                 peak_memory_bytes=int(info["peak_memory"] * 1e9),
             )
         )
@@ -810,8 +821,14 @@ def options_from_spec(spec: JobSpec, batch_size: int) -> RunOptions:
     )
 
 
-def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done | None:
-    """Train the job in ``job_dir`` to completion; return the ``done`` event (None on rank > 0)."""
+def run_job(
+    job_dir: Path, events: EventWriter, stop: StopFlag, timer: StepTimer | None = None
+) -> contract.Done | None:
+    """Train the job in ``job_dir`` to completion; return the ``done`` event (None on rank > 0).
+
+    ``timer`` (started by ``main``) measures the phases, steps and validation passes; the
+    ``done`` event carries what it measured.
+    """
     import mlx.core as mx
 
     from ..models import fine_tuned
@@ -823,6 +840,7 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
     world = mx.distributed.init()
     rank, world_size = world.rank(), world.size()
 
+    timer = timer or StepTimer(config.iterations, 1)
     model, tokenizer, info = prepare_model(spec.model, config, options.lora_keys)
     for warning in info["warnings"]:
         events.emit(contract.Warning(message=warning))
@@ -838,7 +856,9 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
         # Plain {"text"} records have no prompt to mask; mlx_lm refuses masking for them.
         mask_prompt = False
     view_options = ViewOptions.from_config(config, mask_prompt=mask_prompt)
+    timer.phase("load")
     train_set, valid_set = load_datasets(spec.data_dir, tokenizer, view_options)
+    timer.phase("data")
     for warning in view_warnings(train_set.views, config.max_seq_length):
         events.emit(contract.Warning(message=warning))
     if valid_set is None:
@@ -897,6 +917,10 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
             path = save_checkpoint(job_dir, model, optimizer, adapter_cfg, state, best)
             events.emit(contract.Checkpoint(iteration=state["iteration"], path=str(path)))
 
+    timer.total_iterations = run_options.total_iterations
+    timer.steps_per_eval = run_options.steps_per_eval
+    timer.start_iteration = (start_state or {}).get("iteration", 0)
+    timer.has_validation = valid_set is not None
     history = LossHistory(job_dir / HISTORY_FILE) if rank == 0 else None
     if history is not None:
         history.truncate((start_state or {}).get("iteration", -1))
@@ -909,6 +933,7 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
         config.epochs,
         history,
         metrics,
+        timer,
     )
     events.emit(
         contract.Started(
@@ -935,6 +960,7 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
             stop=stop,
             best=best,
         )
+        timer.phase("train")
     finally:
         if metrics is not None:
             metrics.close()
@@ -989,7 +1015,9 @@ def run_job(job_dir: Path, events: EventWriter, stop: StopFlag) -> contract.Done
             adapter_path=str(out),
             adapter_bytes=(out / "adapters.safetensors").stat().st_size,
         )
-    return done
+    timer.phase("save")
+    measured = timer.summary(mx.get_peak_memory(), callback.tokens_per_second)
+    return replace(done, timing=measured.to_wire())
 
 
 def kept_adapter(final: dict, best: BestWeights | None) -> dict[str, Any]:
@@ -1084,13 +1112,14 @@ def main(argv: list[str] | None = None) -> int:
     job_dir = Path(argv[0])
     stop = StopFlag()
     stop.install()
+    timer = StepTimer(0, 1)  # sized once the spec is read
     # Rank is known only after mlx's distributed init; mlx.launch exports it first.
     rank = int(os.environ.get("MLX_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
     events = open_event_writer(enabled=rank == 0)
     blas = preload_fast_blas()
     events.emit(contract.Blas(name=blas.name if blas else None, path=blas.path if blas else None))
     try:
-        done = run_job(job_dir, events, stop)
+        done = run_job(job_dir, events, stop, timer)
     except Cancelled:
         events.emit(contract.Cancelled(message="Training cancelled; the last checkpoint is kept."))
         return 0

@@ -46,7 +46,7 @@ def test_preference_data_proposes_dpo_with_its_learning_rate_and_epochs(tiny_mod
     assert config["epochs"] == 3  # under 100 pairs
     notes = "\n".join(proposal["explanations"])
     assert "DPO: learns from each pair" in notes
-    assert "3 epoch(s) over 40 preference pairs" in notes
+    assert "epochs 3: tiny-model default 5; dataset 3 (40 preference pairs" in notes
     assert "about a tenth of SFT's" in notes
     assert "x2: both answers of a pair" in proposal["estimate"]["basis"]
 

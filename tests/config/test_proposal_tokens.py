@@ -49,7 +49,10 @@ def test_sequence_length_covers_every_example_in_model_tokens(tiny_model, tmp_pa
     longest = max(renderer.view(r).token_count for r in chats(40))
     assert proposal["config"]["maxSeqLength"] == 128 >= longest
     notes = "\n".join(proposal["explanations"])
-    assert f"maxSeqLength 128 covers every example (the longest is {longest} tokens" in notes
+    assert (
+        f"maxSeqLength 128: tiny-model default 512; dataset 128 (covers every example; the "
+        f"longest is {longest} tokens" in notes
+    )
     assert "chars" not in notes
     assert "Loss on every assistant turn (trainOn: all)" in notes
     view = proposal["trainingView"]
@@ -66,10 +69,11 @@ def test_a_few_outliers_are_cut_and_the_loss_is_stated(tiny_model, tmp_path):
     assert proposal["config"]["maxSeqLength"] == 128
     assert view["cut"] == 1 and view["lostTrainedTokens"] > 500
     stated = (
-        "maxSeqLength 128 covers 99.6% of examples; 1 example(s) would be cut, losing "
-        f"{view['lostTrainedTokens']:,} trained tokens (the longest has"
+        "dataset 128 (covers 99.6% of examples; 1 example(s) would be cut, losing "
+        f"{view['lostTrainedTokens']:,} trained tokens; the longest has"
     )
-    assert any(e.startswith(stated) for e in proposal["explanations"])
+    line = next(e for e in proposal["explanations"] if e.startswith("maxSeqLength 128:"))
+    assert stated in line
     # The memory estimate pads to the longest kept batch, not to the model's context.
     assert proposal["estimate"]["peakMemoryBytes"] > 0
 
@@ -99,7 +103,8 @@ def test_overrides_set_train_on_and_a_cutting_length(tiny_model, tmp_path):
     assert last["config"]["trainOn"] == "last"
     notes = "\n".join(last["explanations"])
     assert "Loss on the last assistant turn only (trainOn: last" in notes
-    assert "maxSeqLength 16 covers" in notes and "would be cut, losing" in notes
+    line = next(e for e in last["explanations"] if e.startswith("maxSeqLength 16:"))
+    assert "your override 16 (covers" in line and "would be cut, losing" in line
     assert last["trainingView"]["cut"] == 12
     assert (
         last["trainingView"]["trainedTokens"]["total"]
@@ -116,7 +121,7 @@ def test_without_a_tokenizer_lengths_are_estimated_from_characters(tiny_model, t
     assert "estimated from characters" in notes and "tokenizer is unavailable" in notes
     assert "trainingView" not in proposal
     assert proposal["dataset"]["tokensFrom"] == "characters"
-    assert "chars/token" in proposal["estimate"]["basis"]
+    assert "characters per token" in proposal["estimate"]["basis"]
 
 
 @pytest.fixture

@@ -55,9 +55,24 @@ async def test_train_stream_progress_list_and_chat(
     assert started["jobId"] and started["config"]["iterations"] == 12
     assert started["outputPath"] == str(cortex_home / "mlx_models" / "tiny-custom")
     assert started["explanations"]
+    assert started["estimate"]["basis"].startswith("uncalibrated FLOP model, may be off by 3x")
+    assert started["memory"]["neededBytes"] < started["memory"]["budgetBytes"]
 
     done = await wait_for_state(events, started["jobId"], TERMINAL)
     assert done["state"] == "completed", done
+    # The finished job calibrated this machine: the same proposal now says so.
+    again = await request(
+        client,
+        "cortex/proposeConfig",
+        {
+            "model": str(tiny_model),
+            "dataset": str(sample_dataset_path),
+            "preset": "quick",
+            "overrides": {"iterations": 12, "batchSize": 4},
+        },
+    )
+    assert again["estimate"]["calibratedRuns"] == 1
+    assert again["estimate"]["basis"].startswith("calibrated from 1 run(s) on this machine")
     assert done["outputPath"] == started["outputPath"]
     assert done["adapterBytes"] > 0
     progress = [e for e in events if e.get("event") == "progress"]

@@ -564,7 +564,19 @@ class Wizard:
         for label, value in rows:
             self.term.say(f"  {label + ':':<15}{value}" if label else "")
         if estimate.get("seconds") is not None:
-            self.term.say(f"\n  Estimated time: ~{human_duration(estimate['seconds'])}")
+            # The basis says whether it comes from this machine's runs or the prior model.
+            parts = str(estimate.get("basis") or "").split("; ")
+            basis = "; ".join(parts[:1] + [p for p in parts[1:] if "current load" in p])
+            self.term.say(
+                f"\n  Estimated time: ~{human_duration(estimate['seconds'])}"
+                + (f" ({basis})" if basis else "")
+            )
+        memory = self.proposal.get("memory") or {}
+        if estimate.get("peakMemoryBytes") and memory.get("budgetBytes"):
+            self.term.say(
+                f"  Peak memory:    ~{human_bytes(estimate['peakMemoryBytes'])} "
+                f"(MLX peak; {human_bytes(memory['budgetBytes'])} usable)"
+            )
         self.term.say()
         return await self.term.confirm("Start fine-tuning?")
 

@@ -76,6 +76,9 @@ test("training summary block", () => {
   assert.ok(lines.includes("Batch size:    1 (x8 acc.)"));
   assert.ok(lines.includes("Quantization:  8-bit (QLoRA)"));
   assert.equal(lines[lines.length - 1], "Estimated time: ~8m 00s");
+  const calibrated = { ...proposal, estimate: { seconds: 30, basis: "calibrated from 2 run(s) on this machine (one of the same shape); 28 tokens per example" } } as Proposal;
+  const withBasis = trainingSummary({ baseModel: "b", outputName: "o", datasetPath: "/d.jsonl", examples: 50, preset: "balanced", proposal: calibrated });
+  assert.equal(withBasis[withBasis.length - 1], "Estimated time: ~30s (calibrated from 2 run(s) on this machine (one of the same shape))");
 });
 
 test("model names: server rules and BASE-custom suggestion", () => {

@@ -136,7 +136,12 @@ function M.summary(s)
   end
   if p.estimate and p.estimate ~= vim.NIL and present(p.estimate.seconds) then
     table.insert(lines, "")
-    table.insert(lines, "Estimated time: ~" .. M.duration(p.estimate.seconds))
+    -- The basis says whether the estimate comes from this machine's runs or the prior model.
+    local line = "Estimated time: ~" .. M.duration(p.estimate.seconds)
+    if type(p.estimate.basis) == "string" and p.estimate.basis ~= "" then
+      line = line .. " (" .. vim.split(p.estimate.basis, "; ", { plain = true })[1] .. ")"
+    end
+    table.insert(lines, line)
   end
   return lines
 end

@@ -182,7 +182,11 @@ export function trainingSummary(input: SummaryInput): string[] {
   ];
   if (c.quantizationBits) rows.push(["Quantization", `${c.quantizationBits}-bit (QLoRA)`]);
   const lines = rows.map(([label, value]) => (label ? `${(label + ":").padEnd(15)}${value}` : ""));
-  if (proposal.estimate?.seconds !== undefined) lines.push("", `Estimated time: ~${humanDuration(proposal.estimate.seconds)}`);
+  if (proposal.estimate?.seconds !== undefined) {
+    // The basis says whether the estimate comes from this machine's runs or the prior model.
+    const basis = (proposal.estimate.basis ?? "").split("; ")[0];
+    lines.push("", `Estimated time: ~${humanDuration(proposal.estimate.seconds)}${basis ? ` (${basis})` : ""}`);
+  }
   if (proposal.fitsInMemory === false) lines.push("Warning: this configuration may not fit in memory.");
   return lines;
 }
