@@ -334,6 +334,13 @@ def turn_digests(turns: list[tuple[str, str]]) -> tuple[bytes, bytes]:
     normalised digests are equal. Both are the same in every process, so the checks of a
     file's parts made in parallel (``parallel.py``) can be merged.
     """
+    # The exact digest first: its bytes are freed before the normalised copies are made.
+    try:
+        exact = _exact_bytes(turns)
+    except TypeError:  # a lone surrogate (json.loads reads "\\ud800"; orjson writes no such str)
+        exact = json.dumps(turns).encode()
+    exact_digest = hashlib.blake2b(exact, digest_size=EXACT_BYTES).digest()
+    del exact
     texts = [text for _, text in turns]
     joined = " \x00 ".join(texts)
     if joined.count("\x00") < len(texts):
@@ -342,12 +349,9 @@ def turn_digests(turns: list[tuple[str, str]]) -> tuple[bytes, bytes]:
         norm = " " + " ".join(joined.lower().split())
     else:  # a text holds U+0000: normalise each alone
         norm = "\x1f".join([" ".join(text.lower().split()) for text in texts])
-    try:
-        exact = _exact_bytes(turns)
-    except TypeError:  # a lone surrogate (json.loads reads "\\ud800"; orjson writes no such str)
-        exact = json.dumps(turns).encode()
+    del joined
     return (
-        hashlib.blake2b(exact, digest_size=EXACT_BYTES).digest(),
+        exact_digest,
         hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest(),
     )
 
