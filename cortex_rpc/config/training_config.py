@@ -14,6 +14,8 @@ from ..errors import InvalidParams
 
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 TRAIN_ON = ("all", "last")
+METHODS = ("sft", "dpo", "orpo")
+DPO_LOSSES = ("sigmoid", "ipo")
 QUANTIZATION_BITS = (None, 2, 3, 4, 5, 6, 8)
 MAX_CLEAR_CACHE_THRESHOLD = 2**53 - 1  # the largest integer a JSON number holds exactly
 
@@ -72,6 +74,16 @@ class TrainingConfig:
     train_template_text: bool = field(
         default=False,
         metadata={"help": "Also train text the template adds before answers (empty think tags)."},
+    )
+    method: str = field(
+        default="sft", metadata={"help": "sft, dpo or orpo (dpo/orpo need preference pairs)."}
+    )
+    beta: float = field(
+        default=0.1, metadata={"help": "DPO/ORPO: strength of the preference (beta)."}
+    )
+    dpo_loss: str = field(default="sigmoid", metadata={"help": "DPO loss: sigmoid or ipo."})
+    orpo_lambda: float = field(
+        default=0.1, metadata={"help": "ORPO: weight of the odds-ratio term."}
     )
 
     @property
@@ -158,6 +170,12 @@ def _validated(name: str, value: Any, path: str) -> Any:
         _check(value in TRAIN_ON, path, f"must be one of {', '.join(TRAIN_ON)}")
     elif name == "train_template_text":
         _check(isinstance(value, bool), path, "must be true or false")
+    elif name == "method":
+        _check(value in METHODS, path, f"must be one of {', '.join(METHODS)}")
+    elif name == "dpo_loss":
+        _check(value in DPO_LOSSES, path, f"must be one of {', '.join(DPO_LOSSES)}")
+    elif name in ("beta", "orpo_lambda"):
+        _check(_is_number(value) and 0 < value <= 100, path, "must be a number in (0, 100]")
     elif name == "seed":
         _check(_is_int(value) and 0 <= value < 2**32, path, "must be an integer in [0, 2^32)")
     return value
