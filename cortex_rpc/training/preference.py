@@ -411,3 +411,76 @@ def adapter_settings(config: TrainingConfig) -> dict[str, Any]:
     if config.method == "orpo":
         return {"method": "orpo", "beta": config.beta, "orpo_lambda": config.orpo_lambda}
     return {"method": "sft"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation: a fine-tune against its base on held-out pairs
+
+
+@dataclass
+class PairScores:
+    """Per-pair sequence scores of one model (the method's score: sum, or mean per token)."""
+
+    chosen: list[float]
+    rejected: list[float]
+    chosen_nll: float  # the chosen completions' summed cross-entropy
+    chosen_tokens: int
+
+    @property
+    def preference_accuracy(self) -> float:
+        """Fraction of pairs the model itself prefers chosen: score(chosen) > score(rejected)."""
+        wins = sum(c > r for c, r in zip(self.chosen, self.rejected, strict=True))
+        return wins / max(len(self.chosen), 1)
+
+    @property
+    def chosen_loss(self) -> float:
+        """Mean cross-entropy per chosen completion token (the SFT loss of the chosen answers)."""
+        return self.chosen_nll / max(self.chosen_tokens, 1)
+
+
+def score_pairs(
+    model: Any, dataset: PairDataset, max_seq_length: int, length_normalized: bool
+) -> PairScores:
+    """Return every pair's scores under ``model``, one pair per batch (nothing padded or dropped)."""
+    import mlx.core as mx
+
+    model.eval()
+    scores = PairScores([], [], 0.0, 0)
+    for index in range(len(dataset)):
+        tokens, mask = pad_batch(list(dataset[index]), max_seq_length)
+        sums, counts = sequence_logps(model, tokens, mask)
+        mx.eval(sums, counts)
+        sums_list, counts_list = sums.tolist(), counts.tolist()
+        values = [s / max(c, 1) for s, c in zip(sums_list, counts_list, strict=True)]
+        if not length_normalized:
+            values = sums_list
+        scores.chosen.append(values[0])
+        scores.rejected.append(values[1])
+        scores.chosen_nll -= sums_list[0]
+        scores.chosen_tokens += int(counts_list[0])
+    return scores
+
+
+def compare_to_base(base: PairScores, tuned: PairScores, beta: float) -> dict[str, float]:
+    """Return the fine-tune's preference metrics with its base as the reference model.
+
+    reward = beta * (score under the fine-tune - score under the base), per side, as DPO's
+    implicit reward; rewardAccuracy is the fraction of pairs whose chosen reward is the
+    larger, margin the mean difference. The base against itself has rewards 0 everywhere,
+    so its preferenceAccuracy (score(chosen) > score(rejected)) is reported instead.
+    """
+    rewards = [
+        (beta * (tc - bc), beta * (tr - br))
+        for tc, tr, bc, br in zip(
+            tuned.chosen, tuned.rejected, base.chosen, base.rejected, strict=True
+        )
+    ]
+    pairs = max(len(rewards), 1)
+    return {
+        "rewardAccuracy": sum(c > r for c, r in rewards) / pairs,
+        "margin": sum(c - r for c, r in rewards) / pairs,
+        "chosenReward": sum(c for c, _ in rewards) / pairs,
+        "rejectedReward": sum(r for _, r in rewards) / pairs,
+        "preferenceAccuracy": tuned.preference_accuracy,
+        "basePreferenceAccuracy": base.preference_accuracy,
+    }

@@ -128,7 +128,6 @@ def test_reference_logps_equal_a_separate_forward_of_the_base(
 
 def test_dpo_step_loss_and_metrics_follow_the_formulas(tiny_model: Path, tmp_path: Path):
     """One batch through the objective equals TRL's formula on separately computed log-probs."""
-    import mlx.core as mx
     from mlx_lm.utils import load
 
     data = write_pairs(tmp_path / "data", train=8, valid=0)
@@ -210,9 +209,7 @@ def _setup(tiny_model: Path, data: Path, config: TrainingConfig):
 
     model, tokenizer, info = worker.prepare_model(str(tiny_model), config)
     train, valid, _ = preference.load_pair_datasets(data, tokenizer)
-    schedule = preference.PairSchedule(
-        train, config.batch_size, config.max_seq_length, config.seed
-    )
+    schedule = preference.PairSchedule(train, config.batch_size, config.max_seq_length, config.seed)
     optimizer = optim.Adam(learning_rate=config.learning_rate)
     optimizer.init(model.trainable_parameters())
     objective = preference.PreferenceObjective.from_config(config)
@@ -321,6 +318,20 @@ def test_dpo_job_learns_the_rule_on_held_out_pairs(tiny_model: Path, tmp_path: P
     assert marker["config"]["method"] == "dpo" and marker["config"]["beta"] == 0.1
     adapter_cfg = json.loads((Path(done.output_path) / "adapter_config.json").read_text())
     assert adapter_cfg["method"] == "dpo" and adapter_cfg["dpo_loss"] == "sigmoid"
+
+    # cortex/evaluate's worker on the same held-out pairs: the base as the reference model.
+    from cortex_rpc.training.evaluate_worker import evaluate_spec
+
+    result = evaluate_spec(
+        {"base": str(tiny_model), "adapter": done.output_path, "data": str(data / "valid.jsonl"),
+         "maxSeqLength": 64, "method": "dpo", "beta": 0.1}
+    )  # fmt: skip
+    assert result["examples"] == 32 and result["pairsLeftOut"] == 0
+    # The loop's last validation runs before the last step (as mlx_lm's): one update apart.
+    assert result["rewardAccuracy"] == pytest.approx(last["valRewardAccuracy"], abs=1 / 32)
+    assert result["margin"] == pytest.approx(last["valMargin"], rel=0.02)
+    assert result["preferenceAccuracy"] >= 0.9 > result["basePreferenceAccuracy"]
+    assert result["loss"] < result["baseLoss"]  # chosen answers got likelier
 
 
 def test_orpo_job_trains_with_finite_metrics(tiny_model: Path, tmp_path: Path):
