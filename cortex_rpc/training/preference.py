@@ -41,6 +41,9 @@ STATS = (
     "chosen_logps",
     "rejected_logps",
 )
+# Pair batches are padded to a multiple of this (SFT's 32, mlx_lm's, would be more padding on
+# twice the rows; a few more distinct shapes to compile is the price).
+PAIR_PAD_TO = 8
 # ORPO's log(1 - p) is -inf at p = 1; mean log-probs are kept this far below 0.
 _MAX_MEAN_LOGP = -1e-6
 
@@ -177,7 +180,8 @@ class PairSchedule(BatchSchedule):
     def batch(self, step: int) -> tuple[Any, Any]:
         """Return (tokens, mask) of 0-based global ``step``: chosen rows, then rejected rows."""
         pairs = self.items(step)
-        return pad_batch([c for c, _ in pairs] + [r for _, r in pairs], self.max_seq_length)
+        rows = [c for c, _ in pairs] + [r for _, r in pairs]
+        return pad_batch(rows, self.max_seq_length, PAIR_PAD_TO)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,16 +323,40 @@ class PreferenceObjective:
             return sums / mx.maximum(counts, 1), sums, counts
         return sums, sums, counts
 
-    def loss(self, model: Any, tokens: Any, mask: Any) -> tuple[Any, Any]:
-        """Return (mean loss over the batch's pairs, the STATS sums of the batch)."""
+    def reference_scores(self, model: Any, tokens: Any, mask: Any) -> Any:
+        """Return the reference model's sequence scores: the model with its adapters off."""
+        import mlx.core as mx
+
+        with adapters_disabled(model):
+            return mx.stop_gradient(self.scores(model, tokens, mask)[0])
+
+    def prepare(self, model: Any, batch: tuple[Any, Any]) -> tuple[Any, ...]:
+        """Return the batch the loss takes: DPO's gets the reference scores, computed now.
+
+        Evaluated before the step, so the reference forward's buffers are freed before the
+        policy's forward and backward allocate theirs (a lower peak than one graph of both).
+        """
+        import mlx.core as mx
+
+        if self.method != "dpo":
+            return batch
+        reference = self.reference_scores(model, *batch)
+        mx.eval(reference)
+        return (*batch, reference)
+
+    def loss(self, model: Any, tokens: Any, mask: Any, reference: Any = None) -> tuple[Any, Any]:
+        """Return (mean loss over the batch's pairs, the STATS sums of the batch).
+
+        ``reference``: DPO's reference scores of the rows (``prepare``); computed here if None.
+        """
         import mlx.core as mx
 
         n = tokens.shape[0] // 2
         policy, sums, counts = self.scores(model, tokens, mask)
         chosen, rejected = policy[:n], policy[n:]
         if self.method == "dpo":
-            with adapters_disabled(model):
-                reference = mx.stop_gradient(self.scores(model, tokens, mask)[0])
+            if reference is None:
+                reference = self.reference_scores(model, tokens, mask)
             ref_chosen, ref_rejected = reference[:n], reference[n:]
             losses = dpo_losses(
                 chosen, rejected, ref_chosen, ref_rejected, self.beta, self.dpo_loss

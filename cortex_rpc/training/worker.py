@@ -308,13 +308,14 @@ class BatchSchedule:
         return pad_batch(self.items(step), self.max_seq_length)
 
 
-def pad_batch(items: list[tuple[list[int], list[bool]]], max_seq_length: int) -> tuple[Any, Any]:
+def pad_batch(
+    items: list[tuple[list[int], list[bool]]], max_seq_length: int, pad_to: int = 32
+) -> tuple[Any, Any]:
     """Return (tokens, mask) of (ids, loss flags) rows, padded and cut as mlx_lm pads."""
     import mlx.core as mx
     import numpy as np
 
     lengths = [len(ids) for ids, _ in items]
-    pad_to = 32
     width = min(1 + pad_to * ((max(lengths) + pad_to - 1) // pad_to), max_seq_length)
     tokens = np.zeros((len(items), width), np.int32)
     mask = np.zeros((len(items), width), np.bool_)
@@ -609,6 +610,8 @@ def train_loop(
             raise Cancelled()
         batch = schedule.batch(it - 1)
         tic = time.perf_counter()  # after batching, as in mlx_lm (its zip fetches first)
+        if objective is not None:
+            batch = objective.prepare(model, batch)  # DPO: the reference's scores, timed
         if (
             val_dataset is not None
             and len(val_dataset) >= world_size
