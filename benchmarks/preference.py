@@ -14,7 +14,9 @@ beta and step count. Each trainer runs in its own process:
 Throughput is steps per second over the reports after the first (the first pays for
 compilation), converted to tokens per second with the same scored-token count per step for
 both, so the figures measure the same work. Memory is MLX's peak (each trainer's own
-report of ``mx.get_peak_memory``) and the process's peak RSS. Held-out reward accuracy is
+report of ``mx.get_peak_memory``), the process's peak RSS, and that peak less the RSS once
+the trainer's modules are imported: the project's environment has torch (for export), which
+transformers imports with mlx_lm, about 180 MB that mlx-lm-lora's environment does not have. Held-out reward accuracy is
 measured the same way for both adapters, by ``cortex/evaluate``'s worker: reward =
 beta x (log-prob under the fine-tune - log-prob under the base), accuracy = the fraction of
 held-out pairs whose chosen reward is the larger. Run from the repository root::
@@ -62,6 +64,7 @@ MLX_LM_LORA_RUNNER = textwrap.dedent(
         mx.set_wired_limit = lambda limit: 0
     from mlx_lm.tuner.callbacks import TrainingCallback
     from mlx_lm_lora import train
+    imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     reports = []
     class Keep(TrainingCallback):
         def on_train_loss_report(self, info):
@@ -70,16 +73,18 @@ MLX_LM_LORA_RUNNER = textwrap.dedent(
     train.run = lambda args, training_callback=None: run(args, Keep())
     train.main(json.loads(sys.argv[2]))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    json.dump({"reports": reports, "maxRss": rss}, open(sys.argv[1], "w"))
+    json.dump({"reports": reports, "maxRss": rss, "importRss": imported}, open(sys.argv[1], "w"))
     """
 )
 OURS_RUNNER = textwrap.dedent(
     """
     import resource, sys
+    import mlx_lm.utils  # what the worker imports first; with it transformers (and torch)
     from cortex_rpc.training import worker
+    imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     code = worker.main([sys.argv[1]])
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    open(sys.argv[2], "w").write(str(rss))  # the worker's fd 1 is its log by now
+    open(sys.argv[2], "w").write(f"{rss} {imported}")  # the worker's fd 1 is its log by now
     sys.exit(code)
     """
 )
@@ -183,7 +188,8 @@ def run_ours(model: Path, data: Path, work: Path, args: argparse.Namespace) -> d
     return {
         "stepsPerSecond": steps_per_second(reports),
         "peakMemory": max(e["peakMemoryBytes"] for e in progress),
-        "maxRss": int((work / "rss").read_text()),
+        "maxRss": int((work / "rss").read_text().split()[0]),
+        "importRss": int((work / "rss").read_text().split()[1]),
         "adapter": work / "ours-adapter",
     }
 
@@ -223,6 +229,7 @@ def run_theirs(python: Path, model: Path, data: Path, work: Path, args: argparse
         "stepsPerSecond": steps_per_second(reports),
         "peakMemory": max(r["peak_memory"] for r in reports) * 1e9,
         "maxRss": result["maxRss"],
+        "importRss": result["importRss"],
         "adapter": adapter,
     }
 
@@ -289,18 +296,23 @@ def main() -> int:
     )
     print(f"adapter bytes: cortex-rpc {sizes['ours']}, mlx-lm-lora {sizes['theirs']}")
     rows = (("cortex-rpc", ours), ("mlx-lm-lora", theirs))
-    print(f"{'':12} {'tokens/s':>10} {'MLX peak MB':>12} {'max RSS MB':>11} {'reward acc':>11}")
+    print(
+        f"{'':12} {'tokens/s':>10} {'MLX peak MB':>12} {'max RSS MB':>11} "
+        f"{'RSS-imports':>12} {'reward acc':>11}"
+    )
     for name, result in rows:
+        result["trainingRss"] = result["maxRss"] - result["importRss"]
         print(
             f"{name:12} {result['stepsPerSecond'] * tokens:10.1f} "
             f"{result['peakMemory'] / 2**20:12.1f} {result['maxRss'] / 2**20:11.1f} "
-            f"{result['eval']['rewardAccuracy']:11.3f}"
+            f"{result['trainingRss'] / 2**20:12.1f} {result['eval']['rewardAccuracy']:11.3f}"
         )
     print(
         f"ratios cortex-rpc / mlx-lm-lora: tokens/s "
         f"{ours['stepsPerSecond'] / theirs['stepsPerSecond']:.2f}x, MLX peak "
         f"{ours['peakMemory'] / theirs['peakMemory']:.2f}x, max RSS "
-        f"{ours['maxRss'] / theirs['maxRss']:.2f}x"
+        f"{ours['maxRss'] / theirs['maxRss']:.2f}x, RSS above imports "
+        f"{ours['trainingRss'] / max(theirs['trainingRss'], 1):.2f}x"
     )
     print(
         "held-out (base as reference): margin "

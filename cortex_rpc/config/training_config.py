@@ -179,3 +179,19 @@ def _validated(name: str, value: Any, path: str) -> Any:
     elif name == "seed":
         _check(_is_int(value) and 0 <= value < 2**32, path, "must be an integer in [0, 2^32)")
     return value
+
+
+def method_conflict(config: TrainingConfig) -> str | None:
+    """Return why the config's method cannot train its fine-tune type, or None when it can.
+
+    DPO's reference model is the base with the adapters switched off; a full fine-tune has no
+    adapters, so it would need a second copy of the weights, which cortex-rpc does not load.
+    """
+    if config.method == "dpo" and config.fine_tune_type == "full":
+        return (
+            "method dpo needs a reference model, which cortex-rpc takes from the base with the "
+            "adapters switched off; a full fine-tune has no adapters, so it would need a second "
+            "copy of the weights. Use fineTuneType lora or dora with DPO, or method orpo (no "
+            "reference model) for a full fine-tune."
+        )
+    return None

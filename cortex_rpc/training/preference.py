@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config.training_config import TrainingConfig
+from ..config.training_config import TrainingConfig, method_conflict
 from ..datasets.training_view import TemplateRenderer, TrainingView, ViewOptions
 from ..errors import CortexError
 from .worker import BatchSchedule, pad_batch, view_warnings
@@ -300,14 +300,9 @@ class PreferenceObjective:
         """Return the objective a config asks for (None for SFT); refuses full + DPO."""
         if config.method not in PREFERENCE_METHODS:
             return None
-        if config.method == "dpo" and config.fine_tune_type == "full":
-            raise CortexError(
-                "invalid-config",
-                "DPO needs a reference model, which cortex-rpc takes from the base with the "
-                "adapters switched off; a full fine-tune has no adapters, so it would need a "
-                "second copy of the weights. Use fineTuneType lora or dora with DPO, or "
-                "method orpo (no reference model) for a full fine-tune.",
-            )
+        conflict = method_conflict(config)
+        if conflict is not None:
+            raise CortexError("invalid-config", conflict)
         return cls(config.method, config.beta, config.dpo_loss, config.orpo_lambda)
 
     @property

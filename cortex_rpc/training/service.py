@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..config.training_config import method_conflict
 from ..errors import InvalidParams
 from ..models.fine_tuned import marker_base_path, output_path, read_marker
 from ..models.registry import resolve_model
@@ -83,6 +84,9 @@ def start_training(
         overrides_field="config",
     )
     chosen = proposal.config
+    conflict = method_conflict(chosen)
+    if conflict is not None:
+        raise InvalidParams(f"config.method: {conflict}", field="config.method")
     replayed: dict[str, Any] = {}
 
     def prepare(data_dir: Path) -> dict[str, Any]:

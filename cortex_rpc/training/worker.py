@@ -610,8 +610,6 @@ def train_loop(
             raise Cancelled()
         batch = schedule.batch(it - 1)
         tic = time.perf_counter()  # after batching, as in mlx_lm (its zip fetches first)
-        if objective is not None:
-            batch = objective.prepare(model, batch)  # DPO: the reference's scores, timed
         if (
             val_dataset is not None
             and len(val_dataset) >= world_size
@@ -629,6 +627,8 @@ def train_loop(
                     }
                 )
             tic = time.perf_counter()
+        if objective is not None:
+            batch = objective.prepare(model, batch)  # DPO: the reference's scores, timed
         # Dropout draws from mx.random; seeding per step makes a resumed step draw the same.
         mx.random.seed((options.seed * 1_000_003 + it) % 2**32)
         lvalue, toks, grad_accum = step(batch, grad_accum, it % grad_accum_steps == 0)

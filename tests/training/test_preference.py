@@ -369,3 +369,21 @@ def test_a_preference_job_refuses_sft_records(tiny_model: Path, chat_data: Path,
     with pytest.raises(CortexError) as error:
         _run_job(job_dir, spec)
     assert error.value.code == "dataset-invalid" and "method sft" in error.value.message
+
+
+def test_start_training_refuses_full_dpo_before_a_job_starts(
+    tiny_model: Path, sample_dataset_path: Path, cortex_home: Path
+):
+    from cortex_rpc.errors import InvalidParams
+    from cortex_rpc.paths import CortexHome
+    from cortex_rpc.training.jobs import TrainingJobs
+    from cortex_rpc.training.service import start_training
+
+    jobs = TrainingJobs(CortexHome(cortex_home))
+    with pytest.raises(InvalidParams) as error:
+        start_training(
+            jobs, model=str(tiny_model), dataset=str(sample_dataset_path), output_name="x",
+            config={"fineTuneType": "full", "method": "dpo", "iterations": 1},
+        )  # fmt: skip
+    assert error.value.data["field"] == "config.method" and "orpo" in error.value.message
+    assert jobs.list_jobs() == []
