@@ -10,19 +10,22 @@ beta and step count. Each trainer runs in its own process:
 (b) mlx-lm-lora's DPO trainer (``mlx_lm_lora.train``, train mode dpo), which loads a second
     copy of the model as its reference. It is installed in its own virtual environment,
     ``benchmarks/.venv-mlx-lm-lora`` (created on the first run), never in the project's.
+(c) where the worker binds MLX to a fast BLAS (Linux CPUs), (b) again with the same BLAS
+    preloaded, so that the remaining difference is the trainers' own.
 
-Throughput is steps per second over the reports after the first (the first pays for
-compilation), converted to tokens per second with the same scored-token count per step for
+Throughput is the median steps per second of the report windows after the first (the first
+pays for compilation), converted to tokens per second with the same scored-token count per step for
 both, so the figures measure the same work. Memory is MLX's peak (each trainer's own
 report of ``mx.get_peak_memory``), the process's peak RSS, and that peak less the RSS once
 the trainer's modules are imported: the project's environment has torch (for export), which
-transformers imports with mlx_lm, about 180 MB that mlx-lm-lora's environment does not have. Held-out reward accuracy is
-measured the same way for both adapters, by ``cortex/evaluate``'s worker: reward =
-beta x (log-prob under the fine-tune - log-prob under the base), accuracy = the fraction of
-held-out pairs whose chosen reward is the larger. Run from the repository root::
+transformers imports with mlx_lm, about 180 MB that mlx-lm-lora's environment does not have.
+Held-out reward accuracy is measured the same way for every adapter, by ``cortex/evaluate``'s
+worker: reward = beta x (log-prob under the fine-tune - log-prob under the base), accuracy =
+the fraction of held-out pairs whose chosen reward is the larger. Run from the repository
+root::
 
-    .venv/bin/python benchmarks/preference.py            # small model, a few minutes on a CPU
-    .venv/bin/python benchmarks/preference.py --size tiny --iters 40
+    .venv/bin/python benchmarks/preference.py --size tiny --iters 150   # learns the rule
+    .venv/bin/python benchmarks/preference.py            # small model, 60 steps (throughput)
 """
 
 from __future__ import annotations
@@ -51,12 +54,29 @@ VENV = ROOT / "benchmarks" / ".venv-mlx-lm-lora"
 WORDS = ["apple", "river", "stone", "cloud", "green", "house", "light", "music", "paper", "table"]
 RANK, SCALE, BETA = 8, 2.0, 0.1
 
+# Both runners report their process's peak RSS with this.
+PEAK_RSS = textwrap.dedent(
+    """
+    import resource
+    def peak_rss():
+        # VmHWM: this process image's peak (ru_maxrss would keep the parent's across exec).
+        try:
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS: bytes
+    """
+)
 # mlx-lm-lora's CLI entry point with a callback slipped into its run(): its reports come from
 # its own trainer. Its train_dpo indexes mx.device_info()["max_recommended_working_set_size"],
 # which MLX reports only on Metal; on a CPU it is given as 0 and the wired limit left alone.
-MLX_LM_LORA_RUNNER = textwrap.dedent(
+MLX_LM_LORA_RUNNER = PEAK_RSS + textwrap.dedent(
     """
-    import json, resource, sys
+    import ctypes, json, os, resource, sys
+    if sys.argv[3]:  # the fast BLAS cortex-rpc's worker binds MLX to, loaded the same way
+        ctypes.CDLL(sys.argv[3], mode=os.RTLD_GLOBAL | os.RTLD_NOW)
     import mlx.core as mx
     info = mx.device_info
     if "max_recommended_working_set_size" not in info():
@@ -64,7 +84,7 @@ MLX_LM_LORA_RUNNER = textwrap.dedent(
         mx.set_wired_limit = lambda limit: 0
     from mlx_lm.tuner.callbacks import TrainingCallback
     from mlx_lm_lora import train
-    imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    imported = peak_rss()
     reports = []
     class Keep(TrainingCallback):
         def on_train_loss_report(self, info):
@@ -72,18 +92,20 @@ MLX_LM_LORA_RUNNER = textwrap.dedent(
     run = train.run
     train.run = lambda args, training_callback=None: run(args, Keep())
     train.main(json.loads(sys.argv[2]))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = peak_rss()
     json.dump({"reports": reports, "maxRss": rss, "importRss": imported}, open(sys.argv[1], "w"))
     """
 )
-OURS_RUNNER = textwrap.dedent(
+OURS_RUNNER = PEAK_RSS + textwrap.dedent(
     """
     import resource, sys
-    import mlx_lm.utils  # what the worker imports first; with it transformers (and torch)
+    from cortex_rpc.accel import preload_fast_blas
+    preload_fast_blas()  # first, as worker.main does: MLX binds to the BLAS loaded before it
+    import mlx_lm.utils  # what the worker imports; with it transformers (and torch)
     from cortex_rpc.training import worker
-    imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    imported = peak_rss()
     code = worker.main([sys.argv[1]])
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = peak_rss()
     open(sys.argv[2], "w").write(f"{rss} {imported}")  # the worker's fd 1 is its log by now
     sys.exit(code)
     """
@@ -134,16 +156,15 @@ def write_pairs(root: Path, train: int, valid: int, seed: int = 0) -> tuple[Path
 
 
 def steps_per_second(reports: list[dict]) -> float:
-    """Return steps/s over the reports after the first (which pays for compilation)."""
+    """Return the median steps/s of the report windows after the first (compilation).
+
+    The median, not the mean: on a shared machine a window that another process slowed
+    down should not decide the figure.
+    """
     kept = reports[1:] or reports
-    steps = seconds = 0.0
-    previous = reports[0]["iteration"] if len(reports) > 1 else 0
-    for report in kept:
-        done = report["iteration"] - previous
-        previous = report["iteration"]
-        steps += done
-        seconds += done / report["iterations_per_second"]
-    return steps / seconds if seconds else 0.0
+    rates = sorted(r["iterations_per_second"] for r in kept)
+    middle = len(rates) // 2
+    return rates[middle] if len(rates) % 2 else (rates[middle - 1] + rates[middle]) / 2
 
 
 def run_ours(model: Path, data: Path, work: Path, args: argparse.Namespace) -> dict:
@@ -202,9 +223,11 @@ def tokens_of(event: dict, progress: list[dict]) -> float:
     return (event["trainedTokens"] - before["trainedTokens"]) / max(steps, 1)
 
 
-def run_theirs(python: Path, model: Path, data: Path, work: Path, args: argparse.Namespace):
-    """(b): mlx-lm-lora's DPO trainer, through its CLI entry point."""
-    adapter = work / "theirs-adapter"
+def run_theirs(
+    python: Path, model: Path, data: Path, work: Path, args: argparse.Namespace, blas: str = ""
+) -> dict:
+    """(b): mlx-lm-lora's DPO trainer, through its CLI entry point (``blas``: a BLAS to preload)."""
+    adapter = work / ("theirs-adapter-blas" if blas else "theirs-adapter")
     settings = {
         "model": str(model), "train": True, "train_mode": "dpo", "train_type": "lora",
         "data": str(data), "iters": args.iters, "batch_size": args.batch,
@@ -215,9 +238,9 @@ def run_theirs(python: Path, model: Path, data: Path, work: Path, args: argparse
         "adapter_path": str(adapter), "beta": BETA, "dpo_cpo_loss_type": "sigmoid",
         "optimizer": "adam", "fuse": False,
     }  # fmt: skip
-    out = work / "theirs.json"
+    out = work / f"theirs{'-blas' if blas else ''}.json"
     done = subprocess.run(
-        [str(python), "-c", MLX_LM_LORA_RUNNER, str(out), json.dumps(settings)],
+        [str(python), "-c", MLX_LM_LORA_RUNNER, str(out), json.dumps(settings), blas],
         capture_output=True,
         text=True,
     )
@@ -267,6 +290,9 @@ def main() -> int:
     parser.add_argument("--report", type=int, default=10)
     parser.add_argument("--train-pairs", type=int, default=160)
     parser.add_argument("--valid-pairs", type=int, default=48)
+    parser.add_argument(
+        "--skip-stock", action="store_true", help="skip mlx-lm-lora on MLX's own BLAS (slow)"
+    )
     args = parser.parse_args()
 
     from cortex_rpc.accel import preload_fast_blas
@@ -281,43 +307,47 @@ def main() -> int:
         ours_data, their_data = write_pairs(work / "data", args.train_pairs, args.valid_pairs)
         tokens = scored_tokens_per_step(ours_data, model, args)
         ours = run_ours(model, ours_data, work, args)
-        theirs = run_theirs(python, model, their_data, work, args)
-        ours["eval"] = reward_accuracy(model, ours["adapter"], ours_data, args)
-        theirs["eval"] = reward_accuracy(model, theirs["adapter"], ours_data, args)
+        rows = [("cortex-rpc", ours)]
+        if not args.skip_stock:
+            rows.append(("mlx-lm-lora", run_theirs(python, model, their_data, work, args)))
+        blas = preload_fast_blas()
+        if blas is not None:
+            # The same trainer on the BLAS our worker uses: what is left is the trainers' own.
+            theirs_blas = run_theirs(python, model, their_data, work, args, blas.path)
+            rows.append((f"mlx-lm-lora+{blas.name}", theirs_blas))
+        for _, result in rows:
+            result["eval"] = reward_accuracy(model, result["adapter"], ours_data, args)
         described = params_of_safe(model)
-        sizes = {
-            name: (result["adapter"] / "adapters.safetensors").stat().st_size
-            for name, result in (("ours", ours), ("theirs", theirs))
-        }
+        sizes = [(result["adapter"] / "adapters.safetensors").stat().st_size for _, result in rows]
 
     print(
         f"model {args.size} ({described}), {args.iters} steps of {args.batch} pairs, "
         f"LoRA rank {RANK} scale {SCALE}, beta {BETA}, {tokens:.0f} scored tokens per step"
     )
-    print(f"adapter bytes: cortex-rpc {sizes['ours']}, mlx-lm-lora {sizes['theirs']}")
-    rows = (("cortex-rpc", ours), ("mlx-lm-lora", theirs))
+    print("adapter bytes:", ", ".join(f"{n} {b}" for (n, _), b in zip(rows, sizes, strict=True)))
     print(
-        f"{'':12} {'tokens/s':>10} {'MLX peak MB':>12} {'max RSS MB':>11} "
+        f"{'':20} {'tokens/s':>10} {'MLX peak MB':>12} {'max RSS MB':>11} "
         f"{'RSS-imports':>12} {'reward acc':>11}"
     )
     for name, result in rows:
         result["trainingRss"] = result["maxRss"] - result["importRss"]
         print(
-            f"{name:12} {result['stepsPerSecond'] * tokens:10.1f} "
+            f"{name:20} {result['stepsPerSecond'] * tokens:10.1f} "
             f"{result['peakMemory'] / 2**20:12.1f} {result['maxRss'] / 2**20:11.1f} "
             f"{result['trainingRss'] / 2**20:12.1f} {result['eval']['rewardAccuracy']:11.3f}"
         )
+    for name, other in rows[1:]:
+        print(
+            f"ratios cortex-rpc / {name}: tokens/s "
+            f"{ours['stepsPerSecond'] / other['stepsPerSecond']:.2f}x, MLX peak "
+            f"{ours['peakMemory'] / other['peakMemory']:.2f}x, max RSS "
+            f"{ours['maxRss'] / other['maxRss']:.2f}x, RSS above imports "
+            f"{ours['trainingRss'] / max(other['trainingRss'], 1):.2f}x"
+        )
     print(
-        f"ratios cortex-rpc / mlx-lm-lora: tokens/s "
-        f"{ours['stepsPerSecond'] / theirs['stepsPerSecond']:.2f}x, MLX peak "
-        f"{ours['peakMemory'] / theirs['peakMemory']:.2f}x, max RSS "
-        f"{ours['maxRss'] / theirs['maxRss']:.2f}x, RSS above imports "
-        f"{ours['trainingRss'] / max(theirs['trainingRss'], 1):.2f}x"
-    )
-    print(
-        "held-out (base as reference): margin "
-        f"{ours['eval']['margin']:.3f} vs {theirs['eval']['margin']:.3f}; base preference "
-        f"accuracy {ours['eval']['basePreferenceAccuracy']:.3f}"
+        "held-out margin (base as reference): "
+        + ", ".join(f"{name} {result['eval']['margin']:.3f}" for name, result in rows)
+        + f"; base preference accuracy {ours['eval']['basePreferenceAccuracy']:.3f}"
     )
     return 0
 
