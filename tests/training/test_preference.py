@@ -387,3 +387,35 @@ def test_start_training_refuses_full_dpo_before_a_job_starts(
         )  # fmt: skip
     assert error.value.data["field"] == "config.method" and "orpo" in error.value.message
     assert jobs.list_jobs() == []
+
+
+@pytest.mark.slow
+def test_two_ranks_train_dpo_and_the_metrics_reach_the_notifications(
+    tiny_model: Path, tmp_path: Path, cortex_home: Path
+):
+    """Through the job manager (worker process, mlx.launch ring of 2): the preference metrics
+    ride on cortex/trainingProgress payloads and status like loss and tokens/s do."""
+    from cortex_rpc.paths import CortexHome
+    from cortex_rpc.training.contract import WorkerOptions
+    from cortex_rpc.training.jobs import TrainingJobs
+
+    data = write_pairs(tmp_path / "data", train=16, valid=8)
+    events: list[dict] = []
+    jobs = TrainingJobs(CortexHome(cortex_home), events.append)
+    config = TrainingConfig(
+        iterations=4, batch_size=4, num_layers=2, max_seq_length=64, method="dpo"
+    )
+    job_id = jobs.start(
+        tiny_model, data, "tiny-dpo-dist", config, {},
+        WorkerOptions(steps_per_report=2, distributed={"hosts": ["127.0.0.1"], "ranksPerHost": 2}),
+    )["jobId"]  # fmt: skip
+    job = jobs.wait(job_id, timeout=180)
+    log = (cortex_home / "jobs" / job_id / "worker.log").read_text()
+    assert job["state"] == "completed", job["message"] + log[-2000:]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert [e["iteration"] for e in progress] == [2, 4]
+    for event in progress:
+        assert 0 <= event["rewardAccuracy"] <= 1 and "margin" in event
+        assert "valRewardAccuracy" in event and "chosenLogps" in event
+    entry = next(e for e in jobs.list_jobs() if e["jobId"] == job_id)
+    assert entry["rewardAccuracy"] == progress[-1]["rewardAccuracy"]
