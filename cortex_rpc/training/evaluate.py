@@ -35,6 +35,7 @@ PREFERENCE_RESULT = (
     "preferenceAccuracy",
     "basePreferenceAccuracy",
     "beta",
+    "pairsLeftOut",
 )
 EVAL_FILE = "eval.jsonl"
 

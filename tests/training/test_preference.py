@@ -419,3 +419,16 @@ def test_two_ranks_train_dpo_and_the_metrics_reach_the_notifications(
         assert "valRewardAccuracy" in event and "chosenLogps" in event
     entry = next(e for e in jobs.list_jobs() if e["jobId"] == job_id)
     assert entry["rewardAccuracy"] == progress[-1]["rewardAccuracy"]
+
+
+def test_compare_to_base_defines_rewards_against_the_base():
+    """reward = beta x (fine-tune - base) per side; the base is judged by its own preference."""
+    base = preference.PairScores([-10.0, -8.0, -5.0], [-9.0, -9.0, -6.0], 0.0, 1)
+    tuned = preference.PairScores([-7.0, -8.5, -5.0], [-12.0, -8.0, -6.5], 0.0, 1)
+    result = preference.compare_to_base(base, tuned, beta=0.5)
+    # rewards (chosen, rejected): (1.5, -1.5), (-0.25, 0.5), (0.0, -0.25)
+    assert result["rewardAccuracy"] == pytest.approx(2 / 3)
+    assert result["margin"] == pytest.approx((3.0 - 0.75 + 0.25) / 3)
+    assert result["chosenReward"] == pytest.approx(1.25 / 3)
+    assert result["basePreferenceAccuracy"] == pytest.approx(2 / 3)  # -8 > -9, -5 > -6
+    assert result["preferenceAccuracy"] == pytest.approx(2 / 3)  # -7 > -12, -5 > -6.5
