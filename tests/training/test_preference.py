@@ -124,6 +124,10 @@ def test_reference_logps_equal_a_separate_forward_of_the_base(
     np.testing.assert_allclose(np.array(reference), np.array(expected), rtol=1e-5, atol=1e-4)
     # The adapters are back, and they do change the log-probs (else the check above is void).
     assert np.abs(np.array(policy) - np.array(expected)).max() > 1e-2
+    # The training loop's reference (prepare: a compiled forward) is the same base.
+    objective = preference.PreferenceObjective("dpo")
+    _, _, prepared = objective.prepare(model, (tokens, mask))
+    np.testing.assert_allclose(np.array(prepared), np.array(expected), rtol=1e-5, atol=1e-4)
 
 
 def test_dpo_step_loss_and_metrics_follow_the_formulas(tiny_model: Path, tmp_path: Path):
