@@ -267,3 +267,19 @@ def _early_stopping(value: Any, path: str) -> EarlyStopping | None:
         "must be a number in [0, 100) (the loss improvement that counts), e.g. 0.01",
     )
     return EarlyStopping(patience=patience, min_delta=float(min_delta))
+
+
+def method_conflict(config: TrainingConfig) -> str | None:
+    """Return why the config's method cannot train its fine-tune type, or None when it can.
+
+    DPO's reference model is the base with the adapters switched off; a full fine-tune has no
+    adapters, so it would need a second copy of the weights, which cortex-rpc does not load.
+    """
+    if config.method == "dpo" and config.fine_tune_type == "full":
+        return (
+            "method dpo needs a reference model, which cortex-rpc takes from the base with the "
+            "adapters switched off; a full fine-tune has no adapters, so it would need a second "
+            "copy of the weights. Use fineTuneType lora or dora with DPO, or method orpo (no "
+            "reference model) for a full fine-tune."
+        )
+    return None

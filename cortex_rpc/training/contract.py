@@ -274,6 +274,28 @@ class Progress(WorkerEvent):
     trained_tokens: int | None = None
     eta_seconds: float | None = None
     peak_memory_bytes: int | None = None
+    # Preference training (DPO, ORPO) only: averages over the report window's pairs.
+    reward_accuracy: float | None = None
+    chosen_reward: float | None = None
+    rejected_reward: float | None = None
+    margin: float | None = None
+    chosen_logps: float | None = None
+    rejected_logps: float | None = None
+    # ... and over the held-out pairs at the latest validation.
+    val_reward_accuracy: float | None = None
+    val_margin: float | None = None
+
+
+# The preference fields of Progress a training report and a validation fill in.
+PREFERENCE_METRICS = (
+    "reward_accuracy",
+    "chosen_reward",
+    "rejected_reward",
+    "margin",
+    "chosen_logps",
+    "rejected_logps",
+)
+PREFERENCE_VALIDATION_METRICS = ("val_reward_accuracy", "val_margin")
 
 
 @dataclass(frozen=True)

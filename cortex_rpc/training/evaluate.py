@@ -27,6 +27,16 @@ from .contract import ONE_SHOT_EVENT_TYPES, Error, Result, decode_event
 from .jobs import TrainerSlot
 
 SPLITS = ("valid", "all")
+PREFERENCE_RESULT = (
+    "rewardAccuracy",
+    "margin",
+    "chosenReward",
+    "rejectedReward",
+    "preferenceAccuracy",
+    "basePreferenceAccuracy",
+    "beta",
+    "pairsLeftOut",
+)
 EVAL_FILE = "eval.jsonl"
 
 
@@ -143,6 +153,9 @@ def evaluate_model(
                 "trainOn": config.get("trainOn") or "all",
                 "trainTemplateText": bool(config.get("trainTemplateText", False)),
                 "batchSize": 1,
+                "method": config.get("method") or "sft",
+                "beta": config.get("beta"),
+                "dpoLoss": config.get("dpoLoss"),
             },
             python=python,
             cancel=cancel,
@@ -159,6 +172,8 @@ def evaluate_model(
         "basePerplexity": perplexity(worker["baseLoss"]),
         "perplexity": perplexity(worker["loss"]),
         "seconds": round(time.monotonic() - started, 3),
+        # Preference data (pairs): the fine-tune's rewards against its base.
+        **{k: worker[k] for k in PREFERENCE_RESULT if k in worker},
     }
     record_evaluation(
         adapter_dir,

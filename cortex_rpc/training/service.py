@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.smart import MachineProfile, Proposal
+from ..config.training_config import method_conflict
 from ..errors import CortexError, InvalidParams
 from ..models.base_identity import check_base
 from ..models.fine_tuned import marker_base_path, output_path, read_marker
@@ -102,6 +103,9 @@ def start_training(
     if not proposal.fits_in_memory:
         raise insufficient_memory(proposal)
     chosen = proposal.config
+    conflict = method_conflict(chosen)
+    if conflict is not None:
+        raise InvalidParams(f"config.method: {conflict}", field="config.method")
     replayed: dict[str, Any] = {}
 
     def prepare(data_dir: Path) -> dict[str, Any]:

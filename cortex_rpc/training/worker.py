@@ -302,25 +302,32 @@ class BatchSchedule:
             }
         return self._perms[epoch]
 
+    def items(self, step: int) -> list[Any]:
+        """Return the dataset items of 0-based global ``step`` (this rank's share)."""
+        epoch, position = divmod(step, len(self.batch_idx))
+        return [self.dataset[j] for j in self.batch_idx[self._perm(epoch)[position]]]
+
     def batch(self, step: int) -> tuple[Any, Any]:
         """Return (tokens, mask) of 0-based global ``step``, padded and cut as mlx_lm pads."""
-        import mlx.core as mx
-        import numpy as np
+        return pad_batch(self.items(step), self.max_seq_length)
 
-        epoch, position = divmod(step, len(self.batch_idx))
-        items = [self.dataset[j] for j in self.batch_idx[self._perm(epoch)[position]]]
-        lengths = [len(ids) for ids, _ in items]
-        pad_to = 32
-        width = min(1 + pad_to * ((max(lengths) + pad_to - 1) // pad_to), self.max_seq_length)
-        rows = self.batch_size // self.world_size
-        tokens = np.zeros((rows, width), np.int32)
-        mask = np.zeros((rows, width), np.bool_)
-        for j in range(rows):
-            ids, trained = items[j]
-            n = min(lengths[j], self.max_seq_length)
-            tokens[j, :n] = ids[:n]
-            mask[j, :n] = trained[:n]
-        return mx.array(tokens), mx.array(mask)
+
+def pad_batch(
+    items: list[tuple[list[int], list[bool]]], max_seq_length: int, pad_to: int = 32
+) -> tuple[Any, Any]:
+    """Return (tokens, mask) of (ids, loss flags) rows, padded and cut as mlx_lm pads."""
+    import mlx.core as mx
+    import numpy as np
+
+    lengths = [len(ids) for ids, _ in items]
+    width = min(1 + pad_to * ((max(lengths) + pad_to - 1) // pad_to), max_seq_length)
+    tokens = np.zeros((len(items), width), np.int32)
+    mask = np.zeros((len(items), width), np.bool_)
+    for j, (ids, trained) in enumerate(items):
+        n = min(lengths[j], max_seq_length)
+        tokens[j, :n] = ids[:n]
+        mask[j, :n] = trained[:n]
+    return mx.array(tokens), mx.array(mask)
 
 
 def masked_loss(model: Any, tokens: Any, mask: Any) -> tuple[Any, Any]:
@@ -386,8 +393,10 @@ def adapter_config(
     It records what the run really used: ``info``'s layer count and LoRA parameters (from
     ``prepare_model``), the batch size after the worker's clamps, whether prompts were masked
     (never for plain-text data) and which answer tokens were trained (``train_on``,
-    ``train_template_text``).
+    ``train_template_text``) and the training method with its settings.
     """
+    from .preference import adapter_settings
+
     result: dict[str, Any] = {
         "fine_tune_type": config.fine_tune_type,
         "num_layers": info["numLayers"],
@@ -402,6 +411,7 @@ def adapter_config(
         "mask_prompt": mask_prompt,
         "train_on": config.train_on,
         "train_template_text": config.train_template_text,
+        **adapter_settings(config),
     }
     if info.get("loraParameters") is not None:
         result["lora_parameters"] = info["loraParameters"]
@@ -547,6 +557,7 @@ def train_loop(
     on_checkpoint: Any = None,
     stop: StopFlag | None = None,
     best: BestWeights | None = None,
+    objective: Any = None,
 ) -> dict:
     """Train from ``start_state`` (or step 0) to ``options.total_iterations``; return the state.
 
@@ -558,6 +569,9 @@ def train_loop(
     loss; ``best`` then keeps its weights) and counts for ``options.early_stopping``, which
     ends the run with ``stopReason`` "early-stopping". ``on_checkpoint(state)`` is called
     every ``steps_per_checkpoint`` steps and, after SIGTERM, before ``Cancelled``.
+    ``objective`` (a ``preference.PreferenceObjective``) replaces the SFT loss; its loss's
+    second output, a vector of sums, is accumulated where SFT's token count is, and its
+    metrics ride on the reports.
     """
     from functools import partial
 
@@ -572,7 +586,9 @@ def train_loop(
     world_size = world.size()
     if options.grad_checkpoint:
         grad_checkpoint(model.layers[0])
-    loss_value_and_grad = nn.value_and_grad(model, masked_loss)
+    loss_value_and_grad = nn.value_and_grad(
+        model, masked_loss if objective is None else objective.loss
+    )
     grad_accum_steps = max(1, options.grad_accumulation_steps)
     # The state list and the compiled step are mlx_lm's, statement for statement (a test
     # compares them with mlx_lm.tuner.trainer.train's source).
@@ -614,7 +630,7 @@ def train_loop(
             "totalIterations": total,
             "seed": options.seed,
             "windowLoss": float(losses.item()) if isinstance(losses, mx.array) else float(losses),
-            "windowTokens": int(n_tokens.item()) if isinstance(n_tokens, mx.array) else n_tokens,
+            "windowTokens": n_tokens.tolist() if isinstance(n_tokens, mx.array) else n_tokens,
             "windowSteps": steps,
             "trainedTokens": trained_tokens,
             "trainLoss": last_train_loss,
@@ -626,23 +642,35 @@ def train_loop(
             "stopReason": "completed",
         }
 
-    def run_eval(it: int) -> float:
+    def run_eval(it: int) -> tuple[float, dict]:
         eval_batch = min(options.batch_size, len(val_dataset))
         eval_batch -= eval_batch % world_size
-        loss = evaluate_views(
-            model, val_dataset, eval_batch, options.max_seq_length, options.val_batches
-        )
+        if objective is None:
+            loss = evaluate_views(
+                model, val_dataset, eval_batch, options.max_seq_length, options.val_batches
+            )
+            metrics: dict = {}
+        else:
+            loss, pair_metrics = objective.evaluate(
+                model, val_dataset, eval_batch, options.max_seq_length, options.val_batches
+            )
+            metrics = {f"val_{k}": pair_metrics[k] for k in ("reward_accuracy", "margin")}
         model.train()
-        return loss
+        return loss, metrics
 
     def evaluate_at(it: int) -> bool:
         """Measure the model after ``it`` iterations; return True when early stopping fires."""
         nonlocal last_val_loss, best_val_loss, best_iteration, stale_evaluations
         vtic = time.perf_counter()
-        last_val_loss = run_eval(it)
+        last_val_loss, val_metrics = run_eval(it)
         if callback is not None:
             callback.on_val_loss_report(
-                {"iteration": it, "val_loss": last_val_loss, "val_time": time.perf_counter() - vtic}
+                {
+                    "iteration": it,
+                    "val_loss": last_val_loss,
+                    "val_time": time.perf_counter() - vtic,
+                    **val_metrics,
+                }
             )
         if it == 0:
             return False  # the starting point: no candidate, the output is a trained adapter
@@ -671,6 +699,8 @@ def train_loop(
             raise Cancelled()
         batch = schedule.batch(it - 1)
         tic = time.perf_counter()  # after batching, as in mlx_lm (its zip fetches first)
+        if objective is not None:
+            batch = objective.prepare(model, batch)  # DPO: the reference's scores, timed
         # Dropout draws from mx.random; seeding per step makes a resumed step draw the same.
         mx.random.seed((options.seed * 1_000_003 + it) % 2**32)
         lvalue, toks, grad_accum = step(batch, grad_accum, it % grad_accum_steps == 0)
@@ -692,7 +722,8 @@ def train_loop(
         if it % options.steps_per_report == 0 or it == total or stopped_early:
             train_loss = mx.distributed.all_sum(losses, stream=mx.cpu).item()
             train_loss /= steps * world_size
-            window_tokens = mx.distributed.all_sum(n_tokens, stream=mx.cpu).item()
+            window = mx.distributed.all_sum(n_tokens, stream=mx.cpu).tolist()
+            window_tokens = window[0] if isinstance(window, list) else window
             trained_tokens += int(window_tokens)
             last_train_loss = train_loss
             if callback is not None:
@@ -705,6 +736,7 @@ def train_loop(
                         "tokens_per_second": float(window_tokens) / max(train_time, 1e-9),
                         "trained_tokens": trained_tokens,
                         "peak_memory": mx.get_peak_memory() / 1e9,
+                        **(objective.metrics(window) if objective is not None else {}),
                     }
                 )
             losses = mx.array(0.0)
@@ -751,6 +783,7 @@ class EventCallback:
             epochs if epochs and epochs > 0 else total * batch_size / self.examples, 4
         )
         self.val_loss: float | None = None
+        self.val_metrics: dict[str, float] = {}
         self.train_loss: float | None = None
         self.tokens_per_second: float | None = None
         self.started = time.monotonic()
@@ -763,6 +796,9 @@ class EventCallback:
         self.val_loss = float(info["val_loss"])
         if self.timer is not None:
             self.timer.evaluation(info["val_time"])
+        self.val_metrics = {
+            k: float(info[k]) for k in contract.PREFERENCE_VALIDATION_METRICS if k in info
+        }
         if self.history is not None:
             self.history.append(iteration=int(info["iteration"]), valLoss=self.val_loss)
 
@@ -797,6 +833,8 @@ class EventCallback:
                 trained_tokens=int(info["trained_tokens"]),
                 eta_seconds=round(eta, 2),
                 peak_memory_bytes=int(info["peak_memory"] * 1e9),
+                **{k: float(info[k]) for k in contract.PREFERENCE_METRICS if k in info},
+                **self.val_metrics,
             )
         )
 
@@ -839,6 +877,9 @@ def run_job(
         raise CortexError("invalid-config", "config.iterations must be computed before training")
     world = mx.distributed.init()
     rank, world_size = world.rank(), world.size()
+    from . import preference
+
+    objective = preference.PreferenceObjective.from_config(config)  # None: SFT
 
     timer = timer or StepTimer(config.iterations, 1)
     model, tokenizer, info = prepare_model(spec.model, config, options.lora_keys)
@@ -857,9 +898,15 @@ def run_job(
         mask_prompt = False
     view_options = ViewOptions.from_config(config, mask_prompt=mask_prompt)
     timer.phase("load")
-    train_set, valid_set = load_datasets(spec.data_dir, tokenizer, view_options)
+    if objective is None:
+        train_set, valid_set = load_datasets(spec.data_dir, tokenizer, view_options)
+        data_warnings = view_warnings(train_set.views, config.max_seq_length)
+    else:
+        train_set, valid_set, data_warnings = preference.load_pair_datasets(
+            spec.data_dir, tokenizer, view_options
+        )
     timer.phase("data")
-    for warning in view_warnings(train_set.views, config.max_seq_length):
+    for warning in data_warnings:
         events.emit(contract.Warning(message=warning))
     if valid_set is None:
         events.emit(
@@ -883,7 +930,7 @@ def run_job(
             contract.Warning(message=f"batchSize rounded to {batch_size} for {world_size} ranks.")
         )
     run_options = options_from_spec(spec, batch_size)
-    schedule = BatchSchedule(
+    schedule = (BatchSchedule if objective is None else preference.PairSchedule)(
         train_set, batch_size, config.max_seq_length, config.seed, rank, world_size
     )
     plan = plan_schedule(config)
@@ -959,6 +1006,7 @@ def run_job(
             on_checkpoint=on_checkpoint,
             stop=stop,
             best=best,
+            objective=objective,
         )
         timer.phase("train")
     finally:
