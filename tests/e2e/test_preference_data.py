@@ -83,3 +83,43 @@ async def test_preference_data_end_to_end(client, tiny_model, tmp_path, sample_d
             {"model": str(tiny_model), "dataset": str(data), "method": "ppo"},
         )
     assert error.value.code == -32602
+
+
+async def test_a_dpo_job_streams_its_metrics_and_evaluates_against_the_base(
+    client, tiny_model, tmp_path
+):
+    """The whole preference flow once over stdio: pairs -> DPO job -> metrics -> evaluate."""
+    from tests.training.test_preference import WORDS
+
+    from .test_training import collect_progress, wait_for_state
+
+    rows = []
+    for i in range(40):  # chosen repeats the prompt's word; rejected says another one
+        word, other = WORDS[i % len(WORDS)], WORDS[(i + 3) % len(WORDS)]
+        rows.append({"prompt": f"Say {word}", "chosen": word, "rejected": other})
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    events = collect_progress(client)
+    started = await request(
+        client,
+        "cortex/startTraining",
+        {
+            "model": str(tiny_model),
+            "dataset": str(data),
+            "outputName": "tiny-dpo",
+            "method": "dpo",
+            "config": {"iterations": 12, "learningRate": 1e-3, "loraRank": 4},
+            "options": {"stepsPerReport": 4, "stepsPerEval": 6},
+        },
+    )
+    assert started["config"]["method"] == "dpo"
+    done = await wait_for_state(events, started["jobId"], ("completed", "failed"), timeout=300)
+    assert done["state"] == "completed", done
+    reports = [e for e in events if e.get("event") == "progress" and "rewardAccuracy" in e]
+    assert reports and all(0 <= e["rewardAccuracy"] <= 1 for e in reports)
+    assert all("margin" in e and "chosenLogps" in e for e in reports)
+    assert any("valRewardAccuracy" in e for e in reports)
+
+    result = await request(client, "cortex/evaluate", {"model": "tiny-dpo", "dataset": str(data)})
+    assert 0 <= result["rewardAccuracy"] <= 1 and "margin" in result
+    assert 0 <= result["basePreferenceAccuracy"] <= 1 and 0 <= result["preferenceAccuracy"] <= 1
