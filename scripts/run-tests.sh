@@ -34,7 +34,12 @@ suites+=("ruff=$ruff_rc")
 [ $ruff_rc -eq 0 ] || status=1
 
 echo "== pytest"
-"$PY" -m pytest -q -p no:cacheprovider --junitxml="$CORTEX_TEST_RESULTS/pytest.xml" "$@"
+# In parallel (pytest-xdist): most tests wait on a server or a worker process, so two
+# processes per core pair halve the wall time. CORTEX_TEST_WORKERS=1 runs them in one.
+workers=${CORTEX_TEST_WORKERS:-$("$PY" -c 'import os; print(min(4, os.cpu_count() or 1))')}
+parallel=()
+[ "$workers" -gt 1 ] && parallel=(-n "$workers")
+"$PY" -m pytest -q -p no:cacheprovider ${parallel[@]+"${parallel[@]}"} --junitxml="$CORTEX_TEST_RESULTS/pytest.xml" "$@"
 rc=$?
 suites+=("pytest=$rc")
 # pytest exits 5 when it collected no test: that is a broken suite, not a pass.

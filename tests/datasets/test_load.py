@@ -133,12 +133,15 @@ def test_csv_named_txt_with_format(csv_as_txt, tmp_path, tiny_model):
 
 
 def test_proposal_from_a_loaded_dataset(sample_dataset_path, tiny_model, opens):
-    from cortex_rpc.config.proposal import propose_for_model
+    from cortex_rpc.config.proposal import current_machine, propose_for_model
 
-    from_path = propose_for_model(str(tiny_model), dataset=str(sample_dataset_path))
+    machine = current_machine()  # one reading of the memory available, for both proposals
+    from_path = propose_for_model(
+        str(tiny_model), dataset=str(sample_dataset_path), machine=machine
+    )
     loaded = load(sample_dataset_path)
     reads = opens(sample_dataset_path)
-    from_loaded = propose_for_model(str(tiny_model), dataset=loaded)
+    from_loaded = propose_for_model(str(tiny_model), dataset=loaded, machine=machine)
     assert opens(sample_dataset_path) == reads
     assert from_loaded.to_wire() == from_path.to_wire()
 

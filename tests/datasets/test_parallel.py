@@ -99,15 +99,15 @@ def test_a_worker_that_dies_leaves_one_pass(tmp_path, monkeypatch):
     path = tmp_path / "data.jsonl"
     path.write_text("\n".join(_chat(i) for i in range(300)), encoding="utf-8")
     expected = _one_pass(path)
-    started: list[parallel._PartWorker] = []
-    original = parallel._PartWorker.__init__
+    killed: list[int] = []
+    original = parallel._PartWorker.check
 
-    def started_then_killed(self):
-        original(self)
-        self.process.kill()  # as if the system killed it for memory
-        started.append(self)
+    def killed_first(self, task):
+        self.process.kill()  # as if the system killed it for memory, with the task on its way
+        self.process.wait()
+        killed.append(self.process.pid)
+        return original(self, task)
 
-    monkeypatch.setattr(parallel._PartWorker, "__init__", started_then_killed)
-    monkeypatch.setattr(parallel, "_idle", [])
+    monkeypatch.setattr(parallel._PartWorker, "check", killed_first)
     assert _in_parts(path, workers=3) == expected
-    assert started
+    assert killed
