@@ -306,7 +306,13 @@ def editor_session(
             "params": {
                 "processId": None,
                 "rootUri": None,
-                "capabilities": {},
+                # What an editor announces (the server then starts its part workers)
+                "capabilities": {
+                    "textDocument": {
+                        "synchronization": {"didSave": True},
+                        "publishDiagnostics": {"versionSupport": True},
+                    }
+                },
                 "initializationOptions": initialization_options or {},
             },
         }

@@ -178,6 +178,10 @@ def initialize(ls: CortexServer, params: types.InitializeParams) -> None:
         warnings.append(f"cortexHome: {error.message}; using {ls.home.root}")
     for warning in warnings:
         ls.log(warning, types.MessageType.Warning)
+    if params.capabilities.text_document is not None:  # an editor: it will open datasets
+        from .datasets.parallel import start_workers
+
+        start_workers()
 
 
 @server.cortex_method(protocol.SYSTEM_INFO)

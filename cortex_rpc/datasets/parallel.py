@@ -29,6 +29,8 @@ _COUNT_BLOCK = 8 * 1024 * 1024
 
 _idle: list[_PartWorker] = []
 _idle_lock = threading.Lock()
+_no_start_pending = threading.Event()  # cleared while ``start_workers`` starts them
+_no_start_pending.set()
 _waits = ThreadPoolExecutor(thread_name_prefix="cortex-parts")
 
 
@@ -71,6 +73,7 @@ class _PartWorker:
 
 def _checked_by_worker(task: tuple) -> tuple[StreamChecks, bytes, int] | None:
     """Check a part in an idle worker process (started if none is), then keep it for later."""
+    _no_start_pending.wait(timeout=5)  # the workers being started would be idle soon
     with _idle_lock:
         worker = _idle.pop() if _idle else None
     if worker is None or worker.process.poll() is not None:
@@ -83,6 +86,26 @@ def _checked_by_worker(task: tuple) -> tuple[StreamChecks, bytes, int] | None:
     with _idle_lock:
         _idle.append(worker)
     return result
+
+
+def start_workers() -> None:
+    """Start the part workers now, in the background, so the first big document opened does
+    not wait for them (an editor's session; a script pays their start when it needs them)."""
+    wanted = worker_count() - 1
+
+    def start() -> None:
+        try:
+            with _idle_lock:
+                missing = wanted - len(_idle)
+            fresh = [_PartWorker() for _ in range(max(0, missing))]
+            with _idle_lock:
+                _idle.extend(fresh)
+        finally:
+            _no_start_pending.set()
+
+    if wanted > 0:
+        _no_start_pending.clear()
+        threading.Thread(target=start, name="cortex-parts-start", daemon=True).start()
 
 
 def part_bounds(path: Path, parts: int) -> list[tuple[int, int, int]]:

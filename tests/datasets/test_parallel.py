@@ -111,3 +111,18 @@ def test_a_worker_that_dies_leaves_one_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(parallel._PartWorker, "check", killed_first)
     assert _in_parts(path, workers=3) == expected
     assert killed
+
+
+def test_an_editor_session_starts_the_part_workers_ahead(monkeypatch, tmp_path):
+    monkeypatch.setenv("CORTEX_VALIDATION_WORKERS", "3")
+    monkeypatch.setattr(parallel, "_idle", [])
+    parallel.start_workers()
+    assert parallel._no_start_pending.wait(timeout=60)
+    started = list(parallel._idle)
+    assert len(started) == 2 and all(w.process.poll() is None for w in started)
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(_chat(i) for i in range(300)), encoding="utf-8")
+    assert _in_parts(path, workers=3) == _one_pass(path)
+    assert {id(w) for w in parallel._idle} == {id(w) for w in started}  # used, not restarted
+    for worker in started:
+        worker.kill()
