@@ -203,15 +203,38 @@ def merge_calibration(source_root: Path, target_root: Path, source: str = "bench
 
 
 def load_per_core(extra_threads: int = 0) -> float | None:
-    """Return the 1-minute load average per CPU core (plus ``extra_threads``), or None.
+    """Return the runnable threads per CPU core now (plus ``extra_threads``), or None.
 
-    ``extra_threads`` counts a worker about to start: a recorded run's load includes its own.
+    ``extra_threads`` counts a worker about to start. Linux: the cores busy over the last
+    50 ms (``/proc/stat``); the 1-minute load average would still count a run that has just
+    ended, and overestimate every run that follows one. Elsewhere that load average.
     """
+    busy = _busy_cores()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return None
+    return (busy + extra_threads) / max(os.cpu_count() or 1, 1)
+
+
+def _busy_cores(interval: float = 0.05) -> float | None:
+    """Return how many cores were busy over ``interval`` seconds (Linux), else None."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as handle:
+            values = [int(v) for v in handle.readline().split()[1:9]]
+        return sum(values), values[3] + values[4]  # all time, idle + iowait
+
     try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
         return None
-    return (load + extra_threads) / max(os.cpu_count() or 1, 1)
+    if total1 <= total0:
+        return None
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
 
 
 def contention(backend: str, load: float | None) -> float:
