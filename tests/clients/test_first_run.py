@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -188,3 +189,20 @@ def test_demo_names_reuse_or_replace_an_earlier_run(
     assert main(["delete", "base-tiny"]) == 1
     assert "No fine-tuned model named 'base-tiny'" in capsys.readouterr().out
     assert (cortex_home / "models" / "base-tiny" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_the_demo_teaches_its_model_the_sample_answers(cortex_home, tmp_path):
+    """The README's main job, as `make demo` runs it: it must end with the taught answer."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cortex_client.cli", "demo"],
+        env={**os.environ, "CORTEX_HOME": str(cortex_home), "COLUMNS": "160"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "reproduces what it was taught" in done.stdout
+    assert (cortex_home / "mlx_models" / "demo-custom" / "fine-tuned.marker").is_file()

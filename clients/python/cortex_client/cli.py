@@ -27,12 +27,15 @@ DEMO_NAME = "demo-custom"
 # The demo model is small enough to train in seconds on two CPU cores and big enough
 # (hidden 256) for LoRA to memorise the sample answers, so the result is visible.
 DEMO_MODEL_SPEC = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2}
+# The demo shows memorisation: its validation loss rises as the answers are learned, so the
+# best-validation adapter would be an early, untaught one; keep the last (keepBest false).
 DEMO_OVERRIDES = {
     "epochs": 70,
     "batchSize": 4,
     "learningRate": 1e-3,
     "loraRank": 16,
     "loraAlpha": 32,
+    "keepBest": False,
 }
 
 
