@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,11 @@ class MetricsWriter:
 
         # purge_step: a resumed run replays the steps after its checkpoint; TensorBoard then
         # drops the earlier run's events from that step on instead of drawing them twice.
-        # A unique suffix: the file name has only the second it was opened in, and a resume
-        # within that second would otherwise overwrite the first run's file.
+        # A suffix that is unique and sorts by time: the file name has only the second it was
+        # opened in, so a resume within that second would otherwise overwrite the first run's
+        # file, and readers take the files in name order (the purge applies to earlier ones).
         self.writer = SummaryWriter(
-            logdir=str(log_dir), purge_step=purge_step, filename_suffix=f".{uuid.uuid4().hex[:8]}"
+            logdir=str(log_dir), purge_step=purge_step, filename_suffix=f".{time.time_ns()}"
         )
         self.wandb_run = wandb_run
 
