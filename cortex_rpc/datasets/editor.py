@@ -320,6 +320,17 @@ def _action(
     return action
 
 
+def _rewrite_line(doc: DatasetDocument, state: RecordState, record: dict) -> dict[str, Any]:
+    """Return the edit that replaces a JSONL record's line with ``record`` (its CR kept)."""
+    line = doc.lines[state.line].rstrip("\r")
+    return _edit(
+        doc,
+        (state.line, 0),
+        (state.line, col16(line, len(line))),
+        json.dumps(record, ensure_ascii=False),
+    )
+
+
 def _convert_to_chat(
     doc: DatasetDocument, state: Any, diagnostic: dict[str, Any] | None, kind: str
 ) -> dict[str, Any] | None:
@@ -327,13 +338,7 @@ def _convert_to_chat(
     record = to_chat_record(state)
     if record is None:
         return None
-    line = doc.lines[state.line].rstrip("\r")
-    edit = _edit(
-        doc,
-        (state.line, 0),
-        (state.line, col16(line, len(line))),
-        json.dumps(record, ensure_ascii=False),
-    )
+    edit = _rewrite_line(doc, state, record)
     return _action("Convert this record to the chat shape", edit, diagnostic, kind)
 
 
@@ -491,13 +496,7 @@ def _keep_chosen(doc: DatasetDocument, range: Range) -> dict[str, Any] | None:
     record = sft_conversion(state.data)
     if record is None:
         return None
-    line = doc.lines[state.line].rstrip("\r")
-    edit = _edit(
-        doc,
-        (state.line, 0),
-        (state.line, col16(line, len(line))),
-        json.dumps(record, ensure_ascii=False),
-    )
+    edit = _rewrite_line(doc, state, record)
     return _action(KEEP_CHOSEN_TITLE, edit, None, "refactor.rewrite")
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from ..config.training_config import TrainingConfig, method_conflict
 from ..datasets.training_view import TemplateRenderer, TrainingView, ViewOptions
 from ..errors import CortexError
-from .worker import BatchSchedule, pad_batch, view_warnings
+from .worker import BatchSchedule, pad_batch, rendered_view, view_warnings
 
 PREFERENCE_METHODS = ("dpo", "orpo")
 # The sums a preference step reports, in this order (the first is the trained token count).
@@ -128,17 +128,8 @@ def load_pair_split(
                 )
             sides = []
             for side in ("chosen", "rejected"):
-                view = renderer.view(side_record(record.get("prompt"), record[side]), options)
-                if not view.ok:
-                    issue = next(i for i in view.issues if i.severity == "error")
-                    raise CortexError(
-                        "dataset-invalid",
-                        f"{path}, line {number} ({side}): {issue.message}",
-                        path=str(path),
-                        line=number,
-                        issue=issue.code,
-                    )
-                sides.append(view)
+                pair_side = side_record(record.get("prompt"), record[side])
+                sides.append(rendered_view(renderer, pair_side, options, path, number, side))
             if not all(view.trained_count for view in sides):
                 dropped += 1
                 continue

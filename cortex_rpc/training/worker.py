@@ -172,6 +172,29 @@ class ViewDataset:
         return self.sizes[index]
 
 
+def rendered_view(
+    renderer: TemplateRenderer,
+    record: dict,
+    options: ViewOptions,
+    path: Path,
+    number: int,
+    part: str = "",
+) -> TrainingView:
+    """Return a prepared record's training view; a record the template cannot render is a
+    ``dataset-invalid`` error naming its file and line (``part``: which side of a pair)."""
+    view = renderer.view(record, options)
+    if not view.ok:
+        issue = next(i for i in view.issues if i.severity == "error")
+        raise CortexError(
+            "dataset-invalid",
+            f"{path}, line {number}{f' ({part})' if part else ''}: {issue.message}",
+            path=str(path),
+            line=number,
+            issue=issue.code,
+        )
+    return view
+
+
 def load_split(path: Path, renderer: TemplateRenderer, options: ViewOptions) -> ViewDataset:
     """Return the views of a prepared split file (none when it is missing or empty).
 
@@ -187,17 +210,7 @@ def load_split(path: Path, renderer: TemplateRenderer, options: ViewOptions) -> 
             if not line.strip():
                 continue
             record = json.loads(line)
-            view = renderer.view(record, options)
-            if not view.ok:
-                issue = next(i for i in view.issues if i.severity == "error")
-                raise CortexError(
-                    "dataset-invalid",
-                    f"{path}, line {number}: {issue.message}",
-                    path=str(path),
-                    line=number,
-                    issue=issue.code,
-                )
-            views.append(view)
+            views.append(rendered_view(renderer, record, options, path, number))
             sizes.append(len(record))
     return ViewDataset(views, sizes)
 
