@@ -3,8 +3,10 @@
 The exported artifact and MLX base + adapter run the same token ids (the chat template
 rendered by the source tokenizer). Each part is judged on its own so a failure says what
 differs: ``template`` (the artifact's embedded chat template), ``stopTokens`` (its eos ids),
-``tokenizer`` (how it tokenizes the rendered prompt) and ``weights`` (greedy tokens and
-logits, teacher-forced on MLX's tokens). numpy only, no mlx.
+``tokenizer`` (how it tokenizes the rendered prompt), ``weights`` (greedy tokens and
+logits, teacher-forced on MLX's tokens) and ``adapter``: an export whose weights differ and
+that is nearer the bare base than base + adapter lost the fine-tune (a fuse that quietly
+behaves like the base). numpy only, no mlx.
 """
 
 from __future__ import annotations
@@ -50,8 +52,13 @@ def compare_runs(
     tool: str,
     quantization: str,
     float16: bool = False,
+    base: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Return the verification report: agreement, largest logit difference, parts checked."""
+    """Return the verification report: agreement, largest logit difference, parts checked.
+
+    ``base``: the bare base's logits at the same positions (None: a model without adapters);
+    ``adapterEffect`` is how far the adapter moves them.
+    """
     import numpy as np
 
     min_agreement, relative_tolerance = TOLERANCES.get(quantization, (0.0, 0.25))
@@ -61,8 +68,13 @@ def compare_runs(
     prompts = []
     agreeing = total = 0
     max_diff = max_relative = 0.0
+    adapter_effect = to_base = 0.0
     tokenizer_ok = True
-    for ref, run in zip(reference, exported["runs"], strict=True):
+    for index, (ref, run) in enumerate(zip(reference, exported["runs"], strict=True)):
+        if base is not None:
+            bare = np.asarray(base[index])
+            adapter_effect = max(adapter_effect, float(np.max(np.abs(ref["logits"] - bare))))
+            to_base = max(to_base, float(np.max(np.abs(np.asarray(run["logits"]) - bare))))
         same = sum(a == b for a, b in zip(ref["tokens"], run["tokens"], strict=False))
         agreeing += same
         total += len(ref["tokens"])
@@ -84,13 +96,18 @@ def compare_runs(
         )
     agreement = agreeing / max(1, total)
     exported_eos = [int(t) for t in exported.get("eosTokenIds") or []]
+    weights_ok = (
+        agreement >= min_agreement
+        and (logit_tolerance is None or max_diff <= logit_tolerance)
+        and (relative_tolerance is None or max_relative <= relative_tolerance)
+    )
     parts = {
         "template": (exported.get("chatTemplate") or "").strip() == (template or "").strip(),
         "stopTokens": bool(exported_eos) and set(exported_eos) <= set(eos_ids),
         "tokenizer": tokenizer_ok,
-        "weights": agreement >= min_agreement
-        and (logit_tolerance is None or max_diff <= logit_tolerance)
-        and (relative_tolerance is None or max_relative <= relative_tolerance),
+        "weights": weights_ok,
+        # Judged only when the weights differ: then nearer the base means the adapter is lost.
+        "adapter": weights_ok or base is None or to_base >= max_diff,
     }
     failed = [name for name, ok in parts.items() if not ok]
     return {
@@ -107,6 +124,8 @@ def compare_runs(
         "failed": failed,
         "stopTokenIds": exported_eos,
         "expectedStopTokenIds": sorted(eos_ids),
+        "adapterEffect": adapter_effect if base is not None else None,
+        "exportedToBaseDiff": to_base if base is not None else None,
     }
 
 
@@ -119,6 +138,12 @@ def failure_message(verification: dict[str, Any]) -> str:
             f"expected a subset of {verification['expectedStopTokenIds']})"
         ),
         "tokenizer": "the exported tokenizer splits the prompts differently",
+        "adapter": (
+            "the export behaves like the base model, not the fine-tune: its logits are "
+            f"{verification.get('exportedToBaseDiff') or 0:.3g} from the bare base's and "
+            f"{verification['maxLogitDiff']:.3g} from base + adapter's (the adapter moves them "
+            f"by {verification.get('adapterEffect') or 0:.3g}); the adapter was lost"
+        ),
         "weights": (
             f"the weights differ: {verification['tokenAgreement']:.0%} of greedy tokens agree "
             f"(needs {verification['minAgreement']:.0%}), largest logit difference "

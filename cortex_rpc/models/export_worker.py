@@ -192,18 +192,38 @@ def run_transformers(hf_dir: Path, reference: list[dict[str, Any]]) -> dict[str,
     return {"runs": runs, "chatTemplate": tokenizer.chat_template, "eosTokenIds": eos_ids}
 
 
-def run_mlx(model_dir: Path, reference: list[dict[str, Any]]) -> dict[str, Any]:
-    """Load the fused MLX folder alone and run it on the reference prompts."""
+def forced_logits(model: Any, ref: dict[str, Any]) -> Any:
+    """Return the model's float32 logits at each of the reference's greedy positions, fed
+    the reference's own tokens (teacher forcing)."""
     import mlx.core as mx
     import numpy as np
+
+    ids = ref["ids"]
+    out = model(mx.array([ids + ref["tokens"][:-1]]))[0].astype(mx.float32)
+    return np.array(out)[len(ids) - 1 : len(ids) - 1 + GREEDY_TOKENS]
+
+
+def base_logits(model: Any, reference: list[dict[str, Any]]) -> list[Any] | None:
+    """Return the bare base's logits on the reference (adapters taken out), or None for a
+    model without adapters: what an export that lost its adapter would give."""
+    from ..errors import CortexError
+    from ..training.preference import adapters_disabled
+
+    try:
+        with adapters_disabled(model):
+            return [forced_logits(model, ref) for ref in reference]
+    except CortexError:
+        return None
+
+
+def run_mlx(model_dir: Path, reference: list[dict[str, Any]]) -> dict[str, Any]:
+    """Load the fused MLX folder alone and run it on the reference prompts."""
     from mlx_lm.utils import load
 
     model, tokenizer = load(str(model_dir))
     runs = []
     for ref in reference:
-        ids = ref["ids"]
-        out = model(mx.array([ids + ref["tokens"][:-1]]))[0].astype(mx.float32)
-        forced = np.array(out)[len(ids) - 1 : len(ids) - 1 + GREEDY_TOKENS]
+        forced = forced_logits(model, ref)
         runs.append(
             {
                 "tokenized": list(tokenizer.encode(ref["text"], add_special_tokens=False)),
@@ -232,6 +252,7 @@ def export_spec(spec: dict[str, Any], stage: Any) -> dict[str, Any]:
     if spec.get("verify"):
         stage("reference", "Greedy tokens of base + adapter (MLX)")
         reference = mlx_reference(model, prompt_ids(tokenizer))
+        bare = base_logits(model, reference)
         template = tokenizer.chat_template
         eos_ids = sorted(int(t) for t in tokenizer.eos_token_ids)
     stage("fuse", "Fusing the adapter")
@@ -301,6 +322,7 @@ def export_spec(spec: dict[str, Any], stage: Any) -> dict[str, Any]:
                 eos_ids=eos_ids,
                 tool=tool,
                 quantization=spec.get("quantization") or requantized or "float",
+                base=bare,
                 float16=dtype in ("float16", "bfloat16") or bool(spec.get("quantizationBits")),
             )
         result["timings"]["verifySeconds"] = time.monotonic() - checked

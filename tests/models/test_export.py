@@ -221,6 +221,12 @@ def test_mlx_and_lmstudio_exports_are_standalone_fused_models(replicas, cortex_h
     fused = export_model(home, model, "mlx", name="fused")
     assert Path(fused.path) == cortex_home / "mlx_models" / "fused"
     assert fused.verification["tool"] == "mlx" and fused.verification["status"] == "passed"
+    assert fused.verification["parts"]["adapter"] is True
+    # The trained adapter moves the logits, and the fused export is the fine-tune, not the base.
+    effect = fused.verification["adapterEffect"]
+    assert (
+        effect > 0 and fused.verification["exportedToBaseDiff"] > fused.verification["maxLogitDiff"]
+    )
     assert not (Path(fused.path) / "fine-tuned.marker").exists()
     studio = export_model(home, model, "lmstudio", lmstudio_root=tmp_path / "lms", verify=False)
     assert Path(studio.path) == tmp_path / "lms" / "models" / "cortex" / f"{model}-lmstudio"
@@ -273,3 +279,33 @@ def test_error_cases_write_nothing(replicas, cortex_home, tmp_path):
     assert error.value.code == "base-model-missing"
     assert not (cortex_home / "exports" / "odd-ft-gguf").exists()
     assert_nothing_written(cortex_home)
+
+
+def test_an_export_nearer_the_bare_base_has_lost_its_adapter():
+    """The verdict of a fuse that quietly behaves like the base (numpy only, no model)."""
+    import numpy as np
+
+    from cortex_rpc.models.export_checks import compare_runs, failure_message
+
+    rng = np.random.default_rng(0)
+    bare = [rng.normal(size=(4, 32)).astype(np.float32) for _ in range(2)]
+    tuned = [b + rng.normal(scale=2.0, size=b.shape).astype(np.float32) for b in bare]
+    reference = [
+        {"ids": [1, 2], "tokens": [int(t) for t in x.argmax(-1)], "logits": x} for x in tuned
+    ]
+
+    def exported(logits):
+        runs = [
+            {"tokenized": [1, 2], "tokens": [int(t) for t in x.argmax(-1)], "logits": x}
+            for x in logits
+        ]
+        return {"runs": runs, "chatTemplate": "t", "eosTokenIds": [2]}
+
+    common = {"template": "t", "eos_ids": [2], "tool": "mlx", "quantization": "float"}
+    lost = compare_runs(reference, exported(bare), base=bare, **common)
+    assert lost["failed"] == ["weights", "adapter"] and lost["exportedToBaseDiff"] == 0
+    assert "behaves like the base model" in failure_message(lost)
+    kept = compare_runs(reference, exported(tuned), base=bare, **common)
+    assert kept["status"] == "passed" and kept["adapterEffect"] > 1
+    other = [t + 5.0 for t in tuned]  # wrong, but not the base: the weights part alone
+    assert compare_runs(reference, exported(other), base=bare, **common)["failed"] == ["weights"]
