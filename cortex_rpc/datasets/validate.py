@@ -237,14 +237,7 @@ class StreamChecks:
             members = self.shapes[shape] = (array("I"), array("I"))
         members[0].append(line)
         members[1].append(end)
-        first = self.first
-        if norm in first:
-            self.repeats.append((line, end, exact, norm))
-        else:  # ``_duplicate``, inline: this runs for every clean line
-            first[norm] = len(self.first_line)
-            self.first_exact += exact
-            self.first_line.append(line)
-            self.first_end.append(end)
+        self._duplicate(line, end, exact, norm)
         if crlf:
             self._crlf(line, end)
 
