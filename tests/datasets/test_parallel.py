@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,16 @@ import pytest
 from cortex_rpc.datasets import parallel, validate_dataset
 from cortex_rpc.datasets.validate import _file_lines, result_from, stream_jsonl
 from cortex_rpc.errors import CortexError
+
+
+@pytest.fixture(autouse=True)
+def _part_tasks_end_with_their_test(monkeypatch):
+    """A cancelled check leaves its running part tasks to finish in the background, where
+    they would return their workers into the next test's pool: each test waits for its own."""
+    executor = ThreadPoolExecutor(thread_name_prefix="cortex-parts-test")
+    monkeypatch.setattr(parallel, "_waits", executor)
+    yield
+    executor.shutdown(wait=True)
 
 
 def _one_pass(path: Path):
