@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import hashlib
 import io
 import json
 import re
@@ -18,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from xxhash import xxh3_64_digest, xxh3_128_digest
 
 from .diagnostics import Diagnostic
 from .positions import (
@@ -328,32 +329,45 @@ Resolver = Callable[[Problem], Diagnostic]
 def turn_digests(turns: list[tuple[str, str]]) -> tuple[bytes, bytes]:
     """Return the (exact, normalised) digests of a record's turns, for the duplicate checks.
 
-    Normalised: 16 bytes of BLAKE2b of the texts lower-cased with runs of whitespace made
-    one space: records with the same one are (near-)duplicates. Exact: 8 bytes of BLAKE2b
-    of the turns, which only tells a duplicate from a near-duplicate among records whose
+    Normalised: 16 bytes of XXH3-128 of the texts lower-cased with runs of whitespace made
+    one space: records with the same one are (near-)duplicates. Exact: 8 bytes of XXH3-64 of
+    the turns, which only tells a duplicate from a near-duplicate among records whose
     normalised digests are equal. Both are the same in every process, so the checks of a
     file's parts made in parallel (``parallel.py``) can be merged.
     """
     # The exact digest first: its bytes are freed before the normalised copies are made.
     try:
         exact = _exact_bytes(turns)
-    except TypeError:  # a lone surrogate (json.loads reads "\\ud800"; orjson writes no such str)
+    except TypeError:  # a lone surrogate (json.loads reads "\ud800"; orjson writes no such str)
         exact = json.dumps(turns).encode()
-    exact_digest = hashlib.blake2b(exact, digest_size=EXACT_BYTES).digest()
+    exact_digest = xxh3_64_digest(exact)
     del exact
     texts = [text for _, text in turns]
     joined = " \x00 ".join(texts)
     if joined.count("\x00") < len(texts):
         # One pass over all the texts: each U+0000 token separates two of them, and the
         # leading space keeps these apart from the other form (which never starts with one).
-        norm = " " + " ".join(joined.lower().split())
+        norm = _normalised(joined.lower())
     else:  # a text holds U+0000: normalise each alone
-        norm = "\x1f".join([" ".join(text.lower().split()) for text in texts])
+        norm = "\x1f".join([" ".join(text.lower().split()) for text in texts]).encode(
+            "utf-8", "surrogatepass"
+        )
     del joined
-    return (
-        exact_digest,
-        hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest(),
-    )
+    return exact_digest, xxh3_128_digest(norm)
+
+
+# ASCII whitespace other than the space (what str.split splits at, besides it).
+_OTHER_ASCII_SPACE = bytes(c for c in range(128) if chr(c).isspace() and c != 32)
+
+
+def _normalised(lowered: str) -> bytes:
+    """Return ``" " + " ".join(lowered.split())`` encoded; ASCII text that is already single
+    spaced (most text) is only encoded, without splitting it into words."""
+    if lowered.isascii() and "  " not in lowered and lowered[:1] != " " and lowered[-1:] != " ":
+        data = lowered.encode("ascii")
+        if len(data.translate(None, _OTHER_ASCII_SPACE)) == len(data):
+            return b" " + data
+    return (" " + " ".join(lowered.split())).encode("utf-8", "surrogatepass")
 
 
 def finish_state(

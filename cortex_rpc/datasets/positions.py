@@ -113,6 +113,7 @@ class LineIndex:
 
 
 _KEY_COLON = re.compile(r'"\s*:')
+_QUOTE_SPACE = re.compile(r'"[ \t\n\r]')  # JSON's whitespace after a quote
 
 
 def key_count(value: object) -> int:
@@ -140,7 +141,7 @@ def key_colons(text: str, start: int = 0, end: int | None = None) -> int:
     """
     if start or end is not None:
         text = text[start:end]
-    spaced = '" ' in text or '"\t' in text or '"\n' in text or '"\r' in text
+    spaced = _QUOTE_SPACE.search(text) is not None
     colons = len(_KEY_COLON.findall(text)) if spaced else text.count('":')
     escaped = text.count('\\":')
     if escaped:

@@ -69,7 +69,7 @@ ROLE_HINTS = {
     "ai": "assistant",
     "chatbot": "assistant",
 }
-_PREFERENCE_KEYS = ("chosen", "rejected", "preferred_output", "non_preferred_output")
+_PREFERENCE_KEYS = frozenset(("chosen", "rejected", "preferred_output", "non_preferred_output"))
 _TEXT_FIELDS = {
     "prompt-response": ("prompt", "response"),
     "prompt-completion": ("prompt", "completion"),
@@ -92,7 +92,7 @@ class Problem:
 
 def detect_shape(record: dict[str, Any]) -> str | None:
     """Return the shape a record is meant to have, from its keys (None if unrecognisable)."""
-    if any(key in record for key in _PREFERENCE_KEYS):
+    if not _PREFERENCE_KEYS.isdisjoint(record):
         return PREFERENCE
     if "messages" in record:
         return "chat"

@@ -306,3 +306,25 @@ def test_a_format_given_overrides_the_extension(tmp_path, monkeypatch):
     fast = _views(run, monkeypatch, True)
     assert fast == _views(run, monkeypatch, False)
     assert fast[0][0]["format"] == "csv"
+
+
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.sampled_from(list("aAzZ \t\n\r\x0b\x0c\x1c\x1f\x00\x85\xa0\u2028éKİ")),
+            max_size=12,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+@CASES
+def test_the_normalised_digest_is_that_of_the_split_words(texts):
+    """The shortcut for single-spaced ASCII text digests exactly the text the words give."""
+    turns = [("user", text) for text in texts]
+    joined = " \x00 ".join(texts)
+    if joined.count("\x00") < len(texts):
+        words = (" " + " ".join(joined.lower().split())).encode("utf-8", "surrogatepass")
+    else:
+        words = "\x1f".join(" ".join(t.lower().split()) for t in texts).encode()
+    assert formats.turn_digests(turns)[1] == formats.xxh3_128_digest(words)
