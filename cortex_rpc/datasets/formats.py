@@ -347,27 +347,42 @@ def turn_digests(turns: list[tuple[str, str]]) -> tuple[bytes, bytes]:
     if joined.count("\x00") < len(texts):
         # One pass over all the texts: each U+0000 token separates two of them, and the
         # leading space keeps these apart from the other form (which never starts with one).
-        norm = _normalised(joined.lower())
+        lowered = joined.lower()
+        del joined  # each copy is freed once the next is made: a 50 MB text stays bounded
+        norm = _single_spaced_ascii(lowered)
+        if norm is None:
+            words = lowered.split()
+            del lowered
+            spaced = " " + " ".join(words)
+            del words
+            norm = spaced.encode("utf-8", "surrogatepass")
     else:  # a text holds U+0000: normalise each alone
         norm = "\x1f".join([" ".join(text.lower().split()) for text in texts]).encode(
             "utf-8", "surrogatepass"
         )
-    del joined
     return exact_digest, xxh3_128_digest(norm)
 
 
 # ASCII whitespace other than the space (what str.split splits at, besides it).
 _OTHER_ASCII_SPACE = bytes(c for c in range(128) if chr(c).isspace() and c != 32)
+# Longer texts take the word split, whose copies are freed one by one (bounded memory).
+_SHORTCUT_CHARS = 1 << 20
 
 
-def _normalised(lowered: str) -> bytes:
-    """Return ``" " + " ".join(lowered.split())`` encoded; ASCII text that is already single
-    spaced (most text) is only encoded, without splitting it into words."""
-    if lowered.isascii() and "  " not in lowered and lowered[:1] != " " and lowered[-1:] != " ":
+def _single_spaced_ascii(lowered: str) -> bytes | None:
+    """Return ``(" " + " ".join(lowered.split())).encode()`` when that is ``lowered`` itself
+    (single-spaced ASCII, most text), without splitting it into words; else None."""
+    if (
+        len(lowered) <= _SHORTCUT_CHARS
+        and lowered.isascii()
+        and "  " not in lowered
+        and lowered[:1] != " "
+        and lowered[-1:] != " "
+    ):
         data = lowered.encode("ascii")
         if len(data.translate(None, _OTHER_ASCII_SPACE)) == len(data):
             return b" " + data
-    return (" " + " ".join(lowered.split())).encode("utf-8", "surrogatepass")
+    return None
 
 
 def finish_state(
