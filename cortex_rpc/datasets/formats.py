@@ -54,8 +54,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency
 # False forces the full, position-aware check of every record (the equivalence tests, and
 # the fallback of streamed validation).
 FAST_PATH = True
-DIGEST_BYTES = 16
-EXACT_BYTES = 8
+DIGEST_BYTES = 16  # XXH3-128, the normalised digest (``turn_digests``)
 
 FORMATS = ("jsonl", "json", "csv", "txt")
 EXTENSIONS = {
@@ -338,7 +337,7 @@ def turn_digests(turns: list[tuple[str, str]]) -> tuple[bytes, bytes]:
     # The exact digest first: its bytes are freed before the normalised copies are made.
     try:
         exact = _exact_bytes(turns)
-    except TypeError:  # a lone surrogate (json.loads reads "\ud800"; orjson writes no such str)
+    except TypeError:  # a lone surrogate (json.loads reads "\\ud800"; orjson writes no such str)
         exact = json.dumps(turns).encode()
     exact_digest = xxh3_64_digest(exact)
     del exact
